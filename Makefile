@@ -1,0 +1,64 @@
+# oO: `make run` starts the platform on embedded defaults; `make test` runs the suite.
+SHELL := bash
+.DEFAULT_GOAL := help
+
+# uv from PATH, or the one `make setup` installs with pip.
+UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+RUN = $(UV) run --frozen
+
+# Keep every tool's state under ./var and nothing phoning home (oo/runtime.py sets the same).
+export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
+export BENTOML_HOME ?= $(CURDIR)/var/bentoml
+export MPLCONFIGDIR ?= $(CURDIR)/var/matplotlib
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= true
+export BENTOML_DO_NOT_TRACK ?= True
+export LITELLM_LOCAL_MODEL_COST_MAP ?= True
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+
+.PHONY: help setup run test test-fast lint fmt typecheck contracts contracts-check lock-check status clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.venv/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	@touch $@
+
+setup: .venv/.synced ## install uv if missing, then the locked environment
+
+run: setup ## start what exists of the platform on embedded defaults
+	$(RUN) python -m oo.cli run
+
+status: setup ## where each store lives, lake row counts
+	$(RUN) python -m oo.cli status
+
+test: setup ## lint, contracts check, then the whole suite (integration tests need PostgreSQL, Redis, NATS)
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+	$(RUN) python -m data_contracts.export --check
+	$(RUN) pytest
+
+test-fast: setup ## unit tests only
+	$(RUN) pytest -m "not integration and not slow"
+
+lint: setup ## ruff and mypy
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+	$(RUN) lint-imports
+
+fmt: setup ## format and autofix
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+contracts: setup ## write data_contracts/schemas/*.json from the models
+	$(RUN) python -m data_contracts.export
+
+lock-check: ## the lock file matches pyproject.toml
+	$(UV) lock --check
+
+clean: ## remove local state (var/)
+	rm -rf var

@@ -1,0 +1,140 @@
+"""Todoist API v1 records: tasks (items) and projects, as oO stores them.
+
+Field names follow API v1 (``checked``, ``added_at``, ``child_order``, ``responsible_uid``...), not
+the SDK's renamed attributes. ``extra="ignore"`` is deliberate on the API-facing sub-objects only:
+Todoist adds fields over time; the raw JSON of every task is kept beside the model anyway.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from data_contracts.base import Record
+
+_DUE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?Z?)?$")
+
+
+class Due(BaseModel):
+    """A task's due date: ``date`` is ``YYYY-MM-DD``, floating ``...THH:MM:SS`` or UTC ``...Z``.
+
+    Examples
+    --------
+    >>> Due(date="2026-03-01T09:00:00Z", is_recurring=False).has_time
+    True
+    >>> Due(date="2026-03-01").has_time
+    False
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    date: str
+    timezone: str | None = None
+    string: str | None = None
+    lang: str | None = None
+    is_recurring: bool = False
+
+    @field_validator("date")
+    @classmethod
+    def _date_format(cls, v: str) -> str:
+        if not _DUE_DATE.match(v):
+            raise ValueError(f"due.date {v!r} is not YYYY-MM-DD[THH:MM:SS[Z]]")
+        datetime.fromisoformat(v.replace("Z", "+00:00"))  # raises on impossible dates
+        return v
+
+    @property
+    def has_time(self) -> bool:
+        """Whether the due date carries a time of day."""
+        return "T" in self.date
+
+
+class Deadline(BaseModel):
+    """A task's deadline (a date, no time)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    date: date
+    lang: str | None = None
+
+
+class Duration(BaseModel):
+    """How long a task is expected to take."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    amount: int = Field(gt=0)
+    unit: Literal["minute", "day"]
+
+
+class TodoistTask(Record):
+    """One Todoist task (an "item") as seen by one user's sync at ``synced_at``.
+
+    Examples
+    --------
+    >>> from datetime import UTC
+    >>> t = TodoistTask(user_id="u1", id="6X7rM8997g3RQmvh", project_id="p1", content="Call mum",
+    ...                 priority=4, added_at=datetime(2026, 1, 1, tzinfo=UTC),
+    ...                 synced_at=datetime(2026, 1, 2, tzinfo=UTC))
+    >>> t.natural_key[:2], t.partition_date.isoformat()
+    (('u1', '6X7rM8997g3RQmvh'), '2026-01-02')
+    """
+
+    key_fields = ("user_id", "id", "synced_at")
+    partition_field = "synced_at"
+
+    schema_version: Literal[1] = 1
+    user_id: str = Field(min_length=1, description="oO's user id (not Todoist's)")
+    id: str = Field(min_length=1)
+    project_id: str = Field(min_length=1)
+    section_id: str | None = None
+    parent_id: str | None = None
+    content: str
+    description: str = ""
+    labels: list[str] = []
+    priority: int = Field(ge=1, le=4, description="4 = very urgent (p1 in the app), 1 = normal")
+    due: Due | None = None
+    deadline: Deadline | None = None
+    duration: Duration | None = None
+    child_order: int = 0
+    day_order: int | None = None
+    checked: bool = False
+    is_deleted: bool = False
+    added_at: AwareDatetime
+    updated_at: AwareDatetime | None = None
+    completed_at: AwareDatetime | None = None
+    synced_at: AwareDatetime = Field(description="when oO observed this state")
+
+
+class TodoistProject(Record):
+    """One Todoist project as seen by one user's sync."""
+
+    key_fields = ("user_id", "id", "synced_at")
+    partition_field = "synced_at"
+
+    schema_version: Literal[1] = 1
+    user_id: str = Field(min_length=1)
+    id: str = Field(min_length=1)
+    name: str
+    parent_id: str | None = None
+    color: str | None = None
+    is_archived: bool = False
+    is_deleted: bool = False
+    is_favorite: bool = False
+    is_inbox_project: bool = False
+    child_order: int = 0
+    synced_at: AwareDatetime
+
+
+class TodoistCompletion(Record):
+    """One completion of a task (a recurring task completes many times)."""
+
+    key_fields = ("user_id", "task_id", "completed_at")
+    partition_field = "completed_at"
+
+    schema_version: Literal[1] = 1
+    user_id: str = Field(min_length=1)
+    task_id: str = Field(min_length=1)
+    project_id: str | None = None
+    content: str = ""
+    completed_at: AwareDatetime
+    is_recurring: bool = False

@@ -1,0 +1,229 @@
+"""The lake: append-only Parquet datasets, partitioned by date, read through DuckDB.
+
+Layout: ``<root>/<dataset>/dt=YYYY-MM-DD/part-<digest>.parquet``, one dataset per contract.
+
+- **Atomic**: each file is written to ``*.parquet.tmp``, fsynced, then renamed into place; a writer
+  killed midway leaves at most a ``.tmp`` file, which readers never see and the next writer sweeps.
+- **Idempotent**: a write skips every record whose natural key (``Record.key_fields``) is already in
+  its partition, and duplicates inside the batch, so writing the same batch twice leaves the same
+  rows. Writers of one dataset are serialised by a file lock (one machine; on object storage the
+  same layout needs a single writer per dataset).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from data_contracts import (
+    DeadLetter,
+    Decision,
+    NotificationDelivery,
+    QuarantinedRow,
+    ReactionEvent,
+    Record,
+    RewardEvent,
+    TipScore,
+    TodoistCompletion,
+    TodoistProject,
+    TodoistTask,
+)
+from data_contracts.arrow import arrow_schema, to_table
+
+DATASETS: dict[str, type[Record]] = {
+    "todoist_tasks": TodoistTask,
+    "todoist_projects": TodoistProject,
+    "todoist_completions": TodoistCompletion,
+    "reactions": ReactionEvent,
+    "rewards": RewardEvent,
+    "decisions": Decision,
+    "tip_scores": TipScore,
+    "deliveries": NotificationDelivery,
+    "quarantine": QuarantinedRow,
+    "dead_letters": DeadLetter,
+}
+"""Every lake dataset and the contract of its rows."""
+
+
+class UnknownDataset(KeyError):
+    """A dataset name not in :data:`DATASETS`."""
+
+
+class WrongContract(TypeError):
+    """Records of another contract than the dataset's."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write did."""
+
+    dataset: str
+    written: int
+    skipped: int
+    files: tuple[str, ...] = ()
+
+
+class Lake:
+    """Append-only, date-partitioned Parquet datasets under ``root``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from datetime import UTC, datetime
+    >>> from uuid import UUID
+    >>> from data_contracts import ReactionEvent
+    >>> lake = Lake(tempfile.mkdtemp())
+    >>> e = ReactionEvent(event_id=UUID(int=1), decision_id=UUID(int=2), user_id="u1",
+    ...                   candidate_id="task:1", reaction="done",
+    ...                   occurred_at=datetime(2026, 5, 1, tzinfo=UTC))
+    >>> lake.write("reactions", [e]).written, lake.write("reactions", [e]).written
+    (1, 0)
+    >>> lake.read("reactions").num_rows
+    1
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    # -- paths -------------------------------------------------------------------------------
+    def path(self, dataset: str) -> Path:
+        """The folder of ``dataset``."""
+        if dataset not in DATASETS:
+            raise UnknownDataset(f"unknown lake dataset {dataset!r}; known: {sorted(DATASETS)}")
+        return self.root / dataset
+
+    def glob(self, dataset: str) -> str:
+        """A glob that matches every committed file of ``dataset`` (for DuckDB or Feast)."""
+        return str(self.path(dataset) / "dt=*" / "*.parquet")
+
+    def files(self, dataset: str) -> list[Path]:
+        """The committed Parquet files of ``dataset``, in a stable order."""
+        return sorted(self.path(dataset).glob("dt=*/*.parquet"))
+
+    # -- writing -----------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self, dataset: str) -> Iterator[Path]:
+        folder = self.path(dataset)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                for stale in folder.glob("dt=*/*.tmp"):  # left by a writer that died
+                    stale.unlink(missing_ok=True)
+                yield folder
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _keys(table: pa.Table, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+        columns = [table[k].to_pylist() for k in keys]
+        return list(zip(*columns, strict=True))
+
+    def _existing_keys(self, part: Path, model: type[Record], batch: pa.Table) -> set[tuple[Any, ...]]:
+        files = sorted(part.glob("*.parquet"))
+        if not files:
+            return set()
+        keys = list(model.key_fields)
+        key_schema = pa.schema([arrow_schema(model).field(k) for k in keys])
+        first = pc.unique(batch[keys[0]])
+        existing = pq.read_table(files, columns=keys, filters=pc.field(keys[0]).isin(first))
+        return set(self._keys(existing.cast(key_schema), keys))
+
+    def write(self, dataset: str, records: Sequence[Record]) -> WriteResult:
+        """Append ``records`` to ``dataset``, skipping natural keys already present."""
+        model = DATASETS.get(dataset)
+        if model is None:
+            raise UnknownDataset(f"unknown lake dataset {dataset!r}; known: {sorted(DATASETS)}")
+        for r in records:
+            if type(r) is not model:
+                raise WrongContract(f"{dataset} holds {model.__name__}, got {type(r).__name__}")
+        by_day: dict[date, list[Record]] = {}
+        for r in records:
+            by_day.setdefault(r.partition_date, []).append(r)
+        keys = list(model.key_fields)
+        written = skipped = 0
+        files: list[str] = []
+        with self._locked(dataset) as folder:
+            staged: list[tuple[Path, Path]] = []
+            for day, batch in sorted(by_day.items()):
+                part = folder / f"dt={day.isoformat()}"
+                part.mkdir(exist_ok=True)
+                table = to_table(model, batch)
+                seen = self._existing_keys(part, model, table)
+                mask: list[bool] = []
+                for key in self._keys(table, keys):
+                    mask.append(key not in seen)
+                    seen.add(key)
+                fresh = table.filter(pa.array(mask, type=pa.bool_()))
+                skipped += table.num_rows - fresh.num_rows
+                if fresh.num_rows == 0:
+                    continue
+                digest = hashlib.sha256(repr(sorted(self._keys(fresh, keys))).encode()).hexdigest()
+                final = part / f"part-{digest[:24]}.parquet"
+                tmp = final.with_suffix(".parquet.tmp")
+                with open(tmp, "wb") as sink:
+                    pq.write_table(fresh, sink, compression="zstd")
+                    sink.flush()
+                    os.fsync(sink.fileno())
+                staged.append((tmp, final))
+                written += fresh.num_rows
+            for tmp, final in staged:  # commit: a rename is atomic on POSIX
+                os.replace(tmp, final)
+                files.append(str(final))
+            for part_dir in {final.parent for _, final in staged}:
+                fd = os.open(part_dir, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        return WriteResult(dataset=dataset, written=written, skipped=skipped, files=tuple(files))
+
+    # -- reading -----------------------------------------------------------------------------
+    def read(self, dataset: str, where: str | None = None, params: Sequence[Any] = ()) -> pa.Table:
+        """Every row of ``dataset`` (optionally filtered by a DuckDB ``where`` clause), as Arrow.
+
+        The hive partition column ``dt`` is not returned; the contract's fields are.
+        """
+        model = DATASETS.get(dataset)
+        if model is None:
+            raise UnknownDataset(f"unknown lake dataset {dataset!r}; known: {sorted(DATASETS)}")
+        schema = arrow_schema(model)
+        if not self.files(dataset):
+            return schema.empty_table()
+        columns = ", ".join(f'"{n}"' for n in schema.names)
+        sql = f"SELECT {columns} FROM read_parquet(?, hive_partitioning = false, union_by_name = true)"
+        if where:
+            sql += f" WHERE {where}"
+        with duckdb.connect() as con:
+            table: pa.Table = con.sql(sql, params=[self.glob(dataset), *params]).to_arrow_table()
+        return table.cast(schema)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with one view per non-empty dataset, named after it."""
+        con = duckdb.connect()
+        for name in DATASETS:
+            if self.files(name):
+                con.execute(
+                    f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{self.glob(name)}', "
+                    "hive_partitioning = true, union_by_name = true)"
+                )
+        return con
+
+
+def get_lake() -> Lake:
+    """The lake named by the settings."""
+    from oo.settings import get_settings
+
+    return Lake(get_settings().lake_root)

@@ -1,0 +1,66 @@
+"""Process set-up done once, in one place: no telemetry, no remote look-ups, state under ./var,
+and library log noise tamed.
+
+The stack reads these switches from environment variables, some at import time, so
+:func:`configure` runs first in every entry point (the CLI, the DAGs, the services, the tests).
+It only sets defaults: an operator's explicit environment wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+OFFLINE_SWITCHES: dict[str, str] = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",  # one DNS look-up per process otherwise
+    "DO_NOT_TRACK": "true",
+    "BENTOML_DO_NOT_TRACK": "True",  # `bentoml serve` reports usage otherwise
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # importing litellm fetches a cost map otherwise
+    "LITELLM_TELEMETRY": "False",
+    "HF_HUB_OFFLINE": "1",
+    "SCARF_NO_ANALYTICS": "true",
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "GX_ANALYTICS_ENABLED": "False",
+    "FEAST_USAGE": "False",
+}
+"""Environment switches that stop the stack phoning home."""
+
+NOISY_LOGGERS: dict[str, int] = {
+    "great_expectations": logging.WARNING,
+    "great_expectations.data_context.types.base": logging.WARNING,
+    "alembic": logging.WARNING,
+    "LiteLLM": logging.WARNING,
+    "LiteLLM Router": logging.WARNING,
+    "httpx": logging.WARNING,
+    "feast": logging.WARNING,
+    "mlflow": logging.WARNING,
+    "bentoml": logging.WARNING,
+    "nats": logging.WARNING,
+}
+
+
+def tool_homes(var_dir: Path) -> dict[str, str]:
+    """Where each tool keeps its state, all under ``var_dir`` (never ``~``)."""
+    var = var_dir.resolve()
+    return {
+        "AIRFLOW_HOME": str(var / "airflow"),
+        "BENTOML_HOME": str(var / "bentoml"),
+        "MPLCONFIGDIR": str(var / "matplotlib"),
+    }
+
+
+def configure(var_dir: Path | None = None, log_level: str | None = None) -> None:
+    """Set the offline switches and tool homes (as defaults) and tame library loggers."""
+    if var_dir is None or log_level is None:
+        from oo.settings import get_settings
+
+        s = get_settings()
+        var_dir = var_dir or s.paths.var_dir
+        log_level = log_level or s.log_level
+    for key, value in {**OFFLINE_SWITCHES, **tool_homes(var_dir)}.items():
+        os.environ.setdefault(key, value)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name, level in NOISY_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)

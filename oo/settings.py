@@ -1,0 +1,160 @@
+"""The one settings object: every knob of the platform, read from ``OO_*`` environment variables.
+
+Nested groups use ``__``: ``OO_DB__URL=postgresql://...``, ``OO_BUS__NATS_URL=nats://...``.
+Embedded defaults keep all state under ``./var/`` so that ``make run`` needs no service.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_VAULT_KEY = "b08tZGV2LWtleS1uZXZlci11c2Utb3V0c2lkZS1sbyE="
+"""Fernet key used in local mode only; any other mode refuses it."""
+
+
+class PathsSettings(BaseModel):
+    """Where embedded state lives."""
+
+    var_dir: Path = Path("var")
+
+    def resolve(self, *parts: str) -> Path:
+        """Absolute path of ``var_dir / parts``."""
+        return (self.var_dir / Path(*parts)).resolve()
+
+
+class DBSettings(BaseModel):
+    """The app database (users, integrations, outbox, deliveries)."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; unset means SQLite at var/app.db. postgresql://... uses psycopg 3.",
+    )
+    echo: bool = False
+
+
+class LakeSettings(BaseModel):
+    """The Parquet lake of raw snapshots, decisions and rewards."""
+
+    root: Path | None = Field(default=None, description="unset means var/lake")
+
+
+class BusSettings(BaseModel):
+    """The event bus."""
+
+    nats_url: str | None = Field(
+        default=None, description="nats://host:port selects NATS JetStream; unset is in-process"
+    )
+    stream: str = "OO_EVENTS"
+    subject_prefix: str = "oo"
+    max_deliver: int = Field(default=5, ge=1, description="redeliveries before dead-lettering")
+    ack_wait_s: float = Field(default=30.0, gt=0)
+
+
+class RedisSettings(BaseModel):
+    """Redis, used by the Feast online store when set."""
+
+    url: str | None = Field(default=None, description="redis://host:port/db; unset means SQLite")
+
+
+class MlflowSettings(BaseModel):
+    """MLflow tracking and registry."""
+
+    tracking_uri: str | None = Field(default=None, description="unset means SQLite at var/mlflow.db")
+    artifact_root: Path | None = Field(default=None, description="unset means var/mlartifacts")
+    experiment: str = "tip-policy"
+    model_name: str = "tip-policy"
+
+
+class VaultSettings(BaseModel):
+    """Encryption of third-party tokens at rest."""
+
+    keys: list[SecretStr] = Field(
+        default_factory=lambda: [SecretStr(DEV_VAULT_KEY)],
+        description="Fernet keys, newest first (MultiFernet); rotate by prepending",
+    )
+
+
+class TodoistSettings(BaseModel):
+    """The Todoist API v1."""
+
+    base_url: str = "https://api.todoist.com/api/v1/"
+    timeout_s: float = 15.0
+    max_retries: int = 5
+    client_secret: SecretStr = SecretStr("dev-client-secret")
+
+
+class LLMSettings(BaseModel):
+    """LLM candidate generation through LiteLLM."""
+
+    model: str = "tips"
+    primary_model: str = "local/tip-generator"
+    api_base: str | None = None
+    timeout_s: float = 10.0
+
+
+class RewardSettings(BaseModel):
+    """How reactions become rewards."""
+
+    table: dict[str, float] = {"done": 1.0, "snooze": 0.2, "dismiss": 0.0}
+    window_hours: float = Field(default=24.0, gt=0)
+    default_reward: float = 0.0
+
+
+class Settings(BaseSettings):
+    """All configuration of oO."""
+
+    model_config = SettingsConfigDict(env_prefix="OO_", env_file=".env", env_nested_delimiter="__", extra="ignore")
+
+    env: Literal["local", "staging", "prod"] = "local"
+    require_services: bool = Field(default=False, description="integration tests fail instead of skipping")
+    log_level: str = "INFO"
+    paths: PathsSettings = PathsSettings()
+    db: DBSettings = DBSettings()
+    lake: LakeSettings = LakeSettings()
+    bus: BusSettings = BusSettings()
+    redis: RedisSettings = RedisSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    vault: VaultSettings = VaultSettings()
+    todoist: TodoistSettings = TodoistSettings()
+    llm: LLMSettings = LLMSettings()
+    reward: RewardSettings = RewardSettings()
+
+    @model_validator(mode="after")
+    def _no_dev_secrets_outside_local(self) -> Settings:
+        if self.env != "local":
+            if any(k.get_secret_value() == DEV_VAULT_KEY for k in self.vault.keys):
+                raise ValueError("OO_VAULT__KEYS holds the dev key; set real keys outside local")
+            if self.todoist.client_secret.get_secret_value() == "dev-client-secret":
+                raise ValueError("OO_TODOIST__CLIENT_SECRET is the dev default outside local")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        """The app database URL, SQLite under var/ by default."""
+        return self.db.url or f"sqlite:///{self.paths.resolve('app.db')}"
+
+    @property
+    def lake_root(self) -> Path:
+        """The lake's root folder."""
+        return (self.lake.root or self.paths.resolve("lake")).resolve()
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """MLflow's backend store URI (SQLite under var/ by default)."""
+        return self.mlflow.tracking_uri or f"sqlite:///{self.paths.resolve('mlflow.db')}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        """Where MLflow artifacts go when the experiment is created here."""
+        return (self.mlflow.artifact_root or self.paths.resolve("mlartifacts")).resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, built once on first use."""
+    return Settings()

@@ -1,0 +1,36 @@
+"""Settings: one object, OO_ variables, embedded defaults under var/, no dev secrets outside local."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from oo.settings import Settings
+
+
+def test_defaults_are_embedded_and_under_var(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OO_PATHS__VAR_DIR", str(tmp_path))
+    s = Settings()
+    assert s.db_url == f"sqlite:///{tmp_path / 'app.db'}"
+    assert s.lake_root == tmp_path / "lake"
+    assert s.mlflow_tracking_uri.startswith("sqlite:///") and str(tmp_path) in s.mlflow_tracking_uri
+    assert s.bus.nats_url is None and s.redis.url is None and s.db.url is None
+
+
+def test_nested_values_come_from_oo_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OO_DB__URL", "postgresql://db/oo")
+    monkeypatch.setenv("OO_BUS__NATS_URL", "nats://bus:4222")
+    monkeypatch.setenv("OO_REWARD__WINDOW_HOURS", "6")
+    s = Settings()
+    assert (s.db_url, s.bus.nats_url, s.reward.window_hours) == ("postgresql://db/oo", "nats://bus:4222", 6.0)
+
+
+def test_the_dev_vault_key_is_refused_outside_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OO_ENV", "prod")
+    with pytest.raises(ValidationError, match="dev key"):
+        Settings()
+
+
+def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert s.vault.keys[0].get_secret_value() not in repr(s)
