@@ -8,6 +8,7 @@ RUN = $(UV) run --frozen
 
 # Keep every tool's state under ./var and nothing phoning home (oo/runtime.py sets the same).
 export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
+export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
 export BENTOML_HOME ?= $(CURDIR)/var/bentoml
 export MPLCONFIGDIR ?= $(CURDIR)/var/matplotlib
 export MLFLOW_DISABLE_TELEMETRY ?= true

@@ -14,9 +14,11 @@ from data_contracts.decisions import (
     TipScore,
 )
 from data_contracts.events import Reaction, ReactionEvent, RewardEvent
+from data_contracts.features import CandidateFeatures, UserContext
 from data_contracts.notifications import Channel, DeliveryStatus, NotificationDelivery
 from data_contracts.quarantine import DeadLetter, QuarantinedRow
 from data_contracts.todoist import TodoistCompletion, TodoistProject, TodoistTask
+from data_contracts.training import TrainingExample
 
 CONTRACTS: tuple[type[Record], ...] = (
     TodoistTask,
@@ -29,10 +31,14 @@ CONTRACTS: tuple[type[Record], ...] = (
     NotificationDelivery,
     QuarantinedRow,
     DeadLetter,
+    TrainingExample,
 )
 """Every record type with a JSON Schema file and a lake dataset."""
 
 __all__ = [
+    "CandidateFeatures",
+    "TrainingExample",
+    "UserContext",
     "CONTRACTS",
     "CandidateKind",
     "Channel",

@@ -39,6 +39,7 @@ from data_contracts import (
     TodoistCompletion,
     TodoistProject,
     TodoistTask,
+    TrainingExample,
 )
 from data_contracts.arrow import arrow_schema, to_table
 
@@ -53,6 +54,7 @@ DATASETS: dict[str, type[Record]] = {
     "deliveries": NotificationDelivery,
     "quarantine": QuarantinedRow,
     "dead_letters": DeadLetter,
+    "training_examples": TrainingExample,
 }
 """Every lake dataset and the contract of its rows."""
 

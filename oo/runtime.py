@@ -27,6 +27,9 @@ OFFLINE_SWITCHES: dict[str, str] = {
 }
 """Environment switches that stop the stack phoning home."""
 
+DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
+"""The project's DAGs (Airflow's dags-folder bundle must point here for ``dag.test()``)."""
+
 NOISY_LOGGERS: dict[str, int] = {
     "great_expectations": logging.WARNING,
     "great_expectations.data_context.types.base": logging.WARNING,
@@ -46,6 +49,7 @@ def tool_homes(var_dir: Path) -> dict[str, str]:
     var = var_dir.resolve()
     return {
         "AIRFLOW_HOME": str(var / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "BENTOML_HOME": str(var / "bentoml"),
         "MPLCONFIGDIR": str(var / "matplotlib"),
     }

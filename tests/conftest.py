@@ -19,9 +19,10 @@ os.environ["OO_PATHS__VAR_DIR"] = str(_VAR)
 for _key in ("OO_DB__URL", "OO_BUS__NATS_URL", "OO_REDIS__URL", "OO_LAKE__ROOT", "OO_MLFLOW__TRACKING_URI"):
     os.environ.pop(_key, None)  # unit tests run on the embedded defaults
 
-from oo.runtime import configure  # noqa: E402
+from oo.runtime import configure, tool_homes  # noqa: E402
 from oo.settings import get_settings  # noqa: E402
 
+os.environ.update(tool_homes(_VAR))  # override the Makefile's ./var homes: tests never touch ./var
 configure()
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
