@@ -13,3 +13,7 @@ EVENTS = Asset("oo://lake/events", group="lake")
 
 FEATURES = Asset("oo://feast/online", group="features")
 """Updated by ``features`` after a successful materialization."""
+
+TRAINING_SET = Asset("oo://lake/training_examples", group="lake")
+"""Updated by ``features`` after it wrote point-in-time training examples for new decisions;
+``policy_training`` is scheduled on it."""
