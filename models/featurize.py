@@ -1,0 +1,276 @@
+"""Turn a (context, candidate) pair into the features one shared scoring model reads.
+
+Candidates are transient, so the policy never keeps a model per arm: it scores each pair from
+*action-dependent features*: the candidate's own features, the context's features, and every
+context x candidate product (``"priority*hour_sin"``), so that one linear model can learn that
+this user prefers short tasks in the morning.
+
+Inputs are put on comparable scales by fixed, documented transforms (no learned state), so the
+same pair always gives the same features, online and offline:
+
+- **Imputation**: a missing, NaN or infinite value of a declared feature becomes that feature's
+  contract default (``UserContext`` / ``CandidateFeatures``, or 0.0 for a feature declared by
+  name only). Features not declared in the featurizer's schema are ignored.
+- **Scaling**: counts go through ``log1p``, hours and days are divided by their caps, priority
+  maps 1..4 to 0..1; the transforms are listed in :data:`CONTEXT_TRANSFORMS` and
+  :data:`CANDIDATE_TRANSFORMS`.
+- **Derived context features**: ``hour_sin``, ``hour_cos`` (the hour on a circle) and
+  ``active_now`` (cosine of the distance between now and the user's usual active hour).
+
+Examples
+--------
+>>> f = Featurizer.for_contracts()
+>>> ctx = f.context({"hour_of_day": 8.0, "usual_active_hour": 8.0})
+>>> ctx["active_now"]
+1.0
+>>> cand = f.candidate({"priority": 4.0, "is_llm_tip": 0.0})
+>>> x = f.pair(ctx, cand)
+>>> x["priority"], x["priority*active_now"]
+(1.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from data_contracts.features import CandidateFeatures, UserContext
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A fixed transform of one feature: ``log1p(max(v, 0)) / log1p(cap)`` or ``(v - shift) / cap``.
+
+    Examples
+    --------
+    >>> Transform("scale", 720.0)(360.0), Transform("log1p", 0.0 + math.e - 1)(math.e - 1)
+    (0.5, 1.0)
+    """
+
+    kind: Literal["log1p", "scale"]
+    cap: float
+    shift: float = 0.0
+
+    def __call__(self, value: float) -> float:
+        return float(self.array(np.asarray([value], dtype=np.float64))[0])
+
+    def array(self, values: FloatArray) -> FloatArray:
+        """The transform applied to an array."""
+        if self.kind == "log1p":
+            out: FloatArray = np.log1p(np.maximum(values, 0.0)) / math.log1p(self.cap)
+            return out
+        scaled: FloatArray = (values - self.shift) / self.cap
+        return scaled
+
+
+CONTEXT_TRANSFORMS: dict[str, Transform] = {
+    "reactions_1d": Transform("log1p", 20.0),
+    "reactions_7d": Transform("log1p", 100.0),
+    "reactions_28d": Transform("log1p", 400.0),
+    "hours_since_last_reaction": Transform("scale", 720.0),
+    "completions_per_day_28d": Transform("log1p", 20.0),
+    "usual_active_hour": Transform("scale", 24.0),
+    "hour_of_day": Transform("scale", 24.0),
+    "weekday": Transform("scale", 6.0),
+}
+"""Fixed transforms of context features; rates and flags (already in [0, 1]) pass through."""
+
+CANDIDATE_TRANSFORMS: dict[str, Transform] = {
+    "priority": Transform("scale", 3.0, shift=1.0),
+    "age_days": Transform("log1p", 365.0),
+    "days_to_deadline": Transform("scale", 365.0),
+    "duration_minutes": Transform("log1p", 480.0),
+    "label_count": Transform("scale", 5.0),
+    "content_length": Transform("log1p", 500.0),
+    "times_snoozed": Transform("log1p", 20.0),
+    "times_shown": Transform("log1p", 50.0),
+    "hours_until_due": Transform("scale", 720.0),
+}
+"""Fixed transforms of candidate features; flags pass through."""
+
+DERIVED_CONTEXT = ("hour_sin", "hour_cos", "active_now")
+"""Context features the featurizer adds when ``hour_of_day`` and ``usual_active_hour`` are declared."""
+
+
+def _contract_defaults(model: type[Any]) -> dict[str, float]:
+    return {
+        name: float(f.default)
+        for name, f in model.model_fields.items()
+        if name != "schema_version" and isinstance(f.default, int | float)
+    }
+
+
+class Featurizer:
+    """Fixed-schema featurizer of (context, candidate) pairs with context x candidate interactions.
+
+    Parameters
+    ----------
+    context_fields
+        Context features read, in order (the derived ones are appended when possible).
+    candidate_fields
+        Candidate features read, in order.
+    defaults
+        Imputation value of each declared feature (missing, NaN or infinite input); 0.0 otherwise.
+    transforms
+        Fixed per-feature transforms applied after imputation; identity otherwise.
+    interactions
+        Add every context x candidate product (the action-dependent features). Without them a
+        linear model ranks candidates the same way for every user.
+
+    Examples
+    --------
+    >>> f = Featurizer(context_fields=("x",), candidate_fields=("a", "b"))
+    >>> f.pair(f.context({"x": 2.0}), f.candidate({"a": 1.0, "b": float("nan")}))
+    {'a': 1.0, 'x': 2.0, 'a*x': 2.0}
+    >>> len(f.feature_names)
+    5
+    """
+
+    def __init__(
+        self,
+        context_fields: Sequence[str],
+        candidate_fields: Sequence[str],
+        defaults: Mapping[str, float] | None = None,
+        transforms: Mapping[str, Transform] | None = None,
+        interactions: bool = True,
+    ) -> None:
+        self.context_fields = tuple(context_fields)
+        self.candidate_fields = tuple(candidate_fields)
+        self.defaults = dict(defaults or {})
+        self.transforms = dict(transforms or {})
+        self.interactions = interactions
+        ctx = self.context_fields
+        self._derive = "hour_of_day" in ctx and "usual_active_hour" in ctx
+        if self._derive:
+            ctx = ctx + tuple(d for d in DERIVED_CONTEXT if d not in ctx)
+            self._hour_idx = (self.context_fields.index("hour_of_day"), self.context_fields.index("usual_active_hour"))
+        self.all_context_fields: tuple[str, ...] = ctx
+        """The context features after derivation, in order."""
+        self._cross = tuple(tuple(f"{m}*{c}" for c in ctx) for m in self.candidate_fields) if interactions else ()
+        self.feature_names: list[str] = [*self.candidate_fields, *ctx, *(n for row in self._cross for n in row)]
+        """Every feature a pair can have: candidate, context, then interactions."""
+        self._ctx = self._plan(self.context_fields)
+        self._cand = self._plan(self.candidate_fields)
+
+    def _plan(self, fields: tuple[str, ...]) -> tuple[FloatArray, list[tuple[int, Transform]]]:
+        defaults = np.asarray([self.defaults.get(n, 0.0) for n in fields], dtype=np.float64)
+        return defaults, [(i, self.transforms[n]) for i, n in enumerate(fields) if n in self.transforms]
+
+    def __repr__(self) -> str:
+        return (
+            f"Featurizer({len(self.context_fields)} context, {len(self.candidate_fields)} candidate fields, "
+            f"interactions={self.interactions})"
+        )
+
+    @classmethod
+    def for_contracts(cls, interactions: bool = True) -> Featurizer:
+        """The featurizer of :class:`UserContext` and :class:`CandidateFeatures` (the default)."""
+        context_fields = tuple(n for n in UserContext.model_fields if n != "schema_version")
+        candidate_fields = tuple(n for n in CandidateFeatures.model_fields if n != "schema_version")
+        return cls(
+            context_fields=context_fields,
+            candidate_fields=candidate_fields,
+            defaults={**_contract_defaults(UserContext), **_contract_defaults(CandidateFeatures)},
+            transforms={**CONTEXT_TRANSFORMS, **CANDIDATE_TRANSFORMS},
+            interactions=interactions,
+        )
+
+    # -- transforms --------------------------------------------------------------------------
+    @staticmethod
+    def _impute_transform(raw: FloatArray, plan: tuple[FloatArray, list[tuple[int, Transform]]]) -> FloatArray:
+        defaults, steps = plan
+        bad = ~np.isfinite(raw)
+        if bad.any():
+            raw = np.where(bad, np.broadcast_to(defaults, raw.shape), raw)
+        for i, t in steps:
+            raw[..., i] = t.array(raw[..., i])
+        return raw
+
+    def context_vector(self, context: Mapping[str, float]) -> FloatArray:
+        """The transformed context as a vector over :attr:`all_context_fields`."""
+        nan = math.nan
+        raw = np.asarray([context.get(n, nan) for n in self.context_fields], dtype=np.float64)
+        imputed = self._impute_transform(raw.copy(), self._ctx)
+        if not self._derive:
+            return imputed
+        defaults = self._ctx[0]
+        h, u = self._hour_idx
+        hour = raw[h] if math.isfinite(raw[h]) else defaults[h]
+        usual = raw[u] if math.isfinite(raw[u]) else defaults[u]
+        angle = 2 * math.pi * hour / 24.0
+        derived = [math.sin(angle), math.cos(angle), math.cos(2 * math.pi * (hour - usual) / 24.0)]
+        return np.concatenate([imputed, np.asarray(derived, dtype=np.float64)])
+
+    def candidate_matrix(self, candidates: Sequence[Mapping[str, float]]) -> FloatArray:
+        """The transformed features of many candidates, one row each, over :attr:`candidate_fields`."""
+        nan = math.nan
+        fields = self.candidate_fields
+        raw = np.asarray([[f.get(n, nan) for n in fields] for f in candidates], dtype=np.float64)
+        return self._impute_transform(raw.reshape(len(candidates), len(fields)), self._cand)
+
+    def candidate_vector(self, features: Mapping[str, float]) -> FloatArray:
+        """The transformed candidate features as a vector over :attr:`candidate_fields`."""
+        row: FloatArray = self.candidate_matrix([features])[0]
+        return row
+
+    def context(self, context: Mapping[str, float]) -> dict[str, float]:
+        """The transformed context as a dict (zeros kept)."""
+        return dict(zip(self.all_context_fields, self.context_vector(context).tolist(), strict=True))
+
+    def candidate(self, features: Mapping[str, float]) -> dict[str, float]:
+        """The transformed candidate features as a dict (zeros kept)."""
+        return dict(zip(self.candidate_fields, self.candidate_vector(features).tolist(), strict=True))
+
+    def pair_from_vectors(self, ctx: FloatArray, cand: FloatArray) -> dict[str, float]:
+        """The sparse feature dict of one pair from its transformed vectors (zeros dropped)."""
+        x: dict[str, float] = {}
+        cv = ctx.tolist()
+        mv = cand.tolist()
+        for name, v in zip(self.candidate_fields, mv, strict=True):
+            if v != 0.0:
+                x[name] = v
+        for name, v in zip(self.all_context_fields, cv, strict=True):
+            if v != 0.0:
+                x[name] = v
+        cross: tuple[tuple[str, ...], ...] = self._cross
+        for names, m in zip(cross, mv, strict=False):
+            if m == 0.0:
+                continue
+            for name, c in zip(names, cv, strict=True):
+                if c != 0.0:
+                    x[name] = m * c
+        return x
+
+    def pair(self, context: Mapping[str, float], candidate: Mapping[str, float]) -> dict[str, float]:
+        """The features of one pair from already transformed dicts (see :meth:`context`)."""
+        ctx = np.asarray([context.get(n, 0.0) for n in self.all_context_fields], dtype=np.float64)
+        cand = np.asarray([candidate.get(n, 0.0) for n in self.candidate_fields], dtype=np.float64)
+        return self.pair_from_vectors(ctx, cand)
+
+    def linear_scores(
+        self, weights: Callable[[list[str]], FloatArray], intercept: float, ctx: FloatArray, cands: FloatArray
+    ) -> FloatArray:
+        """Scores of a linear model over pair features for every candidate at once.
+
+        Equal to ``intercept + w . pair(ctx, cand)`` for each row of ``cands``, computed as
+        ``cands @ (w_cand + W_cross @ ctx) + w_ctx . ctx + intercept`` (one matrix product
+        instead of one dict per candidate). ``weights(names)`` returns the weights of ``names``.
+        """
+        w = np.asarray(weights(self.feature_names), dtype=np.float64)
+        d, c = len(self.candidate_fields), len(self.all_context_fields)
+        effective = w[:d]
+        if self.interactions:
+            effective = effective + w[d + c :].reshape(d, c) @ ctx
+        base = float(w[d : d + c] @ ctx) + intercept
+        out: FloatArray = cands @ effective + base
+        return out
+
+
+__all__ = ["CANDIDATE_TRANSFORMS", "CONTEXT_TRANSFORMS", "DERIVED_CONTEXT", "Featurizer", "Transform"]
