@@ -105,6 +105,20 @@ class RewardSettings(BaseModel):
     default_reward: float = 0.0
 
 
+class TrainingSettings(BaseModel):
+    """Policy training and the promotion gate (``policy_training`` DAG)."""
+
+    window_days: float = Field(default=28.0, gt=0, description="training examples read, ending at the interval end")
+    holdout_fraction: float = Field(default=0.3, gt=0, lt=1, description="latest share of examples held out for OPE")
+    min_examples: int = Field(default=50, ge=2, description="fewer examples: the run trains nothing")
+    n_bootstrap: int = Field(default=300, ge=50, description="bootstrap resamples of each OPE interval")
+    seed: int = 0
+    gate_metric: Literal["dr", "snips", "ips"] = "dr"
+    gate_margin: float = Field(
+        default=0.0, description="challenger's lower bound must beat the champion's estimate by this much"
+    )
+
+
 class Settings(BaseSettings):
     """All configuration of oO."""
 
@@ -123,6 +137,7 @@ class Settings(BaseSettings):
     todoist: TodoistSettings = TodoistSettings()
     llm: LLMSettings = LLMSettings()
     reward: RewardSettings = RewardSettings()
+    training: TrainingSettings = TrainingSettings()
 
     @model_validator(mode="after")
     def _no_dev_secrets_outside_local(self) -> Settings:

@@ -38,6 +38,20 @@ class Candidate(Protocol):
     def features(self) -> Mapping[str, float]: ...
 
 
+@dataclass(frozen=True)
+class Arm:
+    """A light candidate (id and features) for simulations, benchmarks and tests.
+
+    Examples
+    --------
+    >>> Arm("a", {"priority": 4.0}).features["priority"]
+    4.0
+    """
+
+    candidate_id: str
+    features: Mapping[str, float]
+
+
 class PolicyInputError(ValueError):
     """Input a policy refuses, before any state changes."""
 

@@ -33,7 +33,7 @@ from models.policies.base import (
 )
 
 
-def default_model(learning_rate: float = 0.05, l2: float = 0.0) -> river_base.Regressor:
+def default_model(learning_rate: float = 0.1, l2: float = 0.0) -> river_base.Regressor:
     """A River linear regression with plain SGD, the default scorer.
 
     Examples
@@ -57,6 +57,8 @@ class ScoringPolicy(Policy):
         ``None`` means the contracts' featurizer (``UserContext`` x ``CandidateFeatures``).
     floor, seed, version
         See :class:`~models.policies.base.Policy`.
+    normalized
+        Weight each learning step by ``1 / (1 + |x|^2)`` (the model must accept ``w``).
     """
 
     def __init__(
@@ -66,8 +68,10 @@ class ScoringPolicy(Policy):
         floor: float = 0.0,
         seed: int | None = None,
         version: str = "dev",
+        normalized: bool = True,
     ) -> None:
         super().__init__(floor=floor, seed=seed, version=version)
+        self.normalized = normalized
         self.model = model if model is not None else default_model()
         self.featurizer = featurizer if featurizer is not None else Featurizer.for_contracts()
 
@@ -97,9 +101,19 @@ class ScoringPolicy(Policy):
         return float(self.model.predict_one(self.features_one(x, candidate)))
 
     def learn_one(self, x: Context, candidate: Candidate, reward: float) -> None:
-        """One SGD step of the scorer on the pair's features towards ``reward``."""
+        """One SGD step of the scorer on the pair's features towards ``reward``.
+
+        With ``normalized`` (the default) the step is weighted by ``1 / (1 + |x|^2)`` (normalised
+        least mean squares), so one learning rate suits any number of features.
+        """
         y = check_reward(reward)
-        self.model.learn_one(self.features_one(x, candidate), y)
+        features = self.features_one(x, candidate)
+        self.model.learn_one(features, y, w=self._step_weight(features))
+
+    def _step_weight(self, features: dict[str, float]) -> float:
+        if not self.normalized:
+            return 1.0
+        return 1.0 / (1.0 + math.fsum(v * v for v in features.values()))
 
     def scores(self, x: Context, candidates: Sequence[Candidate]) -> list[float]:
         """Every candidate's score, vectorised for linear scorers."""
@@ -239,11 +253,10 @@ class BootstrapThompson(ScoringPolicy):
         y = check_reward(reward)
         features = self.features_one(x, candidate)
         counts = [self._poisson1() for _ in self._members]
+        step = self._step_weight(features)
         for member, k in zip(self._members, counts, strict=True):
-            if k and _takes_weight(member):
-                member.learn_one(features, y, w=float(k))
-            elif k:
-                _repeat(member, features, y, k)
+            if k:
+                member.learn_one(features, y, w=k * step)
 
     def member_scores(self, x: Context, candidates: Sequence[Candidate]) -> list[list[float]]:
         """Every member's scores of every candidate."""
@@ -263,20 +276,12 @@ class BootstrapThompson(ScoringPolicy):
         return mean, apply_floor(self._shares(per_member), self.floor)
 
     def _shares(self, per_member: list[list[float]]) -> list[float]:
-        shares = [0.0] * len(per_member[0])
+        votes = [0.0] * len(per_member[0])
         for member_scores in per_member:
             for i, s in enumerate(argmax_shares(member_scores)):
-                shares[i] += s / self.n_members
-        return shares
+                votes[i] += s
+        return [v / self.n_members for v in votes]
 
     def _probabilities(self, x: Context, candidates: Sequence[Candidate], scores: list[float]) -> list[float]:
         return self._shares(self.member_scores(x, candidates))
 
-
-def _takes_weight(model: river_base.Regressor) -> bool:
-    return isinstance(model, linear_model.LinearRegression)
-
-
-def _repeat(model: river_base.Regressor, features: dict[str, float], y: float, k: int) -> None:
-    for _ in range(k):
-        model.learn_one(features, y)

@@ -1,0 +1,259 @@
+"""The MLflow side of training: one run per candidate, the ``tip-policy`` model, and its aliases.
+
+This is the only module that imports MLflow. Tracking goes to ``Settings.mlflow_tracking_uri``
+(SQLite under ``var/`` by default); the experiment is created with its artifact location
+pinned under ``Settings.mlflow_artifact_root`` (MLflow would otherwise write to ``./mlruns``).
+
+Every candidate run logs its parameters, IPS / SNIPS / DR with their intervals, skew metrics
+when given, the feature list, a plot of the estimates, and the policy itself as a pyfunc model
+whose artifact is the versioned pickle of :func:`models.policies.dumps`. Each is registered as
+a version of ``tip-policy``; ``@challenger`` moves to the best (by DR). ``@champion`` moves
+only when the **gate** passes: the challenger's lower DR bound (``gate_metric``) beats the
+champion's estimate on the same held-out logs by ``gate_margin``; with no champion yet, the
+reference is the logged (serving) policy's own average reward. The decision is logged on the
+challenger's run (tags ``gate.*``) and returned.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import mlflow.pyfunc  # noqa: E402
+import river  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from models.evaluation import OffPolicyReport, evaluate_policy  # noqa: E402
+from models.policies.base import Policy, dumps, loads  # noqa: E402
+from models.policies.explore import ScoringPolicy  # noqa: E402
+from models.training import TrainedCandidate, TrainingOutcome  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+class PolicyPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """A pyfunc wrapper so ``models:/tip-policy@champion`` loads anywhere; ``.policy`` is the policy."""
+
+    policy: Policy
+
+    def load_context(self, context: Any) -> None:
+        """Read the versioned pickle (fails clearly when written by other code)."""
+        self.policy = loads(Path(context.artifacts["policy"]).read_bytes())
+
+    def predict(self, context: Any, model_input: list[dict[str, Any]], params: dict[str, Any] | None = None) -> Any:
+        """Rows ``{"context": {...}, "candidates": [{"candidate_id", "features"}]}`` -> ranked ids."""
+        from models.policies.base import Arm
+
+        out = []
+        for row in model_input:
+            arms = [Arm(c["candidate_id"], c.get("features", {})) for c in row["candidates"]]
+            out.append(self.policy.rank(row.get("context", {}), arms))
+        return out
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether ``@champion`` moved, and why."""
+
+    promoted: bool
+    challenger_version: str
+    champion_version: str | None
+    challenger_low: float
+    reference: float
+    reason: str
+
+
+def _plot(report: OffPolicyReport, title: str, path: Path) -> None:
+    names = ["ips", "snips", "dr"]
+    est = [getattr(report, n) for n in names]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.errorbar(
+        names,
+        [e.value for e in est],
+        yerr=[[e.value - e.low for e in est], [e.high - e.value for e in est]],
+        fmt="o",
+        capsize=4,
+    )
+    ax.axhline(report.logged, linestyle="--", color="grey", label="logged policy")
+    ax.set_ylabel("estimated reward")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+class Registry:
+    """MLflow tracking and registry for tip policies, configured from the settings."""
+
+    def __init__(self, settings: Any = None) -> None:
+        from oo.settings import get_settings
+
+        self.settings = settings or get_settings()
+        self.model_name: str = self.settings.mlflow.model_name
+        mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.settings.mlflow_tracking_uri)
+        self.experiment_id = self._experiment()
+
+    def _experiment(self) -> str:
+        name = self.settings.mlflow.experiment
+        existing = self.client.get_experiment_by_name(name)
+        if existing is not None:
+            return str(existing.experiment_id)
+        location = self.settings.mlflow_artifact_root / name
+        location.mkdir(parents=True, exist_ok=True)
+        try:
+            return str(self.client.create_experiment(name, artifact_location=location.as_uri()))
+        except MlflowException:  # created concurrently by another process: use theirs
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return str(found.experiment_id)
+
+    # -- runs --------------------------------------------------------------------------------
+    def log_candidate(
+        self,
+        candidate: TrainedCandidate,
+        interval_key: str,
+        skew: Mapping[str, float] | None = None,
+    ) -> tuple[str, str]:
+        """Log one candidate's run and register it; returns ``(run_id, model version)``."""
+        policy = candidate.policy
+        features = policy.featurizer.feature_names if isinstance(policy, ScoringPolicy) else []
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            mlflow.start_run(experiment_id=self.experiment_id, run_name=candidate.spec.name) as run,
+        ):
+            params = {**asdict(candidate.spec), **policy.params(), "n_train": candidate.n_train}
+            mlflow.log_params({k: str(v) for k, v in params.items()})
+            mlflow.log_metrics(candidate.report.metrics())
+            if skew:
+                mlflow.log_metrics({f"skew_{k}": float(v) for k, v in skew.items()})
+            mlflow.set_tags({"oo.interval_end": interval_key, "oo.policy": policy.name})
+            mlflow.log_dict({"features": features}, "features.json")
+            plot = Path(tmp) / "ope.png"
+            _plot(candidate.report, candidate.spec.name, plot)
+            mlflow.log_artifact(str(plot))
+            pickled = Path(tmp) / "policy.pkl"
+            pickled.write_bytes(dumps(policy))
+            info = mlflow.pyfunc.log_model(
+                name="policy",
+                python_model=PolicyPyfunc(),
+                artifacts={"policy": str(pickled)},
+                pip_requirements=[f"river=={river.__version__}"],
+            )
+            run_id = run.info.run_id
+        version = mlflow.register_model(info.model_uri, self.model_name, tags={"run_id": run_id})
+        self.client.set_model_version_tag(self.model_name, version.version, "dr", str(candidate.report.dr.value))
+        return run_id, str(version.version)
+
+    def summary_for_interval(self, interval_key: str) -> dict[str, Any] | None:
+        """The summary logged for ``interval_key`` by an earlier run of the task, if any."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`oo.interval_end` = '{interval_key}' AND tags.`oo.summary` != ''",
+            max_results=1,
+        )
+        if not runs:
+            return None
+        summary: dict[str, Any] = json.loads(runs[0].data.tags["oo.summary"])
+        return summary
+
+    # -- aliases -----------------------------------------------------------------------------
+    def version_for(self, alias: str) -> str | None:
+        """The model version behind ``alias``, or ``None``."""
+        try:
+            return str(self.client.get_model_version_by_alias(self.model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def load(self, alias: str = CHAMPION) -> Policy:
+        """The policy behind ``models:/tip-policy@<alias>`` (a clear error when pickled by other code)."""
+        model = mlflow.pyfunc.load_model(f"models:/{self.model_name}@{alias}")
+        wrapper = model.unwrap_python_model()
+        policy: Policy = wrapper.policy
+        return policy
+
+    def gate(
+        self,
+        challenger_version: str,
+        challenger: OffPolicyReport,
+        outcome: TrainingOutcome,
+    ) -> GateDecision:
+        """Decide whether the challenger replaces the champion (see the module docstring)."""
+        cfg = self.settings.training
+        metric = cfg.gate_metric
+        low = float(getattr(challenger, metric).low)
+        champion_version = self.version_for(CHAMPION)
+        if champion_version is None:
+            reference = challenger.logged
+            basis = "the logged policy's average reward (no champion yet)"
+        else:
+            champion = self.load(CHAMPION)
+            report = evaluate_policy(
+                champion, outcome.holdout, q=outcome.q, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed
+            )
+            reference = float(getattr(report, metric).value)
+            basis = f"champion v{champion_version}'s {metric} estimate"
+        promoted = challenger_version != champion_version and low > reference + cfg.gate_margin
+        verdict = "beats" if promoted else "does not beat"
+        reason = (
+            f"challenger v{challenger_version} {metric} lower bound {low:.4f} {verdict} "
+            f"{basis} {reference:.4f} + margin {cfg.gate_margin:g}"
+        )
+        return GateDecision(
+            promoted=promoted,
+            challenger_version=challenger_version,
+            champion_version=champion_version,
+            challenger_low=low,
+            reference=reference,
+            reason=reason,
+        )
+
+    def register_outcome(
+        self,
+        outcome: TrainingOutcome,
+        interval_key: str,
+        n_examples: int,
+        skew: Mapping[str, float] | None = None,
+    ) -> dict[str, Any]:
+        """Log every candidate, move ``@challenger`` to the best, gate ``@champion``; a summary."""
+        logged = [(c, *self.log_candidate(c, interval_key, skew)) for c in outcome.candidates]
+        best, best_run, best_version = logged[0]
+        self.client.set_registered_model_alias(self.model_name, CHALLENGER, best_version)
+        decision = self.gate(best_version, best.report, outcome)
+        if decision.promoted:
+            self.client.set_registered_model_alias(self.model_name, CHAMPION, best_version)
+        log.info("gate: %s", decision.reason)
+        summary = {
+            "interval_end": interval_key,
+            "examples": n_examples,
+            "trained": len(logged),
+            "runs": [run for _, run, _ in logged],
+            "challenger": best_version,
+            "champion": self.version_for(CHAMPION),
+            "promoted": decision.promoted,
+            "gate": decision.reason,
+        }
+        self.client.set_tag(best_run, "gate.decision", "promoted" if decision.promoted else "refused")
+        self.client.set_tag(best_run, "gate.reason", decision.reason)
+        self.client.log_metric(best_run, "gate_reference", decision.reference)
+        self.client.log_metric(best_run, "gate_challenger_low", decision.challenger_low)
+        self.client.set_tag(best_run, "oo.summary", json.dumps(summary))
+        return summary
+
