@@ -17,7 +17,7 @@ export BENTOML_DO_NOT_TRACK ?= True
 export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help setup run test test-fast lint fmt typecheck contracts contracts-check lock-check status clean
+.PHONY: help setup run test test-fast lint fmt typecheck contracts contracts-check lock-check status clean bench-policy train-policy
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -57,6 +57,13 @@ fmt: setup ## format and autofix
 
 contracts: setup ## write data_contracts/schemas/*.json from the models
 	$(RUN) python -m data_contracts.export
+
+bench-policy: setup ## simulator, bake-off vs Vowpal Wabbit, throughput -> bench/results/policy.json (a few minutes)
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(RUN) python bench/policy.py
+
+train-policy: setup ## train, evaluate and gate tip policies on the lake's training examples now (what the DAG runs)
+	$(RUN) python -c "from datetime import UTC, datetime; from oo.runtime import configure; configure(); \
+	from models.training import train_and_register; print(train_and_register(datetime.now(UTC)))"
 
 lock-check: ## the lock file matches pyproject.toml
 	$(UV) lock --check

@@ -230,23 +230,16 @@ class Featurizer:
 
     def pair_from_vectors(self, ctx: FloatArray, cand: FloatArray) -> dict[str, float]:
         """The sparse feature dict of one pair from its transformed vectors (zeros dropped)."""
-        x: dict[str, float] = {}
-        cv = ctx.tolist()
-        mv = cand.tolist()
-        for name, v in zip(self.candidate_fields, mv, strict=True):
-            if v != 0.0:
-                x[name] = v
-        for name, v in zip(self.all_context_fields, cv, strict=True):
-            if v != 0.0:
-                x[name] = v
-        cross: tuple[tuple[str, ...], ...] = self._cross
-        for names, m in zip(cross, mv, strict=False):
-            if m == 0.0:
-                continue
-            for name, c in zip(names, cv, strict=True):
-                if c != 0.0:
-                    x[name] = m * c
-        return x
+        parts = [cand, ctx]
+        if self.interactions:
+            parts.append(np.outer(cand, ctx).ravel())
+        values = np.concatenate(parts).tolist()
+        return {name: v for name, v in zip(self.feature_names, values, strict=True) if v != 0.0}
+
+    def squared_norm(self, ctx: FloatArray, cand: FloatArray) -> float:
+        """``|pair|^2`` from the vectors (the interactions' part is ``|cand|^2 |ctx|^2``)."""
+        m2, c2 = float(cand @ cand), float(ctx @ ctx)
+        return m2 + c2 + (m2 * c2 if self.interactions else 0.0)
 
     def pair(self, context: Mapping[str, float], candidate: Mapping[str, float]) -> dict[str, float]:
         """The features of one pair from already transformed dicts (see :meth:`context`)."""

@@ -31,12 +31,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import mlflow.pyfunc  # noqa: E402
-import river  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from models.evaluation import OffPolicyReport, evaluate_policy  # noqa: E402
-from models.policies.base import Policy, dumps, loads  # noqa: E402
+from models.policies.base import RIVER_VERSION, Policy, dumps, loads  # noqa: E402
 from models.policies.explore import ScoringPolicy  # noqa: E402
 from models.training import TrainedCandidate, TrainingOutcome  # noqa: E402
 
@@ -46,7 +45,7 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 
 
-class PolicyPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class PolicyPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
     """A pyfunc wrapper so ``models:/tip-policy@champion`` loads anywhere; ``.policy`` is the policy."""
 
     policy: Policy
@@ -155,7 +154,7 @@ class Registry:
                 name="policy",
                 python_model=PolicyPyfunc(),
                 artifacts={"policy": str(pickled)},
-                pip_requirements=[f"river=={river.__version__}"],
+                pip_requirements=[f"river=={RIVER_VERSION}"],
             )
             run_id = run.info.run_id
         version = mlflow.register_model(info.model_uri, self.model_name, tags={"run_id": run_id})
@@ -205,9 +204,7 @@ class Registry:
             basis = "the logged policy's average reward (no champion yet)"
         else:
             champion = self.load(CHAMPION)
-            report = evaluate_policy(
-                champion, outcome.holdout, q=outcome.q, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed
-            )
+            report = evaluate_policy(champion, outcome.holdout, q=outcome.q, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
             reference = float(getattr(report, metric).value)
             basis = f"champion v{champion_version}'s {metric} estimate"
         promoted = challenger_version != champion_version and low > reference + cfg.gate_margin
@@ -256,4 +253,3 @@ class Registry:
         self.client.log_metric(best_run, "gate_challenger_low", decision.challenger_low)
         self.client.set_tag(best_run, "oo.summary", json.dumps(summary))
         return summary
-

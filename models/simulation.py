@@ -331,7 +331,7 @@ class Simulator:
         user = self.users[r.randrange(self.n_users)]
         context = self._context(user)
         tasks = self._tasks[user.user_id]
-        for i, task in enumerate(tasks):  # the user finishes some tasks outside oO
+        for i in range(len(tasks)):  # the user finishes some tasks outside oO
             if r.random() < 0.02:
                 tasks[i] = self._new_task(user)
         shown = r.sample(tasks, min(self.max_candidates, len(tasks)))

@@ -194,11 +194,19 @@ def train_and_register(interval_end: datetime, settings: Any = None, lake: Any =
     start = interval_end - timedelta(days=cfg.window_days)
     examples = read_training_examples(start, interval_end, lake)
     if len(examples) < cfg.min_examples:
-        log.warning("%d training examples in [%s, %s): fewer than %d, nothing trained", len(examples), start,
-                    interval_end, cfg.min_examples)
+        log.warning(
+            "%d training examples in [%s, %s): fewer than %d, nothing trained",
+            len(examples),
+            start,
+            interval_end,
+            cfg.min_examples,
+        )
         return {"interval_end": interval_key, "examples": len(examples), "trained": 0, "promoted": False}
     outcome = train_candidates(
-        examples, holdout_fraction=cfg.holdout_fraction, min_examples=cfg.min_examples,
-        n_bootstrap=cfg.n_bootstrap, seed=cfg.seed,
+        examples,
+        holdout_fraction=cfg.holdout_fraction,
+        min_examples=cfg.min_examples,
+        n_bootstrap=cfg.n_bootstrap,
+        seed=cfg.seed,
     )
     return registry.register_outcome(outcome, interval_key=interval_key, n_examples=len(examples))

@@ -15,14 +15,16 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version as _dist_version
 from typing import Any, Protocol
-
-import river
 
 from data_contracts.decisions import MAX_CANDIDATES
 
 Context = Mapping[str, float]
 """A decision's context: ``UserContext`` fields by name (see :mod:`data_contracts.features`)."""
+
+RIVER_VERSION = _dist_version("river")
+"""River's version; a pickled River model only loads under the version that wrote it."""
 
 POLICY_FORMAT = 1
 """Version of the pickled policy envelope; bump it when a policy's pickled state changes shape."""
@@ -265,7 +267,7 @@ def dumps(policy: Policy) -> bytes:
     'RuleBased'
     """
     payload = pickle.dumps(policy, protocol=pickle.HIGHEST_PROTOCOL)
-    envelope = {"oo_policy_format": POLICY_FORMAT, "river": river.__version__, "payload": payload}
+    envelope = {"oo_policy_format": POLICY_FORMAT, "river": RIVER_VERSION, "payload": payload}
     return pickle.dumps(envelope, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -274,10 +276,10 @@ def loads(data: bytes) -> Policy:
 
     Examples
     --------
-    >>> loads(pickle.dumps({"oo_policy_format": 0, "river": "0.1", "payload": b""}))
+    >>> loads(pickle.dumps({"oo_policy_format": 0, "river": "0.1", "payload": b""}))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    models.policies.base.PolicyFormatError: policy pickled with format 0 (river 0.1); this code reads format 1 (river 0.26.1): retrain or load it with the code that wrote it
+    models.policies.base.PolicyFormatError: policy pickled with format 0 (river 0.1); ...: retrain ...
     """
     try:
         envelope = pickle.loads(data)
@@ -286,10 +288,10 @@ def loads(data: bytes) -> Policy:
     if not isinstance(envelope, dict) or "oo_policy_format" not in envelope:
         raise PolicyFormatError("not a pickled oO policy (no format envelope)")
     fmt, river_version = envelope.get("oo_policy_format"), envelope.get("river")
-    if fmt != POLICY_FORMAT or river_version != river.__version__:
+    if fmt != POLICY_FORMAT or river_version != RIVER_VERSION:
         raise PolicyFormatError(
             f"policy pickled with format {fmt} (river {river_version}); this code reads format "
-            f"{POLICY_FORMAT} (river {river.__version__}): retrain or load it with the code that wrote it"
+            f"{POLICY_FORMAT} (river {RIVER_VERSION}): retrain or load it with the code that wrote it"
         )
     try:
         policy = pickle.loads(envelope["payload"])

@@ -17,7 +17,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from river import base as river_base
 from river import linear_model, optim
 
@@ -84,8 +83,14 @@ class ScoringPolicy(Policy):
 
     def features_one(self, x: Context, candidate: Candidate) -> dict[str, float]:
         """The pair features the model reads for ``candidate`` in context ``x``."""
+        return self._features_and_weight(x, candidate)[0]
+
+    def _features_and_weight(self, x: Context, candidate: Candidate) -> tuple[dict[str, float], float]:
+        """The pair features and the step weight ``1 / (1 + |x|^2)`` (1 when not normalized)."""
         f = self.featurizer
-        return f.pair_from_vectors(f.context_vector(x), f.candidate_vector(candidate.features))
+        ctx, cand = f.context_vector(x), f.candidate_vector(candidate.features)
+        weight = 1.0 / (1.0 + f.squared_norm(ctx, cand)) if self.normalized else 1.0
+        return f.pair_from_vectors(ctx, cand), weight
 
     @staticmethod
     def _model_scores(model: river_base.Regressor, f: Featurizer, ctx: FloatArray, cands: FloatArray) -> list[float]:
@@ -93,12 +98,12 @@ class ScoringPolicy(Policy):
             weights = model._weights  # River's own weight vector; to_numpy reads it by name
             out: list[float] = f.linear_scores(weights.to_numpy, float(model.intercept), ctx, cands).tolist()
             return out
-        return [float(model.predict_one(f.pair_from_vectors(ctx, row))) for row in cands]
+        return [float(_river(model).predict_one(f.pair_from_vectors(ctx, row))) for row in cands]
 
     # -- River-shaped core -------------------------------------------------------------------
     def predict_one(self, x: Context, candidate: Candidate) -> float:
         """The model's score of ``candidate`` in context ``x``."""
-        return float(self.model.predict_one(self.features_one(x, candidate)))
+        return float(_river(self.model).predict_one(self.features_one(x, candidate)))
 
     def learn_one(self, x: Context, candidate: Candidate, reward: float) -> None:
         """One SGD step of the scorer on the pair's features towards ``reward``.
@@ -107,13 +112,8 @@ class ScoringPolicy(Policy):
         least mean squares), so one learning rate suits any number of features.
         """
         y = check_reward(reward)
-        features = self.features_one(x, candidate)
-        self.model.learn_one(features, y, w=self._step_weight(features))
-
-    def _step_weight(self, features: dict[str, float]) -> float:
-        if not self.normalized:
-            return 1.0
-        return 1.0 / (1.0 + math.fsum(v * v for v in features.values()))
+        features, weight = self._features_and_weight(x, candidate)
+        _river(self.model).learn_one(features, y, w=weight)
 
     def scores(self, x: Context, candidates: Sequence[Candidate]) -> list[float]:
         """Every candidate's score, vectorised for linear scorers."""
@@ -246,17 +246,16 @@ class BootstrapThompson(ScoringPolicy):
     def predict_one(self, x: Context, candidate: Candidate) -> float:
         """The ensemble's mean score."""
         features = self.features_one(x, candidate)
-        return math.fsum(float(m.predict_one(features)) for m in self._members) / self.n_members
+        return math.fsum(float(_river(m).predict_one(features)) for m in self._members) / self.n_members
 
     def learn_one(self, x: Context, candidate: Candidate, reward: float) -> None:
         """Each member learns the pair ``Poisson(1)`` times (as one weighted step)."""
         y = check_reward(reward)
-        features = self.features_one(x, candidate)
+        features, step = self._features_and_weight(x, candidate)
         counts = [self._poisson1() for _ in self._members]
-        step = self._step_weight(features)
         for member, k in zip(self._members, counts, strict=True):
             if k:
-                member.learn_one(features, y, w=k * step)
+                _river(member).learn_one(features, y, w=k * step)
 
     def member_scores(self, x: Context, candidates: Sequence[Candidate]) -> list[list[float]]:
         """Every member's scores of every candidate."""
@@ -285,3 +284,7 @@ class BootstrapThompson(ScoringPolicy):
     def _probabilities(self, x: Context, candidates: Sequence[Candidate], scores: list[float]) -> list[float]:
         return self._shares(self.member_scores(x, candidates))
 
+
+def _river(model: river_base.Regressor) -> Any:
+    """The model, untyped: River annotates ``x`` as ``dict[Hashable, Any]`` and omits ``w``."""
+    return model

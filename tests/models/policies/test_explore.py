@@ -117,8 +117,11 @@ def test_a_pickle_from_other_code_fails_clearly() -> None:
 
 @pytest.mark.parametrize(
     ("candidates", "error"),
-    [([], NoCandidates), ([Arm(f"c{i}", {}) for i in range(MAX_CANDIDATES + 1)], TooManyCandidates),
-     ([Arm("a", {}), Arm("a", {})], DuplicateCandidate)],
+    [
+        ([], NoCandidates),
+        ([Arm(f"c{i}", {}) for i in range(MAX_CANDIDATES + 1)], TooManyCandidates),
+        ([Arm("a", {}), Arm("a", {})], DuplicateCandidate),
+    ],
 )
 def test_bad_candidate_lists_are_refused(candidates, error) -> None:  # type: ignore[no-untyped-def]
     policy = EpsilonGreedy(seed=0)
