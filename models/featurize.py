@@ -16,6 +16,8 @@ same pair always gives the same features, online and offline:
   :data:`CANDIDATE_TRANSFORMS`.
 - **Derived context features**: ``hour_sin``, ``hour_cos`` (the hour on a circle) and
   ``active_now`` (cosine of the distance between now and the user's usual active hour).
+- **Derived candidate features**: ``due_soon`` and ``deadline_soon``, which rise smoothly to 1
+  as the due date or deadline comes near (see :data:`DERIVED_CANDIDATE`).
 
 Examples
 --------
@@ -98,6 +100,13 @@ CANDIDATE_TRANSFORMS: dict[str, Transform] = {
 DERIVED_CONTEXT = ("hour_sin", "hour_cos", "active_now")
 """Context features the featurizer adds when ``hour_of_day`` and ``usual_active_hour`` are declared."""
 
+DERIVED_CANDIDATE = ("due_soon", "deadline_soon")
+"""Candidate features the featurizer adds when the due date and deadline fields are declared:
+``due_soon = has_due_date * exp(-max(hours_until_due, 0) / 48)`` (1 when overdue) and
+``deadline_soon = has_deadline * exp(-max(days_to_deadline, 0) / 7)``."""
+
+_DUE_FIELDS = ("has_due_date", "hours_until_due", "has_deadline", "days_to_deadline")
+
 
 def _contract_defaults(model: type[Any]) -> dict[str, float]:
     return {
@@ -153,8 +162,15 @@ class Featurizer:
             self._hour_idx = (self.context_fields.index("hour_of_day"), self.context_fields.index("usual_active_hour"))
         self.all_context_fields: tuple[str, ...] = ctx
         """The context features after derivation, in order."""
-        self._cross = tuple(tuple(f"{m}*{c}" for c in ctx) for m in self.candidate_fields) if interactions else ()
-        self.feature_names: list[str] = [*self.candidate_fields, *ctx, *(n for row in self._cross for n in row)]
+        cand = self.candidate_fields
+        self._derive_due = all(n in cand for n in _DUE_FIELDS)
+        if self._derive_due:
+            self._due_idx = tuple(cand.index(n) for n in _DUE_FIELDS)
+            cand = cand + DERIVED_CANDIDATE
+        self.all_candidate_fields: tuple[str, ...] = cand
+        """The candidate features after derivation, in order."""
+        self._cross = tuple(tuple(f"{m}*{c}" for c in ctx) for m in cand) if interactions else ()
+        self.feature_names: list[str] = [*cand, *ctx, *(n for row in self._cross for n in row)]
         """Every feature a pair can have: candidate, context, then interactions."""
         self._ctx = self._plan(self.context_fields)
         self._cand = self._plan(self.candidate_fields)
@@ -184,14 +200,20 @@ class Featurizer:
 
     # -- transforms --------------------------------------------------------------------------
     @staticmethod
-    def _impute_transform(raw: FloatArray, plan: tuple[FloatArray, list[tuple[int, Transform]]]) -> FloatArray:
-        defaults, steps = plan
+    def _impute(raw: FloatArray, plan: tuple[FloatArray, list[tuple[int, Transform]]]) -> FloatArray:
         bad = ~np.isfinite(raw)
         if bad.any():
-            raw = np.where(bad, np.broadcast_to(defaults, raw.shape), raw)
-        for i, t in steps:
-            raw[..., i] = t.array(raw[..., i])
+            raw = np.where(bad, np.broadcast_to(plan[0], raw.shape), raw)
         return raw
+
+    @staticmethod
+    def _transform(values: FloatArray, plan: tuple[FloatArray, list[tuple[int, Transform]]]) -> FloatArray:
+        for i, t in plan[1]:
+            values[..., i] = t.array(values[..., i])
+        return values
+
+    def _impute_transform(self, raw: FloatArray, plan: tuple[FloatArray, list[tuple[int, Transform]]]) -> FloatArray:
+        return self._transform(self._impute(raw, plan), plan)
 
     def context_vector(self, context: Mapping[str, float]) -> FloatArray:
         """The transformed context as a vector over :attr:`all_context_fields`."""
@@ -209,14 +231,21 @@ class Featurizer:
         return np.concatenate([imputed, np.asarray(derived, dtype=np.float64)])
 
     def candidate_matrix(self, candidates: Sequence[Mapping[str, float]]) -> FloatArray:
-        """The transformed features of many candidates, one row each, over :attr:`candidate_fields`."""
+        """The transformed features of many candidates, one row each, over :attr:`all_candidate_fields`."""
         nan = math.nan
         fields = self.candidate_fields
         raw = np.asarray([[f.get(n, nan) for n in fields] for f in candidates], dtype=np.float64)
-        return self._impute_transform(raw.reshape(len(candidates), len(fields)), self._cand)
+        imputed = self._impute(raw.reshape(len(candidates), len(fields)), self._cand)
+        if not self._derive_due:
+            return self._transform(imputed, self._cand)
+        has_due, hours, has_deadline, days = (imputed[:, i] for i in self._due_idx)
+        derived = np.column_stack(
+            [has_due * np.exp(-np.maximum(hours, 0.0) / 48.0), has_deadline * np.exp(-np.maximum(days, 0.0) / 7.0)]
+        )
+        return np.hstack([self._transform(imputed.copy(), self._cand), derived])
 
     def candidate_vector(self, features: Mapping[str, float]) -> FloatArray:
-        """The transformed candidate features as a vector over :attr:`candidate_fields`."""
+        """The transformed candidate features as a vector over :attr:`all_candidate_fields`."""
         row: FloatArray = self.candidate_matrix([features])[0]
         return row
 
@@ -226,7 +255,7 @@ class Featurizer:
 
     def candidate(self, features: Mapping[str, float]) -> dict[str, float]:
         """The transformed candidate features as a dict (zeros kept)."""
-        return dict(zip(self.candidate_fields, self.candidate_vector(features).tolist(), strict=True))
+        return dict(zip(self.all_candidate_fields, self.candidate_vector(features).tolist(), strict=True))
 
     def pair_from_vectors(self, ctx: FloatArray, cand: FloatArray) -> dict[str, float]:
         """The sparse feature dict of one pair from its transformed vectors (zeros dropped)."""
@@ -244,7 +273,7 @@ class Featurizer:
     def pair(self, context: Mapping[str, float], candidate: Mapping[str, float]) -> dict[str, float]:
         """The features of one pair from already transformed dicts (see :meth:`context`)."""
         ctx = np.asarray([context.get(n, 0.0) for n in self.all_context_fields], dtype=np.float64)
-        cand = np.asarray([candidate.get(n, 0.0) for n in self.candidate_fields], dtype=np.float64)
+        cand = np.asarray([candidate.get(n, 0.0) for n in self.all_candidate_fields], dtype=np.float64)
         return self.pair_from_vectors(ctx, cand)
 
     def linear_scores(
@@ -257,7 +286,7 @@ class Featurizer:
         instead of one dict per candidate). ``weights(names)`` returns the weights of ``names``.
         """
         w = np.asarray(weights(self.feature_names), dtype=np.float64)
-        d, c = len(self.candidate_fields), len(self.all_context_fields)
+        d, c = len(self.all_candidate_fields), len(self.all_context_fields)
         effective = w[:d]
         if self.interactions:
             effective = effective + w[d + c :].reshape(d, c) @ ctx
@@ -266,4 +295,11 @@ class Featurizer:
         return out
 
 
-__all__ = ["CANDIDATE_TRANSFORMS", "CONTEXT_TRANSFORMS", "DERIVED_CONTEXT", "Featurizer", "Transform"]
+__all__ = [
+    "CANDIDATE_TRANSFORMS",
+    "CONTEXT_TRANSFORMS",
+    "DERIVED_CANDIDATE",
+    "DERIVED_CONTEXT",
+    "Featurizer",
+    "Transform",
+]

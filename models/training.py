@@ -75,11 +75,11 @@ class CandidateSpec:
 
 
 DEFAULT_GRID: tuple[CandidateSpec, ...] = (
-    CandidateSpec("epsilon_greedy", 0.05, 0.05),
-    CandidateSpec("epsilon_greedy", 0.1, 0.1),
-    CandidateSpec("softmax", 0.05, 0.05),
-    CandidateSpec("softmax", 0.1, 0.1),
-    CandidateSpec("bootstrap_thompson", 0.05, 8),
+    CandidateSpec("epsilon_greedy", 0.05, 0.02),
+    CandidateSpec("epsilon_greedy", 0.1, 0.05),
+    CandidateSpec("softmax", 0.05, 0.02),
+    CandidateSpec("softmax", 0.1, 0.05),
+    CandidateSpec("bootstrap_thompson", 0.05, 5),
 )
 """The small grid trained on every run."""
 

@@ -249,13 +249,13 @@ class BootstrapThompson(ScoringPolicy):
         return math.fsum(float(_river(m).predict_one(features)) for m in self._members) / self.n_members
 
     def learn_one(self, x: Context, candidate: Candidate, reward: float) -> None:
-        """Each member learns the pair ``Poisson(1)`` times (as one weighted step)."""
+        """Each member learns the pair ``k ~ Poisson(1)`` times."""
         y = check_reward(reward)
         features, step = self._features_and_weight(x, candidate)
         counts = [self._poisson1() for _ in self._members]
         for member, k in zip(self._members, counts, strict=True):
-            if k:
-                _river(member).learn_one(features, y, w=k * step)
+            for _ in range(k):  # k normalised steps (one step of weight k could overshoot)
+                _river(member).learn_one(features, y, w=step)
 
     def member_scores(self, x: Context, candidates: Sequence[Candidate]) -> list[list[float]]:
         """Every member's scores of every candidate."""
