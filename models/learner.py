@@ -17,10 +17,10 @@ Examples
 >>> choice, shadow = learner.decide(UUID(int=1), {}, [Arm("a", {}), Arm("b", {})], at)
 >>> learner.reward(UUID(int=1), 1.0, at + timedelta(hours=1)), learner.reward(UUID(int=1), 1.0, at)
 ('learned', 'duplicate')
->>> learner.reward(UUID(int=2), 1.0, at)
+>>> learner.reward(UUID(int=2), 1.0, at)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-models.learner.UnknownDecision: 'no pending decision 00000000-0000-0000-0000-000000000002 (never made, or its window closed)'
+models.learner.UnknownDecision: 'no pending decision 00000000-...-000000000002 (never made, or its window closed)'
 """
 
 from __future__ import annotations
