@@ -9,8 +9,9 @@ when given, the feature list, a plot of the estimates, and the policy itself as 
 whose artifact is the versioned pickle of :func:`models.policies.dumps`. Each is registered as
 a version of ``tip-policy``; ``@challenger`` moves to the best (by DR). ``@champion`` moves
 only when the **gate** passes: the challenger's lower DR bound (``gate_metric``) beats the
-champion's estimate on the same held-out logs by ``gate_margin``; with no champion yet, the
-reference is the logged (serving) policy's own average reward. The decision is logged on the
+champion's estimate on the same held-out logs by ``gate_margin``; with no champion yet (or one
+pickled by other code, which cannot be re-evaluated), the reference is the logged (serving)
+policy's own average reward. The decision is logged on the
 challenger's run (tags ``gate.*``) and returned.
 """
 
@@ -35,7 +36,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from models.evaluation import OffPolicyReport, evaluate_policy  # noqa: E402
-from models.policies.base import RIVER_VERSION, Policy, dumps, loads  # noqa: E402
+from models.policies.base import RIVER_VERSION, Policy, PolicyFormatError, dumps, loads  # noqa: E402
 from models.policies.explore import ScoringPolicy  # noqa: E402
 from models.training import TrainedCandidate, TrainingOutcome  # noqa: E402
 
@@ -203,10 +204,21 @@ class Registry:
             reference = challenger.logged
             basis = "the logged policy's average reward (no champion yet)"
         else:
-            champion = self.load(CHAMPION)
-            report = evaluate_policy(champion, outcome.holdout, q=outcome.q, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
-            reference = float(getattr(report, metric).value)
-            basis = f"champion v{champion_version}'s {metric} estimate"
+            champion: Policy | None
+            try:
+                champion = self.load(CHAMPION)
+            except PolicyFormatError as exc:  # written by other code: it cannot be re-evaluated here
+                log.warning("champion v%s cannot be loaded (%s); gating on the logged policy", champion_version, exc)
+                champion = None
+            if champion is None:
+                reference = challenger.logged
+                basis = f"the logged policy's average reward (champion v{champion_version} unloadable)"
+            else:
+                report = evaluate_policy(
+                    champion, outcome.holdout, q=outcome.q, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed
+                )
+                reference = float(getattr(report, metric).value)
+                basis = f"champion v{champion_version}'s {metric} estimate"
         promoted = challenger_version != champion_version and low > reference + cfg.gate_margin
         verdict = "beats" if promoted else "does not beat"
         reason = (

@@ -29,12 +29,12 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from data_contracts import Decision, ReactionEvent, RewardEvent, TipCandidate, TrainingExample
-from data_contracts.decisions import CandidateKind
+from data_contracts.decisions import CandidateKind, ShadowPick
 from data_contracts.events import Reaction
 from models.policies.base import Choice, Policy
 
@@ -445,9 +445,9 @@ class Simulator:
         )
 
     def records(
-        self, rnd: Round, choice: Choice, outcome: Outcome, policy: Policy, shadow: list[object] | None = None
+        self, rnd: Round, choice: Choice, outcome: Outcome, policy: Policy, shadow: Sequence[ShadowPick] = ()
     ) -> tuple[Decision, ReactionEvent, RewardEvent, TrainingExample]:
-        """The records the live stack would log for this round."""
+        """The records the live stack would log for this round (with the shadows' picks, if any)."""
         reacted_at = rnd.at + timedelta(minutes=5)
         event_id = uuid.UUID(int=(rnd.decision_id.int ^ 0x5EED), version=4)
         decision = Decision(

@@ -97,9 +97,13 @@ def test_runs_log_params_features_plot_and_the_pickled_policy(registry, examples
 
 def test_a_policy_pickled_by_other_code_fails_to_load_clearly(registry, examples, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     outcome = train_candidates(examples, grid=[CandidateSpec("epsilon_greedy", 0.05, 0.1)], n_bootstrap=100)
-    registry.register_outcome(outcome, interval_key="k", n_examples=len(examples))
+    summary = registry.register_outcome(outcome, interval_key="k", n_examples=len(examples))
+    registry.client.set_registered_model_alias(registry.model_name, "champion", summary["challenger"])
     import models.policies.base as base
 
     monkeypatch.setattr(base, "POLICY_FORMAT", base.POLICY_FORMAT + 1)
     with pytest.raises(PolicyFormatError, match="retrain"):
         registry.load("challenger")
+    # a champion written by other code cannot be re-evaluated: the gate falls back to the logged policy
+    decision = registry.gate("999", outcome.best.report, outcome)
+    assert "unloadable" in decision.reason and decision.reference == outcome.best.report.logged
