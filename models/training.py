@@ -13,7 +13,7 @@ Examples
 >>> from models.policies import UniformRandom
 >>> from models.simulation import Simulator
 >>> examples = Simulator(n_users=5, seed=2).log(UniformRandom(seed=2), 300)
->>> outcome = train_candidates(examples, grid=[CandidateSpec("epsilon_greedy", 0.05, 0.1)], n_bootstrap=50)
+>>> outcome = train_candidates(examples, grid=[CandidateSpec("epsilon_greedy", 0.1, 0.1)], n_bootstrap=50)
 >>> best = outcome.best
 >>> best.spec.explorer, best.report.dr.n, best.report.dr.low <= best.report.dr.value <= best.report.dr.high
 ('epsilon_greedy', 90, True)
@@ -75,11 +75,11 @@ class CandidateSpec:
 
 
 DEFAULT_GRID: tuple[CandidateSpec, ...] = (
-    CandidateSpec("epsilon_greedy", 0.05, 0.02),
-    CandidateSpec("epsilon_greedy", 0.1, 0.05),
-    CandidateSpec("softmax", 0.05, 0.02),
-    CandidateSpec("softmax", 0.1, 0.05),
-    CandidateSpec("bootstrap_thompson", 0.05, 5),
+    CandidateSpec("epsilon_greedy", 0.1, 0.02),
+    CandidateSpec("epsilon_greedy", 0.2, 0.05),
+    CandidateSpec("softmax", 0.1, 0.02),
+    CandidateSpec("softmax", 0.2, 0.05),
+    CandidateSpec("bootstrap_thompson", 0.1, 5),
 )
 """The small grid trained on every run."""
 

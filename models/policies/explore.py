@@ -32,17 +32,22 @@ from models.policies.base import (
 )
 
 
-def default_model(learning_rate: float = 0.1, l2: float = 0.0) -> river_base.Regressor:
-    """A River linear regression with plain SGD, the default scorer.
+def default_model(learning_rate: float = 0.1, decay: float = 0.25, l2: float = 0.0) -> river_base.Regressor:
+    """A River linear regression trained by SGD, the default scorer.
+
+    The step size is ``learning_rate / (1 + t) ** decay`` after ``t`` updates (River's
+    ``InverseScaling``): large at first so that a new policy learns fast, then smaller so that
+    its estimates settle; ``decay=0`` keeps it constant (better under strong drift).
 
     Examples
     --------
     >>> type(default_model()).__name__
     'LinearRegression'
     """
-    return linear_model.LinearRegression(
-        optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate, l2=l2, clip_gradient=10.0
-    )
+    rate: float | optim.base.Scheduler = learning_rate
+    if decay > 0.0:
+        rate = optim.schedulers.InverseScaling(learning_rate, power=decay)
+    return linear_model.LinearRegression(optimizer=optim.SGD(rate), intercept_lr=rate, l2=l2, clip_gradient=10.0)
 
 
 class ScoringPolicy(Policy):
@@ -127,6 +132,8 @@ class ScoringPolicy(Policy):
         lr = getattr(getattr(self.model, "optimizer", None), "learning_rate", None)
         if isinstance(lr, int | float):
             out["learning_rate"] = float(lr)
+        elif lr is not None:
+            out["learning_rate"] = repr(lr)
         return out
 
 
