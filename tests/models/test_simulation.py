@@ -24,7 +24,7 @@ def test_features_use_the_contract_names_and_values() -> None:
     rnd = Simulator(n_users=2, seed=1).next_round()
     UserContext(**rnd.context)  # validates ranges too
     for c in rnd.candidates:
-        CandidateFeatures(**{k: v for k, v in c.features.items()})
+        CandidateFeatures(**c.features)
     assert {c.kind.value for c in rnd.candidates} == {"todoist_task", "llm_tip"}
 
 
