@@ -44,4 +44,4 @@ def events_ingest():
     ingest()
 
 
-events_ingest()
+events_ingest_dag = events_ingest()

@@ -39,11 +39,16 @@ def features():
 
         return build(context["run_id"], context["dag_run"].run_after.isoformat())
 
-    @task(retries=2)
+    @task
     def validate(built: dict) -> dict:
-        from models.feature_pipeline import validate
+        from airflow.exceptions import AirflowFailException
 
-        return validate(built["staging"])
+        from models.feature_pipeline import FeatureValidationError, validate
+
+        try:
+            return validate(built["staging"])
+        except FeatureValidationError as exc:  # bad data is not transient: fail now, say why
+            raise AirflowFailException(str(exc)) from exc
 
     @task
     def publish_and_apply(built: dict) -> list:
@@ -77,4 +82,4 @@ def features():
     materialized >> training_examples(built)
 
 
-features()
+features_dag = features()

@@ -15,10 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from models import feature_tables
+from models.feature_tables import FeatureValidationError
 from oo import feature_store
 from oo.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "FeatureValidationError",
+    "build",
+    "materialize",
+    "publish_and_apply",
+    "staging_dir",
+    "training_examples",
+    "user_timezones",
+    "validate",
+]
 
 
 def staging_dir(run_id: str) -> Path:

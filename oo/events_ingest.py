@@ -37,7 +37,7 @@ TOPICS: dict[str, type[Record]] = {"decisions": Decision, "rewards": RewardEvent
 """Bus topic (and event log, and lake dataset: the names are the same) to contract."""
 
 CONSUMER = "events_ingest"
-"""The durable consumer name on the bus, and the reader name of the event log watermarks."""
+"""The reader name of the event log watermarks; the bus's durable consumers are ``<name>_<topic>``."""
 
 
 class EventLog:
@@ -144,7 +144,8 @@ async def drain_bus(bus: Bus[Any], events: EventLog, consumer: str = CONSUMER) -
         async def handler(record: Record, topic: str = topic) -> None:
             events.append(topic, record)
 
-        report = await bus.consume(topic, model, handler, consumer=consumer)
+        # one durable consumer per topic: a JetStream durable is bound to one subject filter
+        report = await bus.consume(topic, model, handler, consumer=f"{consumer}_{topic}")
         moved[topic] = report.processed
         if report.dead_lettered:
             log.warning("events_ingest: %d %s dead-lettered: %s", report.dead_lettered, topic, report.reasons[:3])
