@@ -1,0 +1,47 @@
+"""feature_store.yaml is one file: SQLite by default, Redis when OO_REDIS__URL is set, through
+${VARS} that Feast expands itself; feast apply imports only the definitions."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import settings_env
+
+from oo.feature_store import REPO_PATH, FeatureStoreConfigError, redis_connection_string, yaml_vars
+
+
+def load(settings):  # type: ignore[no-untyped-def]
+    from feast.repo_config import load_repo_config
+
+    os.environ.update(yaml_vars(settings))
+    return load_repo_config(REPO_PATH, REPO_PATH / "feature_store.yaml")
+
+
+def test_the_yaml_gives_sqlite_by_default_and_redis_when_a_url_is_set(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with settings_env(OO_PATHS__VAR_DIR=str(tmp_path), OO_FEAST__PROJECT="cfg1") as s:
+        config = load(s)
+        assert config.project == "cfg1" and config.online_store.type == "sqlite"
+        assert config.online_store.path == str(tmp_path / "feast" / "online_store.db")
+        assert config.offline_store.type == "duckdb"
+    with settings_env(OO_REDIS__URL="redis://:pw@10.0.0.5:6380/3") as s:
+        config = load(s)
+        assert config.online_store.type == "redis"
+        assert config.online_store.connection_string == "10.0.0.5:6380,db=3,password=pw"
+    os.environ.pop("OO_REDIS__URL", None)
+
+
+def test_a_redis_url_of_another_scheme_is_refused() -> None:
+    with pytest.raises(FeatureStoreConfigError, match="redis://"):
+        redis_connection_string("http://127.0.0.1:6379")
+
+
+def test_feast_reads_only_the_definition_files() -> None:
+    from feast.repo_operations import get_repo_files
+
+    assert sorted(p.name for p in get_repo_files(REPO_PATH)) == [
+        "data_sources.py",
+        "entities.py",
+        "feature_services.py",
+        "features.py",
+    ]
