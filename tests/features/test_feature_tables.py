@@ -104,12 +104,11 @@ def test_rhythm_from_completions(lake) -> None:  # type: ignore[no-untyped-def]
     saturday = datetime(2026, 5, 2, 7, tzinfo=UTC)
     lake.write(
         "todoist_completions",
-        [
-            TodoistCompletion(user_id="u1", task_id=f"x{i}", completed_at=saturday - timedelta(days=i))
-            for i in range(7)
-        ],
+        [TodoistCompletion(user_id="u1", task_id=f"x{i}", completed_at=saturday - timedelta(days=i)) for i in range(7)],
     )
-    r = at(rows(lake, "user_rhythm", saturday + timedelta(hours=1), {"u1": "Europe/Berlin"}), saturday + timedelta(hours=1))
+    r = at(
+        rows(lake, "user_rhythm", saturday + timedelta(hours=1), {"u1": "Europe/Berlin"}), saturday + timedelta(hours=1)
+    )
     assert r["completions_per_day_28d"] == pytest.approx(7 / 28)
     assert r["usual_active_hour"] == 9.0  # 07:00 UTC is 09:00 in Berlin
     assert r["weekend_share_28d"] == pytest.approx(2 / 7)

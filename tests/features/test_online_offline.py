@@ -75,7 +75,9 @@ def world(request, tmp_path_factory):  # type: ignore[no-untyped-def]
         from models.features_online import OnlineFeatures
         from oo import feature_store
 
-        yield {"settings": settings, "lake": lake, "tmp": tmp, "online": OnlineFeatures(feature_store.get_store())}
+        store = feature_store.get_store()
+        yield {"settings": settings, "lake": lake, "tmp": tmp, "online": OnlineFeatures(store)}
+        store.teardown()  # drops this project's online rows (Redis keys too)
 
 
 @pytest.fixture(scope="module")
