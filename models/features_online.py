@@ -45,6 +45,20 @@ def _value(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
+def context_from_row(row: Mapping[str, Any]) -> UserContext:
+    """The user's context from one retrieved row, defaults filled in, ``context_known`` set."""
+    user = {n: _value(row.get(n)) for n in USER_FEATURES}
+    known = any(v is not None for n, v in user.items() if n not in REQUEST_ONLY)
+    return UserContext(context_known=1.0 if known else 0.0, **{n: v for n, v in user.items() if v is not None})
+
+
+def candidate_from_row(row: Mapping[str, Any]) -> CandidateFeatures:
+    """A task's features from one retrieved row, defaults filled in, ``task_known`` set."""
+    task = {n: _value(row.get(n)) for n in TASK_FEATURES}
+    known = task["priority"] is not None
+    return CandidateFeatures(task_known=1.0 if known else 0.0, **{n: v for n, v in task.items() if v is not None})
+
+
 def records_from_row(row: Mapping[str, Any]) -> tuple[UserContext, CandidateFeatures]:
     """The contract records of one retrieved row (online or historical), defaults filled in.
 
@@ -54,18 +68,7 @@ def records_from_row(row: Mapping[str, Any]) -> tuple[UserContext, CandidateFeat
     >>> ctx.context_known, ctx.hour_of_day, ctx.hours_since_last_reaction, cand.task_known, cand.priority
     (0.0, 9.5, 720.0, 0.0, 1.0)
     """
-    user = {n: _value(row.get(n)) for n in USER_FEATURES}
-    task = {n: _value(row.get(n)) for n in TASK_FEATURES}
-    known_user = any(v is not None for n, v in user.items() if n not in REQUEST_ONLY)
-    ctx = UserContext(
-        context_known=1.0 if known_user else 0.0,
-        **{n: v for n, v in user.items() if v is not None},
-    )
-    cand = CandidateFeatures(
-        task_known=1.0 if task["priority"] is not None else 0.0,
-        **{n: v for n, v in task.items() if v is not None},
-    )
-    return ctx, cand
+    return context_from_row(row), candidate_from_row(row)
 
 
 def llm_tip_features() -> CandidateFeatures:
@@ -137,12 +140,12 @@ class OnlineFeatures:
             features=refs["user"], entity_rows=[{"user_id": user_id, "now_ts": now_ts, "tz": tz}]
         ).to_dict()
         user_row = {k: v[0] for k, v in got.items()}
+        context = context_from_row(user_row)
         if not task_ids:
-            return records_from_row(user_row)[0], []
+            return context, []
         rows = [{"task_id": t, "now_ts": now_ts, "tz": tz} for t in task_ids]
         tasks = self.store.get_online_features(features=refs["task"], entity_rows=rows).to_dict()
-        context = records_from_row(user_row)[0]
-        return context, [records_from_row({k: v[i] for k, v in tasks.items()})[1] for i in range(len(rows))]
+        return context, [candidate_from_row({k: v[i] for k, v in tasks.items()}) for i in range(len(rows))]
 
     # -- fresh counters -------------------------------------------------------------------------
     def counters(self, user_id: str) -> dict[str, float | None]:
