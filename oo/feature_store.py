@@ -161,6 +161,7 @@ def apply(store: FeatureStore | None = None) -> list[str]:
 def main(argv: list[str]) -> int:
     """``python -m oo.feature_store env`` prints ``export VAR=...`` lines for the feast CLI."""
     if argv[:1] == ["env"]:
+        get_settings().feast_dir.mkdir(parents=True, exist_ok=True)
         for key, value in yaml_vars().items():
             print(f"export {key}='{value}'")  # noqa: T201
         return 0
