@@ -32,7 +32,7 @@ from dags.assets import EVENTS
 def events_ingest():
     @task(outlets=[EVENTS])
     def ingest() -> dict:
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from oo.events_ingest import run_ingest
 

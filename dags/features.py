@@ -41,7 +41,7 @@ def features():
 
     @task
     def validate(built: dict) -> dict:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from models.feature_pipeline import FeatureValidationError, validate
 
@@ -64,7 +64,7 @@ def features():
 
     @task(outlets=[TRAINING_SET])
     def training_examples(built: dict) -> int:
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from models.feature_pipeline import training_examples
 
