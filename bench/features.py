@@ -282,6 +282,7 @@ def main() -> None:
     results["build_tables_s"] = round(build_s, 3)
     results["materialize_over_limit"] = round(materialize["sqlite"] / limit_s, 1)
     results["setup"] = {
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "users": USERS,
         "tasks_per_user": TASKS,
         "candidates": CANDIDATES,

@@ -45,6 +45,21 @@ def _value(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
+def numeric_columns(response: Any) -> dict[str, list[float | None]]:
+    """The numeric columns of a Feast ``OnlineResponse`` (entity keys and strings skipped).
+
+    Every feature the policy reads is a double; decoding the protobuf values directly skips
+    ``OnlineResponse.to_dict``'s generic per-value type dispatch, a tenth of a call's time.
+    """
+    out: dict[str, list[float | None]] = {}
+    for name, vector in zip(response.proto.metadata.feature_names.val, response.proto.results, strict=True):
+        values = vector.values
+        if values and values[0].WhichOneof("val") == "string_val":
+            continue
+        out[name] = [v.double_val if v.WhichOneof("val") == "double_val" else None for v in values]
+    return out
+
+
 def context_from_row(row: Mapping[str, Any]) -> UserContext:
     """The user's context from one retrieved row, defaults filled in, ``context_known`` set."""
     user = {n: _value(row.get(n)) for n in USER_FEATURES}
@@ -136,15 +151,17 @@ class OnlineFeatures:
         """
         now_ts = (now or datetime.now(UTC)).timestamp()
         refs = self.refs
-        got = self.store.get_online_features(
-            features=refs["user"], entity_rows=[{"user_id": user_id, "now_ts": now_ts, "tz": tz}]
-        ).to_dict()
+        got = numeric_columns(
+            self.store.get_online_features(
+                features=refs["user"], entity_rows=[{"user_id": user_id, "now_ts": now_ts, "tz": tz}]
+            )
+        )
         user_row = {k: v[0] for k, v in got.items()}
         context = context_from_row(user_row)
         if not task_ids:
             return context, []
         rows = [{"task_id": t, "now_ts": now_ts, "tz": tz} for t in task_ids]
-        tasks = self.store.get_online_features(features=refs["task"], entity_rows=rows).to_dict()
+        tasks = numeric_columns(self.store.get_online_features(features=refs["task"], entity_rows=rows))
         return context, [candidate_from_row({k: v[i] for k, v in tasks.items()}) for i in range(len(rows))]
 
     # -- fresh counters -------------------------------------------------------------------------
