@@ -58,6 +58,7 @@ class TableReport:
 def connect_lake(lake: Lake, timezones: Mapping[str, str] | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with a view per lake dataset (empty ones too) and ``user_tz``."""
     con = lake.connect()
+    con.execute("SET TimeZone = 'UTC'")  # date_trunc('day', ...) means UTC midnight, whatever the host's zone
     present = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     for name, model in DATASETS.items():
         if name not in present:
@@ -276,7 +277,6 @@ def build(lake: Lake, out_dir: Path, as_of: datetime, timezones: Mapping[str, st
     out_dir.mkdir(parents=True, exist_ok=True)
     reports = []
     with connect_lake(lake, timezones) as con:
-        con.execute("SET TimeZone = 'UTC'")
         for table in SQL:
             data = compute(con, table, as_of)
             path = out_dir / f"{table}.parquet"
