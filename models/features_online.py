@@ -38,6 +38,11 @@ NO_TASK = ""
 """The task id of the one entity row sent when a request has no task candidates."""
 
 
+class FeatureStoreUnavailable(ConnectionError):
+    """The online store could not be read (Redis down, SQLite file unreadable); the caller decides
+    whether to serve with defaults (``UserContext()``, ``CandidateFeatures()``) or to fail."""
+
+
 def _value(v: Any) -> float | None:
     if v is None:
         return None
@@ -148,7 +153,20 @@ class OnlineFeatures:
 
         Two reads of ``tip_policy_v1``'s features: the user's (one entity row), then the tasks'
         (one row per task), each with the request time and timezone for the on-demand features.
+        Raises :class:`FeatureStoreUnavailable` when the online store cannot be read.
         """
+        import sqlite3
+
+        from redis.exceptions import RedisError
+
+        try:
+            return self._get(user_id, task_ids, tz=tz, now=now)
+        except (RedisError, sqlite3.Error, OSError) as exc:
+            raise FeatureStoreUnavailable(f"online store unreadable: {type(exc).__name__}: {exc}") from exc
+
+    def _get(
+        self, user_id: str, task_ids: Sequence[str], *, tz: str, now: datetime | None
+    ) -> tuple[UserContext, list[CandidateFeatures]]:
         now_ts = (now or datetime.now(UTC)).timestamp()
         refs = self.refs
         got = numeric_columns(

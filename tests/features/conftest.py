@@ -56,5 +56,3 @@ def feature_env(tmp: Path, backend: str) -> Iterator[Settings]:
         env["OO_REDIS__URL"] = redis_or_skip()
     with settings_env(**env) as s:
         yield s
-    if backend == "redis":
-        os.environ.pop("OO_REDIS__URL", None)

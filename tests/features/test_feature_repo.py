@@ -28,7 +28,6 @@ def test_the_yaml_gives_sqlite_by_default_and_redis_when_a_url_is_set(tmp_path) 
         config = load(s)
         assert config.online_store.type == "redis"
         assert config.online_store.connection_string == "10.0.0.5:6380,db=3,password=pw"
-    os.environ.pop("OO_REDIS__URL", None)
 
 
 def test_a_redis_url_of_another_scheme_is_refused() -> None:
@@ -45,3 +44,18 @@ def test_feast_reads_only_the_definition_files() -> None:
         "feature_services.py",
         "features.py",
     ]
+
+
+def test_an_unreachable_online_store_raises_a_clear_error_fast(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from models.features_online import FeatureStoreUnavailable, OnlineFeatures
+    from oo import feature_store
+
+    with settings_env(OO_PATHS__VAR_DIR=str(tmp_path), OO_FEAST__PROJECT="down", OO_REDIS__URL="redis://127.0.0.1:1/0"):
+        feature_store.apply()  # the registry is a local file: defining features needs no Redis
+        online = OnlineFeatures(feature_store.get_store())
+        start = time.monotonic()
+        with pytest.raises(FeatureStoreUnavailable, match="online store unreadable"):
+            online.get("u1", ["t1"])
+        assert time.monotonic() - start < 5
