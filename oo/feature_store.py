@@ -114,7 +114,37 @@ def get_store(settings: Settings | None = None) -> FeatureStore:
     os.environ.update(yaml_vars(s))
     from feast import FeatureStore
 
-    return FeatureStore(repo_path=str(REPO_PATH), fs_yaml_file=REPO_PATH / "feature_store.yaml")
+    store = FeatureStore(repo_path=str(REPO_PATH), fs_yaml_file=REPO_PATH / "feature_store.yaml")
+    if s.redis.url:
+        _bound_redis(store, s)
+    return store
+
+
+def _bound_redis(store: FeatureStore, s: Settings) -> None:
+    """Give Feast's Redis online store a client with short timeouts and few retries.
+
+    redis-py 7 retries a refused connection 3 times with up to 10 s of backoff, so a serving call
+    to a Redis that is down hangs for about 10 s; Feast builds its client from the connection
+    string, which cannot carry a retry policy. The client is the one Feast would build (same
+    host, port, db, password, ssl) plus the policy; Feast uses it because it only builds one when
+    none exists (``RedisOnlineStore._get_client``).
+    """
+    from redis import Redis
+    from redis.backoff import ConstantBackoff
+    from redis.retry import Retry
+
+    online: Any = store._get_provider().online_store
+    parsed = urlparse(s.redis.url or "")
+    online._client = Redis(
+        host=parsed.hostname or "localhost",
+        port=parsed.port or 6379,
+        db=int((parsed.path or "/0").lstrip("/") or 0),
+        password=parsed.password,
+        ssl=parsed.scheme == "rediss",
+        socket_connect_timeout=s.feast.redis_timeout_s,
+        socket_timeout=s.feast.redis_timeout_s,
+        retry=Retry(ConstantBackoff(0.01), s.feast.redis_retries),  # type: ignore[arg-type]  # stub says int,
+    )
 
 
 @contextmanager

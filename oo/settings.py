@@ -69,6 +69,8 @@ class FeastSettings(BaseModel):
         default=None, description="registry, SQLite online store and feature tables; unset means var/feast"
     )
     redis_key_ttl_s: int = Field(default=0, ge=0, description="Redis key TTL; 0 keeps keys")
+    redis_timeout_s: float = Field(default=0.5, gt=0, description="Redis connect and read timeout")
+    redis_retries: int = Field(default=1, ge=0, description="Redis retries of a failed command (10 ms backoff)")
     registry_cache_ttl_s: int = Field(default=60, ge=0, description="how long a process trusts its registry copy")
 
 
