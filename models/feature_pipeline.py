@@ -62,7 +62,7 @@ def build(run_id: str, as_of: str | None = None) -> dict[str, Any]:
 
     when = datetime.fromisoformat(as_of) if as_of else datetime.now(UTC)
     staging = staging_dir(run_id)
-    reports = feature_tables.build(get_lake(), staging, when, user_timezones())
+    reports = feature_tables.build(get_lake(), staging, when, user_timezones(), previous=feature_store.tables_dir())
     return {"staging": str(staging), "as_of": when.isoformat(), "rows": {r.table: r.rows for r in reports}}
 
 

@@ -272,13 +272,69 @@ def compute(con: duckdb.DuckDBPyConnection, table: str, as_of: datetime) -> pa.T
     return result.select(_columns(table))
 
 
-def build(lake: Lake, out_dir: Path, as_of: datetime, timezones: Mapping[str, str] | None = None) -> list[TableReport]:
-    """Compute every feature table as of ``as_of`` into ``out_dir`` (a staging folder)."""
+_KEYS = {
+    "task_attributes": "task_id",
+    "task_engagement": "task_id",
+    "user_reactions": "user_id",
+    "user_rhythm": "user_id",
+}
+
+
+def incremental(
+    con: duckdb.DuckDBPyConnection, table: str, current: pa.Table, previous: Path, as_of: datetime
+) -> pa.Table:
+    """``current`` with the latest-state rows at ``as_of`` kept only for entities that changed
+    since ``previous`` (the published table), and ``previous``'s own latest-state rows carried over.
+
+    Incremental materialization then writes only what changed, and the offline store keeps, as
+    history, the rows that were materialized: what serving read is what training reads. A row
+    exactly at ``as_of`` counts as a latest-state row.
+    """
+    key = _KEYS[table]
+    cols = ", ".join(f'"{c}"' for c in _columns(table) if c != "created")
+    con.register("_current", current)
+    sql = f"""
+    WITH base AS (SELECT * FROM _current WHERE event_timestamp < $as_of),
+    prev AS (SELECT * FROM read_parquet($previous)),
+    changed AS (SELECT DISTINCT {key} FROM (SELECT {cols} FROM base EXCEPT SELECT {cols} FROM prev)),
+    carried AS (
+        SELECT p.* FROM prev p ANTI JOIN base b ON p.{key} = b.{key} AND p.event_timestamp = b.event_timestamp
+        WHERE p.event_timestamp < $as_of
+    )
+    SELECT * FROM (
+        SELECT * FROM base
+        UNION ALL BY NAME SELECT * FROM carried
+        UNION ALL BY NAME
+        SELECT * FROM _current WHERE event_timestamp >= $as_of AND {key} IN (SELECT {key} FROM changed)
+    ) ORDER BY {key}, event_timestamp
+    """
+    try:
+        result = con.sql(sql, params={"as_of": as_of.astimezone(UTC), "previous": str(previous)}).to_arrow_table()
+    finally:
+        con.unregister("_current")
+    return result.select(_columns(table)).cast(current.schema)
+
+
+def build(
+    lake: Lake,
+    out_dir: Path,
+    as_of: datetime,
+    timezones: Mapping[str, str] | None = None,
+    previous: Path | None = None,
+) -> list[TableReport]:
+    """Compute every feature table as of ``as_of`` into ``out_dir`` (a staging folder).
+
+    With ``previous`` (the folder of the published tables), each table is made incremental
+    against its published version (:func:`incremental`); without it, or for a table not yet
+    published, every entity gets a latest-state row.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     reports = []
     with connect_lake(lake, timezones) as con:
         for table in SQL:
             data = compute(con, table, as_of)
+            if previous is not None and (previous / f"{table}.parquet").exists():
+                data = incremental(con, table, data, previous / f"{table}.parquet", as_of)
             path = out_dir / f"{table}.parquet"
             tmp = path.with_suffix(".parquet.tmp")
             pq.write_table(data, tmp, compression="zstd")

@@ -24,7 +24,7 @@ def run_batch(lake: Lake, as_of: datetime, tmp) -> None:  # type: ignore[no-unty
     from oo import feature_store
 
     staging = tmp / f"staging-{time.monotonic_ns()}"
-    feature_tables.build(lake, staging, as_of, {"ua": "Europe/Berlin"})
+    feature_tables.build(lake, staging, as_of, {"ua": "Europe/Berlin"}, previous=feature_store.tables_dir())
     feature_tables.validate(staging)
     feature_tables.publish(staging, feature_store.tables_dir())
     feature_store.apply()
