@@ -7,8 +7,10 @@ point-in-time join never leaks the future into a training row. Rows are written
 - at every event that changes a value (a Todoist snapshot, a decision that showed a task, a
   reaction),
 - at every UTC midnight while a 1/7/28-day window may still be shrinking (reactions, rhythm),
-- at ``as_of`` (the latest state of every entity), so that incremental materialization always
-  finds every entity's latest values, including ones late events changed.
+- at ``as_of``, the latest state of every entity that changed since the published table (all of
+  them on a first build), so that incremental materialization finds every changed entity's latest
+  values, including ones late events changed; the latest-state rows of earlier runs stay, as the
+  history of what was materialized (:func:`incremental`).
 
 A run builds the tables into a staging folder (:func:`build`), validates them against their
 contracts with Great Expectations (:func:`validate`), and only then moves them to where the Feast
