@@ -57,3 +57,30 @@ def test_an_unreachable_online_store_raises_a_clear_error(tmp_path) -> None:  # 
         assert client.connection_pool.connection_kwargs["socket_connect_timeout"] == 0.5
         with pytest.raises(FeatureStoreUnavailable, match="online store unreadable"):
             OnlineFeatures(store).get("u1", ["t1"])
+
+
+def test_on_demand_task_features_read_due_times_in_the_users_timezone() -> None:
+    from datetime import UTC, datetime
+
+    from oo.feature_store import load_definitions
+
+    task_time = next(o for o in load_definitions() if o.name == "task_time")
+    udf = task_time.feature_transformation.udf
+    now = datetime(2026, 5, 1, 22, 0, tzinfo=UTC)  # 07:00 on 2 May in Tokyo
+    wall_9am_may2 = datetime(2026, 5, 2, 9, tzinfo=UTC).timestamp()  # floating 09:00, read as UTC
+    out = udf(
+        {
+            "now_ts": [now.timestamp()] * 4,
+            "tz": ["Asia/Tokyo", "Asia/Tokyo", "UTC", "UTC"],
+            "added_ts": [now.timestamp() - 86400 * 2, now.timestamp(), now.timestamp(), None],
+            "due_ts": [wall_9am_may2, datetime(2026, 5, 1, 21, tzinfo=UTC).timestamp(), None, None],
+            "due_floating": [1.0, 0.0, 0.0, None],
+            "deadline_day": [None, None, float((datetime(2026, 5, 3).date() - datetime(1970, 1, 1).date()).days), None],
+        }
+    )
+    assert out["hours_until_due"][0] == pytest.approx(2.0)  # 09:00 Tokyo wall time, 2 h after 07:00 there
+    assert out["is_overdue"][:2] == [0.0, 1.0]  # the second was due at 21:00 UTC, an hour ago
+    assert out["age_days"][0] == pytest.approx(2.0)
+    assert out["days_to_deadline"][2] == 2.0 and out["days_to_deadline"][0] == 365.0
+    assert out["hours_until_due"][2] == 720.0  # no due date
+    assert [v[3] for v in out.values()] == [None, None, None, None]  # unknown task: left for the defaults
