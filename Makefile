@@ -17,7 +17,7 @@ export BENTOML_DO_NOT_TRACK ?= True
 export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help setup run test test-fast lint fmt typecheck contracts contracts-check lock-check status clean bench-policy train-policy
+.PHONY: help setup run test test-fast lint fmt typecheck contracts contracts-check lock-check status clean bench-policy train-policy bench-features feast-plan
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -67,6 +67,12 @@ train-policy: setup ## train, evaluate and gate tip policies on the lake's train
 
 lock-check: ## the lock file matches pyproject.toml
 	$(UV) lock --check
+
+bench-features: setup ## feature store: online p50/p99 (SQLite, Redis), push-to-visible, materialization -> bench/results/features.json
+	$(RUN) python bench/features.py
+
+feast-plan: setup ## feast plan on feature_repo/ with the ${VARS} from the settings
+	eval "$$($(RUN) python -m oo.feature_store env)" && cd feature_repo && $(CURDIR)/.venv/bin/feast plan
 
 clean: ## remove local state (var/)
 	rm -rf var

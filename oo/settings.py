@@ -61,6 +61,19 @@ class RedisSettings(BaseModel):
     url: str | None = Field(default=None, description="redis://host:port/db; unset means SQLite")
 
 
+class FeastSettings(BaseModel):
+    """The Feast feature store (``feature_repo/``): its project, registry, tables and online store."""
+
+    project: str = Field(default="oo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$")
+    data_dir: Path | None = Field(
+        default=None, description="registry, SQLite online store and feature tables; unset means var/feast"
+    )
+    redis_key_ttl_s: int = Field(default=0, ge=0, description="Redis key TTL; 0 keeps keys")
+    redis_timeout_s: float = Field(default=0.5, gt=0, description="Redis connect and read timeout")
+    redis_retries: int = Field(default=1, ge=0, description="Redis retries of a failed command (10 ms backoff)")
+    registry_cache_ttl_s: int = Field(default=60, ge=0, description="how long a process trusts its registry copy")
+
+
 class MlflowSettings(BaseModel):
     """MLflow tracking and registry."""
 
@@ -132,6 +145,7 @@ class Settings(BaseSettings):
     lake: LakeSettings = LakeSettings()
     bus: BusSettings = BusSettings()
     redis: RedisSettings = RedisSettings()
+    feast: FeastSettings = FeastSettings()
     mlflow: MlflowSettings = MlflowSettings()
     vault: VaultSettings = VaultSettings()
     todoist: TodoistSettings = TodoistSettings()
@@ -157,6 +171,11 @@ class Settings(BaseSettings):
     def lake_root(self) -> Path:
         """The lake's root folder."""
         return (self.lake.root or self.paths.resolve("lake")).resolve()
+
+    @property
+    def feast_dir(self) -> Path:
+        """Where the Feast registry, SQLite online store and feature tables live."""
+        return (self.feast.data_dir or self.paths.resolve("feast")).resolve()
 
     @property
     def mlflow_tracking_uri(self) -> str:

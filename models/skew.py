@@ -1,0 +1,85 @@
+"""Train/serve skew: do the features logged with each decision match the offline store's
+point-in-time values for the same moment?
+
+Serving logs what the policy saw (``Decision.features`` for the context, each
+``TipCandidate.features`` for a candidate). Training reads the offline store. Any difference
+means the policy trains on something else than what it serves on: a bug in one of the two paths,
+a push the batch disagrees with, or a late event. :func:`skew_report` gives the mismatch rate per
+feature; the training DAG logs it to MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from data_contracts import CandidateFeatures, Decision, UserContext
+from models.datasets import historical_features
+from models.features_online import features_dict
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+__all__ = ["SkewReport", "compare", "skew_report"]
+
+
+@dataclass
+class SkewReport:
+    """Mismatches per feature over the compared decisions."""
+
+    compared: dict[str, int] = field(default_factory=dict)
+    mismatched: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[tuple[str, float, float]]] = field(default_factory=dict)
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """Mismatch rate per feature (features never logged are absent)."""
+        return {f: self.mismatched.get(f, 0) / n for f, n in sorted(self.compared.items()) if n}
+
+    def add(self, where: str, logged: Mapping[str, float], offline: Mapping[str, float], tol: float) -> None:
+        """Compare one logged feature dict with its offline counterpart."""
+        for name, value in logged.items():
+            if name not in offline:
+                continue
+            self.compared[name] = self.compared.get(name, 0) + 1
+            if not math.isclose(float(value), offline[name], rel_tol=tol, abs_tol=tol):
+                self.mismatched[name] = self.mismatched.get(name, 0) + 1
+                shown = self.examples.setdefault(name, [])
+                if len(shown) < 3:
+                    shown.append((where, float(value), offline[name]))
+
+
+def compare(
+    decisions: Sequence[Decision],
+    offline: Mapping[tuple[UUID, str], tuple[UserContext, CandidateFeatures]],
+    tol: float = 1e-6,
+) -> SkewReport:
+    """A :class:`SkewReport` of logged features against ``offline`` (from
+    :func:`models.datasets.historical_features`)."""
+    report = SkewReport()
+    for d in decisions:
+        for i, c in enumerate(d.candidates):
+            ctx, cand = offline[(d.decision_id, c.candidate_id)]
+            if i == 0 and d.features:
+                report.add(f"{d.decision_id}", d.features, features_dict(ctx), tol)
+            if c.features:
+                report.add(f"{d.decision_id}/{c.candidate_id}", c.features, features_dict(cand), tol)
+    return report
+
+
+def skew_report(
+    store: FeatureStore,
+    decisions: Sequence[Decision],
+    timezones: Mapping[str, str] | None = None,
+    tol: float = 1e-6,
+) -> dict[str, float]:
+    """Mismatch rate per feature between what serving logged and the point-in-time offline values.
+
+    Example: ``{"priority": 0.0, "reactions_7d": 0.25}`` means a quarter of the logged
+    ``reactions_7d`` values differ from what training would read for the same moment.
+    """
+    offline = historical_features(store, decisions, timezones)
+    return compare(decisions, offline, tol).rates
