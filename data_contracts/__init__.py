@@ -18,7 +18,7 @@ from data_contracts.features import CandidateFeatures, UserContext
 from data_contracts.notifications import Channel, DeliveryStatus, NotificationDelivery
 from data_contracts.quarantine import DeadLetter, QuarantinedRow
 from data_contracts.todoist import TodoistCompletion, TodoistProject, TodoistTask
-from data_contracts.training import TrainingExample
+from data_contracts.training import FeatureSkew, TrainingExample
 
 CONTRACTS: tuple[type[Record], ...] = (
     TodoistTask,
@@ -32,10 +32,12 @@ CONTRACTS: tuple[type[Record], ...] = (
     QuarantinedRow,
     DeadLetter,
     TrainingExample,
+    FeatureSkew,
 )
 """Every record type with a JSON Schema file and a lake dataset."""
 
 __all__ = [
+    "FeatureSkew",
     "CandidateFeatures",
     "TrainingExample",
     "UserContext",

@@ -37,3 +37,22 @@ class TrainingExample(Record):
     reaction: Reaction | None = None
     rewarded: bool
     reward: float = Field(ge=0.0, le=1.0)
+
+
+class FeatureSkew(Record):
+    """Train/serve skew of one feature over the decisions a feature-pipeline run joined.
+
+    ``mismatched`` of ``compared`` logged values (what serving saw) differed from the
+    point-in-time offline value for the same moment. Training sums these over its window and
+    logs the rate per feature to MLflow.
+    """
+
+    key_fields = ("as_of", "feature")
+    partition_field = "as_of"
+
+    schema_version: Literal[1] = 1
+    as_of: AwareDatetime
+    feature: str = Field(min_length=1)
+    compared: int = Field(ge=1)
+    mismatched: int = Field(ge=0)
+    rate: float = Field(ge=0.0, le=1.0)

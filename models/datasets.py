@@ -138,7 +138,8 @@ def build_training_examples(
     write: bool = True,
 ) -> list[TrainingExample]:
     """Training rows for every decision whose reward window closed by ``as_of``; written to the
-    lake's ``training_examples`` unless ``write`` is false."""
+    lake's ``training_examples`` (and their train/serve skew to ``feature_skew``) unless ``write``
+    is false."""
     window = timedelta(hours=settings.window_hours)
     decisions = pending_decisions(lake, as_of, window)
     if not decisions:
@@ -172,5 +173,9 @@ def build_training_examples(
             )
         )
     if write:
+        from models.skew import compare
+
         lake.write("training_examples", examples)
+        # the same point-in-time features measure train/serve skew; training logs it to MLflow
+        lake.write("feature_skew", compare(decisions, features).records(as_of))
     return examples

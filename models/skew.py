@@ -13,17 +13,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from data_contracts import CandidateFeatures, Decision, UserContext
+from data_contracts import CandidateFeatures, Decision, FeatureSkew, UserContext
 from models.datasets import historical_features
 from models.features_online import features_dict
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-__all__ = ["SkewReport", "compare", "skew_report"]
+__all__ = ["SkewReport", "aggregate", "compare", "skew_report"]
 
 
 @dataclass
@@ -38,6 +39,14 @@ class SkewReport:
     def rates(self) -> dict[str, float]:
         """Mismatch rate per feature (features never logged are absent)."""
         return {f: self.mismatched.get(f, 0) / n for f, n in sorted(self.compared.items()) if n}
+
+    def records(self, as_of: datetime) -> list[FeatureSkew]:
+        """One :class:`FeatureSkew` row per compared feature, for the lake's ``feature_skew``."""
+        return [
+            FeatureSkew(as_of=as_of, feature=f, compared=n, mismatched=self.mismatched.get(f, 0), rate=rate)
+            for (f, n), rate in zip(sorted(self.compared.items()), self.rates.values(), strict=True)
+            if n
+        ]
 
     def add(self, where: str, logged: Mapping[str, float], offline: Mapping[str, float], tol: float) -> None:
         """Compare one logged feature dict with its offline counterpart."""
@@ -83,3 +92,22 @@ def skew_report(
     """
     offline = historical_features(store, decisions, timezones)
     return compare(decisions, offline, tol).rates
+
+
+def aggregate(rows: Sequence[FeatureSkew]) -> dict[str, float]:
+    """Mismatch rate per feature over several pipeline runs (mismatches / comparisons).
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> aggregate([FeatureSkew(as_of=t, feature="priority", compared=3, mismatched=1, rate=1 / 3),
+    ...            FeatureSkew(as_of=t.replace(day=2), feature="priority", compared=1, mismatched=0, rate=0.0)])
+    {'priority': 0.25}
+    """
+    compared: dict[str, int] = {}
+    mismatched: dict[str, int] = {}
+    for r in rows:
+        compared[r.feature] = compared.get(r.feature, 0) + r.compared
+        mismatched[r.feature] = mismatched.get(r.feature, 0) + r.mismatched
+    return {f: mismatched[f] / n for f, n in sorted(compared.items())}

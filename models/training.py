@@ -174,6 +174,18 @@ def read_training_examples(start: datetime, end: datetime, lake: Any = None) -> 
     return from_table(TrainingExample, table)
 
 
+def read_skew(start: datetime, end: datetime, lake: Any = None) -> dict[str, float]:
+    """Train/serve mismatch rate per feature over the feature-pipeline runs in ``[start, end)``."""
+    from data_contracts import FeatureSkew
+    from data_contracts.arrow import from_table
+    from models.skew import aggregate
+    from oo.lake import get_lake
+
+    lake = lake or get_lake()
+    table = lake.read("feature_skew", where="as_of >= ? AND as_of < ?", params=[start, end])
+    return aggregate(from_table(FeatureSkew, table))
+
+
 def train_and_register(interval_end: datetime, settings: Any = None, lake: Any = None) -> dict[str, Any]:
     """The ``policy_training`` task: read the window ending at ``interval_end``, train, log, gate.
 
@@ -202,6 +214,7 @@ def train_and_register(interval_end: datetime, settings: Any = None, lake: Any =
             cfg.min_examples,
         )
         return {"interval_end": interval_key, "examples": len(examples), "trained": 0, "promoted": False}
+    skew = read_skew(start, interval_end, lake)
     outcome = train_candidates(
         examples,
         holdout_fraction=cfg.holdout_fraction,
@@ -209,4 +222,4 @@ def train_and_register(interval_end: datetime, settings: Any = None, lake: Any =
         n_bootstrap=cfg.n_bootstrap,
         seed=cfg.seed,
     )
-    return registry.register_outcome(outcome, interval_key=interval_key, n_examples=len(examples))
+    return registry.register_outcome(outcome, interval_key=interval_key, n_examples=len(examples), skew=skew)

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from data_contracts import (
     DeadLetter,
     Decision,
+    FeatureSkew,
     NotificationDelivery,
     QuarantinedRow,
     ReactionEvent,
@@ -55,6 +56,7 @@ DATASETS: dict[str, type[Record]] = {
     "quarantine": QuarantinedRow,
     "dead_letters": DeadLetter,
     "training_examples": TrainingExample,
+    "feature_skew": FeatureSkew,
 }
 """Every lake dataset and the contract of its rows."""
 

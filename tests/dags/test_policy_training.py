@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from data_contracts import FeatureSkew
 from models.policies import UniformRandom
 from models.simulation import Simulator
 from oo.lake import Lake
@@ -26,6 +27,12 @@ def test_dag_test_trains_logs_runs_and_sets_aliases(airflow_db, tmp_path: Path, 
         examples = sim.log(UniformRandom(seed=21), 500)
         Lake(tmp_path / "lake").write("training_examples", examples)
         end = max(e.decided_at for e in examples) + timedelta(hours=1)
+        # two feature-pipeline runs recorded train/serve skew: 1 of 4 logged priorities differed
+        skew = [
+            FeatureSkew(as_of=end - timedelta(hours=3), feature="priority", compared=3, mismatched=1, rate=1 / 3),
+            FeatureSkew(as_of=end - timedelta(hours=2), feature="priority", compared=1, mismatched=0, rate=0.0),
+        ]
+        Lake(tmp_path / "lake").write("feature_skew", skew)
 
         from airflow.dag_processing.dagbag import DagBag
 
@@ -49,6 +56,7 @@ def test_dag_test_trains_logs_runs_and_sets_aliases(airflow_db, tmp_path: Path, 
         if best[0].data.tags["gate.decision"] == "promoted":
             assert registry.version_for("champion") == challenger
         assert str(tmp_path / "mlartifacts") in best[0].info.artifact_uri
+        assert all(r.data.metrics["skew_priority"] == pytest.approx(0.25) for r in runs)
 
         dag.test(logical_date=end)  # the same interval again: idempotent, no new runs
         assert len(registry.client.search_runs([registry.experiment_id])) == len(DEFAULT_GRID)
