@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 OFFLINE_SWITCHES: dict[str, str] = {
@@ -44,6 +45,15 @@ NOISY_LOGGERS: dict[str, int] = {
 }
 
 
+KNOWN_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    (r"fetch_arrow_table\(\) is deprecated", DeprecationWarning),  # ibis 12 + duckdb 2, every Feast read
+    (r"On demand feature view is an experimental feature", RuntimeWarning),  # Feast, every apply
+    (r".*Any type hint is inferred as AnyType", UserWarning),  # MLflow, logging a pyfunc
+    (r"The ``noload`` loader strategy is deprecated", Warning),  # MLflow's store on SQLAlchemy 2.1
+)
+"""Third-party warnings that say nothing actionable to an oO user."""
+
+
 def tool_homes(var_dir: Path) -> dict[str, str]:
     """Where each tool keeps its state, all under ``var_dir`` (never ``~``)."""
     var = var_dir.resolve()
@@ -68,3 +78,5 @@ def configure(var_dir: Path | None = None, log_level: str | None = None) -> None
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name, level in NOISY_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    for message, category in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
