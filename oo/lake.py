@@ -38,6 +38,7 @@ from data_contracts import (
     TipScore,
     TodoistCompletion,
     TodoistProject,
+    TodoistRawPayload,
     TodoistTask,
     TrainingExample,
 )
@@ -47,6 +48,7 @@ DATASETS: dict[str, type[Record]] = {
     "todoist_tasks": TodoistTask,
     "todoist_projects": TodoistProject,
     "todoist_completions": TodoistCompletion,
+    "todoist_raw": TodoistRawPayload,
     "reactions": ReactionEvent,
     "rewards": RewardEvent,
     "decisions": Decision,
