@@ -90,9 +90,12 @@ class Clock:
 
 @dataclass
 class Fault:
-    """A fault injected into one user's next ``times`` API requests (``times=-1``: every one)."""
+    """A fault injected into one user's next ``times`` API requests (``times=-1``: every one).
 
-    kind: Literal["429", "5xx", "slow", "revoked"]
+    ``garbage`` answers 200 with a truncated JSON body.
+    """
+
+    kind: Literal["429", "5xx", "slow", "revoked", "garbage"]
     times: int = 1
     retry_after: float = 1.0
     retry_after_in: Literal["header", "body", "both"] = "both"
@@ -117,6 +120,8 @@ class FakeUser:
     min_token_seq: int = 0
     faults: list[Fault] = field(default_factory=list)
     requests: int = 0
+    junk_items: list[Any] = field(default_factory=list)
+    """Raw values appended to every sync's ``items`` (bad input for tests: any JSON value)."""
 
 
 class ApiError(Exception):
@@ -458,7 +463,7 @@ class FakeTodoist:
                     items = self.active_items(user)
                 else:
                     items = [user.items[i] for i, rev in user.item_rev.items() if rev > since]
-                out["items"] = [dict(i) for i in items]
+                out["items"] = [dict(i) for i in items] + list(user.junk_items)
             if "projects" in wanted:
                 if full:
                     projects = [p for p in user.projects.values() if not p["is_archived"] and not p["is_deleted"]]
@@ -553,6 +558,8 @@ def create_app(world: FakeTodoist) -> Starlette:
             return user
         if fault.kind == "revoked":
             raise ApiError(fault.revoked_status, "Invalid token", 401, "AUTH_INVALID_TOKEN")
+        if fault.kind == "garbage":
+            raise _Garbage()
         if fault.kind == "5xx":
             raise ApiError(fault.status, "Service unavailable", 500, "SERVICE_UNAVAILABLE")
         extra = {"retry_after": fault.retry_after} if fault.retry_after_in in ("body", "both") else {}
@@ -564,6 +571,8 @@ def create_app(world: FakeTodoist) -> Starlette:
                 user = await authed(request)
                 body = await fn(request, user)
                 return JSONResponse(body)
+            except _Garbage:
+                return Response(b'{"sync_token": "1:abc", "items": [{"id": "x", "con', media_type="application/json")
             except _RateLimited as limited:
                 headers = (
                     {"Retry-After": str(int(limited.fault.retry_after))}
@@ -659,6 +668,10 @@ def create_app(world: FakeTodoist) -> Starlette:
             Route("/__fake/faults", admin_fault, methods=["POST"]),
         ]
     )
+
+
+class _Garbage(Exception):
+    pass
 
 
 class _RateLimited(ApiError):

@@ -434,12 +434,17 @@ def stage(
         res.raw = len(raws)
         out.add("todoist_raw", raws)
         stamp = {"user_id": f.user_id, "synced_at": f.synced_at}
+        # a value that is not an object goes on as its JSON text, which split() refuses with a reason
         for raw in f.items:
-            task_rows.append({**task_row(raw, keep_unknown), **stamp} if isinstance(raw, dict) else raw)
+            task_rows.append({**task_row(raw, keep_unknown), **stamp} if isinstance(raw, dict) else json.dumps(raw))
         for raw in [*f.projects, *f.archived]:
-            project_rows.append({**project_row(raw, keep_unknown), **stamp} if isinstance(raw, dict) else raw)
+            project_rows.append(
+                {**project_row(raw, keep_unknown), **stamp} if isinstance(raw, dict) else json.dumps(raw)
+            )
         for raw in f.completed:
-            completion_rows.append({**completion_row(raw), "user_id": f.user_id} if isinstance(raw, dict) else raw)
+            completion_rows.append(
+                {**completion_row(raw), "user_id": f.user_id} if isinstance(raw, dict) else json.dumps(raw)
+            )
 
     src = "todoist"
     tasks = split(TodoistTask, task_rows, dataset="todoist_tasks", source=src, suite=suite)
@@ -632,3 +637,10 @@ def sync_users(
 def sync_user(user_id: str, **kwargs: Any) -> UserSyncResult:
     """Sync one user (see :func:`sync_users` for the keyword arguments)."""
     return sync_users([user_id], **kwargs)[0]
+
+
+def log_summary(results: Iterable[Mapping[str, Any] | None]) -> str:
+    """Log and return the summary of a run's per-user results (missing ones are skipped)."""
+    line = summarize([r for r in results if r])
+    log.info("%s", line)
+    return line
