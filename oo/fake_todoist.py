@@ -127,9 +127,7 @@ class FakeUser:
 class ApiError(Exception):
     """An API error answered in the documented JSON shape."""
 
-    def __init__(
-        self, status: int, error: str, code: int, tag: str, extra: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, status: int, error: str, code: int, tag: str, extra: dict[str, Any] | None = None) -> None:
         super().__init__(error)
         self.status, self.error, self.code, self.tag, self.extra = status, error, code, tag, extra or {}
 
@@ -251,7 +249,7 @@ class FakeTodoist:
                 "workspace_id": None,
                 "folder_id": None,
             }
-            user.projects[project["id"]] = project
+            user.projects[str(project["id"])] = project
             self._touch_project(user, project)
             return project
 
@@ -282,7 +280,13 @@ class FakeTodoist:
                 }
             elif roll < 0.5:
                 at = (now + timedelta(hours=r.randrange(1, 72))).replace(minute=0, second=0, microsecond=0)
-                due = {"date": _iso(at), "timezone": "Europe/Paris", "string": "at", "lang": "en", "is_recurring": False}
+                due = {
+                    "date": _iso(at),
+                    "timezone": "Europe/Paris",
+                    "string": "at",
+                    "lang": "en",
+                    "is_recurring": False,
+                }
             item: dict[str, Any] = {
                 "id": self._id(),
                 "user_id": user.todoist_id,
@@ -623,7 +627,8 @@ def create_app(world: FakeTodoist) -> Starlette:
             since = _parse_iso(request.query_params["since"])
             until = _parse_iso(request.query_params["until"])
         except KeyError as missing:
-            raise ApiError(400, "Required argument is missing", 19, "ARGUMENT_MISSING", {"argument": str(missing)})
+            extra = {"argument": str(missing)}
+            raise ApiError(400, "Required argument is missing", 19, "ARGUMENT_MISSING", extra) from None
         except ValueError:
             raise _invalid("since") from None
         if until < since or until - since > MAX_COMPLETED_WINDOW:
@@ -644,7 +649,9 @@ def create_app(world: FakeTodoist) -> Starlette:
         return _page(rows, request, "results", f"archived:{user.todoist_id}")
 
     async def admin_users(request: Request) -> Response:
-        return JSONResponse([{"todoist_id": u.todoist_id, "token": u.token, "tasks": len(u.items)} for u in world.users])
+        return JSONResponse(
+            [{"todoist_id": u.todoist_id, "token": u.token, "tasks": len(u.items)} for u in world.users]
+        )
 
     async def admin_evolve(request: Request) -> Response:
         world.evolve(int(request.query_params.get("steps", "1")))

@@ -195,7 +195,9 @@ class TodoistClient:
             wait = exc.retry_after
         else:
             wait = wait_exponential_jitter(
-                initial=self.settings.backoff_initial_s, max=self.settings.backoff_max_s, jitter=self.settings.backoff_initial_s
+                initial=self.settings.backoff_initial_s,
+                max=self.settings.backoff_max_s,
+                jitter=self.settings.backoff_initial_s,
             )(state)
         self.waited_s += wait
         return wait
@@ -299,7 +301,11 @@ class TodoistClient:
 
     def archived_projects(self) -> list[Any]:
         """Archived projects (``GET /projects/archived``; full syncs leave them out)."""
-        return [row for page in self._pages("projects/archived", "results", {"limit": self.settings.page_limit}) for row in page]
+        return [
+            row
+            for page in self._pages("projects/archived", "results", {"limit": self.settings.page_limit})
+            for row in page
+        ]
 
     def sdk(self) -> TodoistAPI:
         """The SDK client on the same base URL, for its typed models (e.g. ``get_projects()``)."""

@@ -203,12 +203,18 @@ def summarize(results: Sequence[Mapping[str, Any] | UserSyncResult]) -> str:
 
     Examples
     --------
-    >>> print(summarize([UserSyncResult("a", tasks=3), UserSyncResult("b", status="needs_reauth")]))
-    todoist sync: 1 ok, 1 failed (2 users); tasks 3, tombstones 0, projects 0, completions 0, quarantined 0; needs_reauth: b
+    >>> line = summarize([UserSyncResult("a", tasks=3), UserSyncResult("b", status="needs_reauth")])
+    >>> print(line.replace("; ", "\n"))
+    todoist sync: 1 ok, 1 failed (2 users)
+    tasks 3, tombstones 0, projects 0, completions 0, quarantined 0
+    needs_reauth: b
     """
     rows = [r.as_dict() if isinstance(r, UserSyncResult) else dict(r) for r in results]
     ok = sum(r["status"] == "ok" for r in rows)
-    total = {k: sum(int(r.get(k, 0)) for r in rows) for k in ("tasks", "tombstones", "projects", "completions", "quarantined")}
+    total = {
+        k: sum(int(r.get(k, 0)) for r in rows)
+        for k in ("tasks", "tombstones", "projects", "completions", "quarantined")
+    }
     line = f"todoist sync: {ok} ok, {len(rows) - ok} failed ({len(rows)} users); " + ", ".join(
         f"{k} {v}" for k, v in total.items()
     )
@@ -479,9 +485,9 @@ def stage(
         new_projects = [p for p in seen_projects.values() if _changed(known_projects.get(p.id), p)]
         gone_projects: set[str] = set()
         if f.full_sync and f.had_state:
-            for pid, prev in known_projects.items():
-                if pid not in seen_projects and not prev.is_deleted:
-                    new_projects.append(prev.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
+            for pid, old in known_projects.items():
+                if pid not in seen_projects and not old.is_deleted:
+                    new_projects.append(old.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
                     gone_projects.add(pid)
         archived_ids = {p.id for p in seen_projects.values() if p.is_archived} | {
             pid for pid, p in known_projects.items() if p.is_archived and pid not in gone_projects
@@ -506,17 +512,19 @@ def stage(
                 and not prev.is_deleted
                 and prev.synced_at < c.completed_at
             ):
-                row = prev.model_copy(update={"checked": True, "completed_at": c.completed_at, "synced_at": f.synced_at})
+                row = prev.model_copy(
+                    update={"checked": True, "completed_at": c.completed_at, "synced_at": f.synced_at}
+                )
                 new_tasks.append(row)
                 latest[c.task_id] = row
                 derived.add(c.task_id)
         if f.full_sync and f.had_state:
-            for tid, prev in known_tasks.items():
-                if tid in seen_tasks or tid in derived or prev.is_deleted or prev.checked:
+            for tid, last in known_tasks.items():
+                if tid in seen_tasks or tid in derived or last.is_deleted or last.checked:
                     continue
-                if prev.project_id in archived_ids:
+                if last.project_id in archived_ids:
                     continue  # the project was archived, not the task deleted
-                new_tasks.append(prev.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
+                new_tasks.append(last.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
         res.tombstones = sum(t.is_deleted for t in new_tasks)
         res.tasks, res.projects, res.completions = len(new_tasks), len(new_projects), len(unique)
         out.add("todoist_tasks", new_tasks)

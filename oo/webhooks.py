@@ -82,7 +82,9 @@ def trigger_for(
     todoist_user = str(event["user_id"])
     with session_scope(engine) as s:
         user_id = s.execute(
-            select(Integration.user_id).where(Integration.provider == "todoist", Integration.external_id == todoist_user)
+            select(Integration.user_id).where(
+                Integration.provider == "todoist", Integration.external_id == todoist_user
+            )
         ).scalar_one_or_none()
     if user_id is None:
         return None
@@ -168,13 +170,14 @@ async def run_triggered_syncs(
 ) -> list[str]:
     """Consume pending triggers and sync each triggered user once (a trigger is acked only after
     its user's sync ran, so a crash redelivers it). Returns the users synced."""
-    if sync is None:
-        from oo.todoist_sync import sync_users as sync
+    from oo.todoist_sync import sync_users
+
+    run = sync or sync_users
     users: list[str] = []
 
     async def handle(trigger: TodoistSyncTrigger) -> None:
         if trigger.user_id not in users:
-            sync([trigger.user_id])
+            run([trigger.user_id])
             users.append(trigger.user_id)
 
     await bus.consume(TRIGGER_TOPIC, TodoistSyncTrigger, handle, consumer=consumer, idle_timeout=idle_timeout)

@@ -191,11 +191,15 @@ def test_the_lake_follows_a_sequence_of_changes_exactly(env: Env) -> None:
     clock.advance(hours=1)
     r5 = env.sync(user)[user.todoist_id]
     assert (r5.tasks, r5.projects, r5.tombstones) == (0, 0, 0)
-    assert {d: len(env.rows(d)) for d in before} == before == {
-        "todoist_tasks": 4 + 5 + 2 + 1,
-        "todoist_projects": 3,
-        "todoist_completions": 3,
-    }
+    assert (
+        {d: len(env.rows(d)) for d in before}
+        == before
+        == {
+            "todoist_tasks": 4 + 5 + 2 + 1,
+            "todoist_projects": 3,
+            "todoist_completions": 3,
+        }
+    )
     raw = env.rows("todoist_raw")
     assert {r["resource"] for r in raw} == {"items", "projects", "completed", "archived_projects"}
     assert any('"checked": true' in r["payload"] and r["object_id"] == mum for r in raw)
