@@ -214,20 +214,6 @@ class Lake:
             table: pa.Table = con.sql(sql, params=[self.glob(dataset), *params]).to_arrow_table()
         return table.cast(_loose(schema))
 
-
-def _loose(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with the children of nested fields nullable: a null struct (``due: None``)
-    reads back with null children, which a non-nullable child field would refuse."""
-
-    def loosen(t: pa.DataType) -> pa.DataType:
-        if pa.types.is_struct(t):
-            return pa.struct([pa.field(f.name, loosen(f.type), nullable=True) for f in t])
-        if pa.types.is_list(t):
-            return pa.list_(pa.field(t.value_field.name, loosen(t.value_type), nullable=True))
-        return t
-
-    return pa.schema([pa.field(f.name, loosen(f.type), nullable=f.nullable) for f in schema], metadata=schema.metadata)
-
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with one view per non-empty dataset, named after it."""
         con = duckdb.connect()
@@ -245,3 +231,17 @@ def get_lake() -> Lake:
     from oo.settings import get_settings
 
     return Lake(get_settings().lake_root)
+
+
+def _loose(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the children of nested fields nullable: a null struct (``due: None``)
+    reads back with null children, which a non-nullable child field would refuse."""
+
+    def loosen(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_struct(t):
+            return pa.struct([pa.field(f.name, loosen(f.type), nullable=True) for f in t])
+        if pa.types.is_list(t):
+            return pa.list_(pa.field(t.value_field.name, loosen(t.value_type), nullable=True))
+        return t
+
+    return pa.schema([pa.field(f.name, loosen(f.type), nullable=f.nullable) for f in schema], metadata=schema.metadata)

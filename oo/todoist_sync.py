@@ -204,7 +204,7 @@ def summarize(results: Sequence[Mapping[str, Any] | UserSyncResult]) -> str:
     Examples
     --------
     >>> line = summarize([UserSyncResult("a", tasks=3), UserSyncResult("b", status="needs_reauth")])
-    >>> print(line.replace("; ", "\n"))
+    >>> print(line.replace("; ", chr(10)))
     todoist sync: 1 ok, 1 failed (2 users)
     tasks 3, tombstones 0, projects 0, completions 0, quarantined 0
     needs_reauth: b
