@@ -51,6 +51,14 @@ def status() -> None:
     console.print(rows)
 
 
+@app.command("fake-todoist")
+def fake_todoist(host: str = "127.0.0.1", port: int = 8765, users: int = 3, tasks: int = 20, seed: int = 0) -> None:
+    """Serve the FAKE Todoist API v1 (seeded synthetic users) until interrupted."""
+    from oo.fake_todoist import main
+
+    main(host=host, port=port, users=users, tasks=tasks, seed=seed)
+
+
 @app.command()
 def run() -> None:
     """Start what exists of the platform on the embedded defaults, and say what it started."""

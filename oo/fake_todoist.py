@@ -387,7 +387,8 @@ class FakeTodoist:
     def expire_tokens(self, user: FakeUser) -> None:
         """Refuse every sync token issued to ``user`` so far (the client must full-sync)."""
         with self.lock:
-            user.min_token_seq = user.seq + 1
+            user.seq += 1  # tokens issued from now on carry this sequence number or later
+            user.min_token_seq = user.seq
 
     def revoke(self, user: FakeUser, status: Literal[401, 403] = 403) -> None:
         """Revoke ``user``'s token for good."""

@@ -18,7 +18,6 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -153,25 +152,37 @@ class Lake:
         for r in records:
             if type(r) is not model:
                 raise WrongContract(f"{dataset} holds {model.__name__}, got {type(r).__name__}")
-        by_day: dict[date, list[Record]] = {}
-        for r in records:
-            by_day.setdefault(r.partition_date, []).append(r)
+        return self.write_table(dataset, to_table(model, records))
+
+    def write_table(self, dataset: str, table: pa.Table) -> WriteResult:
+        """Append an Arrow table with the contract's exact schema (as :func:`to_table` builds it),
+        with the same guarantees as :meth:`write`; for writers that already hold the table."""
+        model = DATASETS.get(dataset)
+        if model is None:
+            raise UnknownDataset(f"unknown lake dataset {dataset!r}; known: {sorted(DATASETS)}")
+        schema = arrow_schema(model)
+        if not table.schema.equals(schema, check_metadata=False):
+            raise WrongContract(f"{dataset} holds {model.__name__}; the table's schema differs from it")
+        if model.partition_field is None:
+            raise TypeError(f"{model.__name__} declares no partition_field")
+        column = table[model.partition_field]
+        days = column if pa.types.is_date32(column.type) else pc.cast(column, pa.date32())
         keys = list(model.key_fields)
         written = skipped = 0
         files: list[str] = []
         with self._locked(dataset) as folder:
             staged: list[tuple[Path, Path]] = []
-            for day, batch in sorted(by_day.items()):
+            for day in sorted(d for d in pc.unique(days).to_pylist() if d is not None):
                 part = folder / f"dt={day.isoformat()}"
                 part.mkdir(exist_ok=True)
-                table = to_table(model, batch)
-                seen = self._existing_keys(part, model, table)
+                batch = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+                seen = self._existing_keys(part, model, batch)
                 mask: list[bool] = []
-                for key in self._keys(table, keys):
+                for key in self._keys(batch, keys):
                     mask.append(key not in seen)
                     seen.add(key)
-                fresh = table.filter(pa.array(mask, type=pa.bool_()))
-                skipped += table.num_rows - fresh.num_rows
+                fresh = batch.filter(pa.array(mask, type=pa.bool_()))
+                skipped += batch.num_rows - fresh.num_rows
                 if fresh.num_rows == 0:
                     continue
                 digest = hashlib.sha256(repr(sorted(self._keys(fresh, keys))).encode()).hexdigest()

@@ -96,6 +96,7 @@ class TodoistSettings(BaseModel):
     window_days: int = Field(default=85, ge=1, le=89, description="completed-tasks window (the API allows <= 3 months)")
     window_overlap_hours: float = Field(default=24.0, ge=0, description="overlap of consecutive windows and runs")
     page_limit: int = Field(default=200, ge=1, le=200)
+    concurrency: int = Field(default=4, ge=1, le=32, description="users fetched at once by one sync_users call")
     unknown_fields: Literal["quarantine", "ignore"] = Field(
         default="quarantine", description="what to do with a task field the API docs do not list"
     )

@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
+import pyarrow as pa
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
 
@@ -84,6 +85,11 @@ PROJECT_API_FIELDS = frozenset(
 
 
 # -- mapping API JSON to the contracts ------------------------------------------------------------
+_OURS = frozenset({"user_id", "synced_at", "schema_version"})
+_TASK_KEEP = frozenset(TodoistTask.model_fields) - _OURS
+_TASK_KNOWN = TASK_API_FIELDS | frozenset(TodoistTask.model_fields)
+
+
 def task_row(raw: Mapping[str, Any], keep_unknown: bool = True) -> dict[str, Any]:
     """The contract fields of a raw API task (plus undocumented fields when ``keep_unknown``,
     so that validation names them).
@@ -93,11 +99,10 @@ def task_row(raw: Mapping[str, Any], keep_unknown: bool = True) -> dict[str, Any
     >>> task_row({"id": "t1", "user_id": "99", "content": "x", "added_by_uid": "99", "colour": 1})
     {'id': 't1', 'content': 'x', 'colour': 1}
     """
-    contract = TodoistTask.model_fields
-    out = {k: v for k, v in raw.items() if k in contract and k not in ("user_id", "synced_at", "schema_version")}
+    keys = raw.keys() & _TASK_KEEP
     if keep_unknown:
-        out.update({k: v for k, v in raw.items() if k not in TASK_API_FIELDS and k not in contract})
-    return out
+        keys |= raw.keys() - _TASK_KNOWN
+    return {k: raw[k] for k in raw if k in keys}
 
 
 def project_row(raw: Mapping[str, Any], keep_unknown: bool = True) -> dict[str, Any]:
@@ -154,20 +159,27 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _raw_rows(user_id: str, resource: str, rows: Iterable[Any], synced_at: datetime) -> list[TodoistRawPayload]:
+def raw_text(obj: Any) -> str:
+    """The JSON text kept for one API object (keys in the order received)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _raw_rows(user_id: str, resource: str, rows: Iterable[Any], synced_at: datetime) -> list[dict[str, Any]]:
+    """``todoist_raw`` rows (the contract's fields as a dict) for every object, valid or not."""
     out = []
     for row in rows:
-        text = json.dumps(row, sort_keys=True, default=str)
+        text = raw_text(row)
         oid = row.get("id") if isinstance(row, dict) else None
         out.append(
-            TodoistRawPayload(
-                user_id=user_id,
-                resource=resource,
-                object_id=str(oid) if oid is not None else None,
-                payload_hash=_hash(text),
-                payload=text,
-                synced_at=synced_at,
-            )
+            {
+                "schema_version": 1,
+                "user_id": user_id,
+                "resource": resource,
+                "object_id": str(oid) if oid is not None else None,
+                "payload_hash": _hash(text),
+                "payload": text,
+                "synced_at": synced_at,
+            }
         )
     return out
 
@@ -395,23 +407,42 @@ def fetch(client: TodoistClient, state: _Cursor, settings: Settings, now: dateti
 # -- turning fetched JSON into lake rows --------------------------------------------------------------
 @dataclass
 class Staged:
-    """The lake rows of a chunk of users, and per-user counts."""
+    """What a chunk of users' sync will write: one Arrow table per dataset (the contract's
+    schema), the quarantined rows, and per-user counts."""
 
-    rows: dict[str, list[Record]] = field(default_factory=dict)
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    quarantined: list[QuarantinedRow] = field(default_factory=list)
     results: dict[str, UserSyncResult] = field(default_factory=dict)
-
-    def add(self, dataset: str, records: Iterable[Record]) -> None:
-        self.rows.setdefault(dataset, []).extend(records)
-
-
-def _last_observation(latest: Mapping[str, Record], record: Record) -> Record | None:
-    return latest.get(record.id)  # type: ignore[attr-defined]
 
 
 def _changed(previous: Record | None, record: Record) -> bool:
     if previous is None:
         return True
     return previous.model_dump(exclude={"synced_at"}) != record.model_dump(exclude={"synced_at"})
+
+
+def _gate(
+    model: type[Record], dataset: str, records: list[Any], suite: bool, stamp: datetime
+) -> tuple[pa.Table, list[Any], list[QuarantinedRow]]:
+    """The Arrow table of ``records`` after the contract's Great Expectations suite: rows it
+    fails are quarantined with its reasons (the same check as ``split(..., suite=True)``, run on
+    the table that is then written, so the table is built once)."""
+    from data_contracts.arrow import to_table
+
+    table = to_table(model, records)
+    if not suite or not records:
+        return table, records, []
+    from data_contracts.expectations import failing_rows
+
+    failures = failing_rows(model, table.to_pandas())
+    if not failures:
+        return table, records, []
+    bad = [
+        quarantine(dataset, model, records[i].model_dump_json(), reasons, source="todoist", now=stamp)
+        for i, reasons in sorted(failures.items())
+    ]
+    keep = [i not in failures for i in range(len(records))]
+    return table.filter(pa.array(keep)), [r for r, k in zip(records, keep, strict=True) if k], bad
 
 
 def stage(
@@ -421,24 +452,30 @@ def stage(
     *,
     suite: bool = True,
 ) -> Staged:
-    """Validate a chunk of users' fetched JSON and decide which rows to write (no writes)."""
+    """Validate a chunk of users' fetched JSON and decide what to write (no writes).
+
+    Pydantic parses every raw row (``split``); the changed rows are then checked by the
+    contract's Great Expectations suite; rows either check refuses go to quarantine.
+    """
+    from data_contracts.arrow import arrow_schema
+
     keep_unknown = settings.todoist.unknown_fields == "quarantine"
     out = Staged()
+    raws: list[dict[str, Any]] = []
     task_rows: list[Any] = []
     project_rows: list[Any] = []
     completion_rows: list[Any] = []
-    bad: list[QuarantinedRow] = []
     for f in fetched:
         res = out.results.setdefault(f.user_id, UserSyncResult(f.user_id, full_sync=f.full_sync))
         res.token_refused, res.requests = f.token_refused, f.requests
-        raws = (
+        mine = (
             _raw_rows(f.user_id, "items", f.items, f.synced_at)
             + _raw_rows(f.user_id, "projects", f.projects, f.synced_at)
             + _raw_rows(f.user_id, "completed", f.completed, f.synced_at)
             + _raw_rows(f.user_id, "archived_projects", f.archived, f.synced_at)
         )
-        res.raw = len(raws)
-        out.add("todoist_raw", raws)
+        res.raw = len(mine)
+        raws += mine
         stamp = {"user_id": f.user_id, "synced_at": f.synced_at}
         # a value that is not an object goes on as its JSON text, which split() refuses with a reason
         for raw in f.items:
@@ -451,19 +488,13 @@ def stage(
             completion_rows.append(
                 {**completion_row(raw), "user_id": f.user_id} if isinstance(raw, dict) else json.dumps(raw)
             )
+    out.tables["todoist_raw"] = pa.Table.from_pylist(raws, schema=arrow_schema(TodoistRawPayload))
 
     src = "todoist"
-    tasks = split(TodoistTask, task_rows, dataset="todoist_tasks", source=src, suite=suite)
-    projects = split(TodoistProject, project_rows, dataset="todoist_projects", source=src, suite=suite)
-    completions = split(TodoistCompletion, completion_rows, dataset="todoist_completions", source=src, suite=suite)
-    bad += tasks.quarantined + projects.quarantined + completions.quarantined
-    out.add("quarantine", bad)
-    for q in bad:
-        owner = _owner_of(q.raw)
-        if owner in out.results:
-            out.results[owner].quarantined += 1
-        elif len(fetched) == 1:
-            out.results[fetched[0].user_id].quarantined += 1
+    tasks = split(TodoistTask, task_rows, dataset="todoist_tasks", source=src, suite=False)
+    projects = split(TodoistProject, project_rows, dataset="todoist_projects", source=src, suite=False)
+    completions = split(TodoistCompletion, completion_rows, dataset="todoist_completions", source=src, suite=False)
+    bad = tasks.quarantined + projects.quarantined + completions.quarantined
 
     by_user: dict[str, dict[str, list[Any]]] = {f.user_id: {"t": [], "p": [], "c": []} for f in fetched}
     for t in tasks.valid:
@@ -473,64 +504,95 @@ def stage(
     for c in completions.valid:
         by_user[c.user_id]["c"].append(c)
 
+    all_tasks: list[TodoistTask] = []
+    all_projects: list[TodoistProject] = []
+    all_completions: list[TodoistCompletion] = []
     for f in fetched:
-        res = out.results[f.user_id]
-        mine = by_user[f.user_id]
-        known_tasks = current_tasks(lake, f.user_id, include_gone=True) if f.had_state else {}
-        known_projects = current_projects(lake, f.user_id, include_gone=True) if f.had_state else {}
-        # projects: later rows of the same id win (archived list after the sync's own list)
-        seen_projects: dict[str, TodoistProject] = {}
-        for p in mine["p"]:
-            seen_projects[p.id] = p
-        new_projects = [p for p in seen_projects.values() if _changed(known_projects.get(p.id), p)]
-        gone_projects: set[str] = set()
-        if f.full_sync and f.had_state:
-            for pid, old in known_projects.items():
-                if pid not in seen_projects and not old.is_deleted:
-                    new_projects.append(old.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
-                    gone_projects.add(pid)
-        archived_ids = {p.id for p in seen_projects.values() if p.is_archived} | {
-            pid for pid, p in known_projects.items() if p.is_archived and pid not in gone_projects
-        }
-        seen_tasks: dict[str, TodoistTask] = {}
-        for t in mine["t"]:
-            seen_tasks[t.id] = t
-        new_tasks = [t for t in seen_tasks.values() if _changed(known_tasks.get(t.id), t)]
-        latest = {**known_tasks, **seen_tasks}
-        # completions: dedup by (task, completed_at); a non-recurring task still open is checked
-        unique: dict[tuple[str, datetime], TodoistCompletion] = {}
-        for c in mine["c"]:
-            unique.setdefault((c.task_id, c.completed_at), c)
-        derived: set[str] = set()
-        for c in unique.values():
-            prev = latest.get(c.task_id)
-            if (
-                c.task_id not in seen_tasks
-                and prev is not None
-                and not c.is_recurring
-                and not prev.checked
-                and not prev.is_deleted
-                and prev.synced_at < c.completed_at
-            ):
-                row = prev.model_copy(
-                    update={"checked": True, "completed_at": c.completed_at, "synced_at": f.synced_at}
-                )
-                new_tasks.append(row)
-                latest[c.task_id] = row
-                derived.add(c.task_id)
-        if f.full_sync and f.had_state:
-            for tid, last in known_tasks.items():
-                if tid in seen_tasks or tid in derived or last.is_deleted or last.checked:
-                    continue
-                if last.project_id in archived_ids:
-                    continue  # the project was archived, not the task deleted
-                new_tasks.append(last.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
-        res.tombstones = sum(t.is_deleted for t in new_tasks)
-        res.tasks, res.projects, res.completions = len(new_tasks), len(new_projects), len(unique)
-        out.add("todoist_tasks", new_tasks)
-        out.add("todoist_projects", new_projects)
-        out.add("todoist_completions", unique.values())
+        new_tasks, new_projects, done = _changes(f, by_user[f.user_id], lake)
+        all_tasks += new_tasks
+        all_projects += new_projects
+        all_completions += done
+
+    when = fetched[0].synced_at if fetched else datetime.now(UTC)
+    for dataset, model, records in (
+        ("todoist_tasks", TodoistTask, all_tasks),
+        ("todoist_projects", TodoistProject, all_projects),
+        ("todoist_completions", TodoistCompletion, all_completions),
+    ):
+        table, kept, refused = _gate(model, dataset, records, suite, when)
+        out.tables[dataset] = table
+        bad += refused
+        for r in kept:
+            res = out.results[r.user_id]
+            if dataset == "todoist_tasks":
+                res.tasks += 1
+                res.tombstones += r.is_deleted
+            elif dataset == "todoist_projects":
+                res.projects += 1
+            else:
+                res.completions += 1
+    out.quarantined = bad
+    for q in bad:
+        owner = _owner_of(q.raw)
+        if owner in out.results:
+            out.results[owner].quarantined += 1
+        elif len(fetched) == 1:
+            out.results[fetched[0].user_id].quarantined += 1
     return out
+
+
+def _changes(
+    f: Fetched, mine: dict[str, list[Any]], lake: Lake
+) -> tuple[list[TodoistTask], list[TodoistProject], list[TodoistCompletion]]:
+    """One user's rows to write: what changed since the latest rows in the lake, tombstones,
+    completion records (deduplicated by task and time) and completions seen only in history."""
+    known_tasks = current_tasks(lake, f.user_id, include_gone=True) if f.had_state else {}
+    known_projects = current_projects(lake, f.user_id, include_gone=True) if f.had_state else {}
+    # projects: later rows of the same id win (the archived list after the sync's own list)
+    seen_projects: dict[str, TodoistProject] = {}
+    for p in mine["p"]:
+        seen_projects[p.id] = p
+    new_projects = [p for p in seen_projects.values() if _changed(known_projects.get(p.id), p)]
+    gone_projects: set[str] = set()
+    if f.full_sync and f.had_state:
+        for pid, old in known_projects.items():
+            if pid not in seen_projects and not old.is_deleted:
+                new_projects.append(old.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
+                gone_projects.add(pid)
+    archived_ids = {p.id for p in seen_projects.values() if p.is_archived} | {
+        pid for pid, p in known_projects.items() if p.is_archived and pid not in gone_projects
+    }
+    seen_tasks: dict[str, TodoistTask] = {}
+    for t in mine["t"]:
+        seen_tasks[t.id] = t
+    new_tasks = [t for t in seen_tasks.values() if _changed(known_tasks.get(t.id), t)]
+    latest = {**known_tasks, **seen_tasks}
+    unique: dict[tuple[str, datetime], TodoistCompletion] = {}
+    for c in mine["c"]:
+        unique.setdefault((c.task_id, c.completed_at), c)
+    derived: set[str] = set()
+    for c in unique.values():
+        prev = latest.get(c.task_id)
+        if (
+            c.task_id not in seen_tasks
+            and prev is not None
+            and not c.is_recurring
+            and not prev.checked
+            and not prev.is_deleted
+            and prev.synced_at < c.completed_at
+        ):
+            row = prev.model_copy(update={"checked": True, "completed_at": c.completed_at, "synced_at": f.synced_at})
+            new_tasks.append(row)
+            latest[c.task_id] = row
+            derived.add(c.task_id)
+    if f.full_sync and f.had_state:
+        for tid, last in known_tasks.items():
+            if tid in seen_tasks or tid in derived or last.is_deleted or last.checked:
+                continue
+            if last.project_id in archived_ids:
+                continue  # the project was archived, not the task deleted
+            new_tasks.append(last.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
+    return new_tasks, new_projects, list(unique.values())
 
 
 def _owner_of(raw: str) -> str | None:
@@ -544,11 +606,15 @@ def _owner_of(raw: str) -> str | None:
 
 def commit(lake: Lake, staged: Staged) -> None:
     """Write the staged rows (raw payloads and quarantine first: nothing is lost)."""
-    order = ["todoist_raw", "quarantine", "todoist_projects", "todoist_tasks", "todoist_completions"]
-    for dataset in order:
-        rows = staged.rows.get(dataset)
-        if rows:
-            lake.write(dataset, rows)
+    raw = staged.tables.get("todoist_raw")
+    if raw is not None and raw.num_rows:
+        lake.write_table("todoist_raw", raw)
+    if staged.quarantined:
+        lake.write("quarantine", staged.quarantined)
+    for dataset in ("todoist_projects", "todoist_tasks", "todoist_completions"):
+        table = staged.tables.get(dataset)
+        if table is not None and table.num_rows:
+            lake.write_table(dataset, table)
 
 
 # -- the entry points ---------------------------------------------------------------------------------
@@ -564,6 +630,23 @@ def _fail(engine: Engine, result: UserSyncResult, exc: Exception) -> UserSyncRes
     return result
 
 
+def _save_cursors(engine: Engine, fetched: Sequence[Fetched]) -> None:
+    """After the lake writes: each user's new cursor and sync time, in one transaction."""
+    from oo.db import session_scope
+
+    by_user = {f.user_id: f for f in fetched}
+    with session_scope(engine) as s:
+        rows = s.execute(
+            select(Integration).where(Integration.provider == PROVIDER, Integration.user_id.in_(by_user))
+        ).scalars()
+        for row in rows:
+            f = by_user[row.user_id]
+            row.cursor, row.last_synced_at, row.last_error = f.sync_token, f.synced_at, None
+            if f.todoist_user_id:
+                row.external_id = f.todoist_user_id
+            row.updated_at = utcnow()
+
+
 def sync_users(
     user_ids: Sequence[str],
     *,
@@ -577,69 +660,74 @@ def sync_users(
     chunk: int = 1,
     suite: bool = True,
 ) -> list[UserSyncResult]:
-    """Sync ``user_ids``; write the lake every ``chunk`` users. One user's failure never stops
-    the others: it comes back as a failed (or ``needs_reauth``) result."""
+    """Sync ``user_ids``: fetch ``settings.todoist.concurrency`` users at a time, validate and
+    write the lake every ``chunk`` users (the next chunk is fetched meanwhile). One user's failure
+    never stops the others: it comes back as a failed (or ``needs_reauth``) result.
+
+    Results come back in the order of ``user_ids``.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from oo.db import get_engine
     from oo.lake import get_lake
     from oo.settings import get_settings
     from oo.vault import get_vault
 
-    settings = settings or get_settings()
-    engine = engine or get_engine()
-    lake = lake or get_lake()
-    vault = vault or get_vault()
+    cfg = settings or get_settings()
+    db = engine or get_engine()
+    store = lake or get_lake()
+    keys = vault or get_vault()
     clock = now or (lambda: datetime.now(UTC))
-    results: list[UserSyncResult] = []
-    pending: list[Fetched] = []
+    results: dict[str, UserSyncResult] = {}
 
-    def flush() -> None:
-        if not pending:
-            return
-        staged = stage(pending, lake, settings, suite=suite)
-        commit(lake, staged)
-        for f in pending:
-            _record(
-                engine,
-                f.user_id,
-                cursor=f.sync_token,
-                last_synced_at=f.synced_at,
-                last_error=None,
-                **({"external_id": f.todoist_user_id} if f.todoist_user_id else {}),
-            )
-            results.append(staged.results[f.user_id])
-        pending.clear()
-
-    for user_id in user_ids:
+    def fetch_one(user_id: str) -> Fetched | tuple[UserSyncResult, list[QuarantinedRow]]:
         result = UserSyncResult(user_id)
         try:
-            state = _load(engine, vault, user_id)
+            state = _load(db, keys, user_id)
         except VaultError as exc:
-            results.append(_fail(engine, result, exc))
-            continue
+            return _fail(db, result, exc), []
         if state is None:
             result.status, result.error = "failed", "no active Todoist integration"
-            results.append(result)
-            continue
+            return result, []
         kwargs: dict[str, Any] = {"transport": transport}
         if sleep is not None:
             kwargs["sleep"] = sleep
         try:
-            with TodoistClient(state.token, settings.todoist, **kwargs) as client:
-                pending.append(fetch(client, state, settings, clock()))
+            with TodoistClient(state.token, cfg.todoist, **kwargs) as client:
+                return fetch(client, state, cfg, clock())
         except MalformedResponse as exc:
-            lake.write(
-                "quarantine",
-                [quarantine("todoist_raw", TodoistRawPayload, exc.body or b"<empty>", [str(exc)], source=user_id)],
-            )
-            results.append(_fail(engine, result, exc))
-            continue
+            kept = quarantine("todoist_raw", TodoistRawPayload, exc.body or b"<empty>", [str(exc)], source=user_id)
+            return _fail(db, result, exc), [kept]
         except TodoistError as exc:
-            results.append(_fail(engine, result, exc))
-            continue
-        if len(pending) >= chunk:
-            flush()
-    flush()
-    return results
+            return _fail(db, result, exc), []
+
+    def flush(pending: list[Fetched]) -> None:
+        if not pending:
+            return
+        staged = stage(pending, store, cfg, suite=suite)
+        commit(store, staged)
+        _save_cursors(db, pending)
+        for f in pending:
+            results[f.user_id] = staged.results[f.user_id]
+
+    chunks = [list(user_ids[i : i + max(1, chunk)]) for i in range(0, len(user_ids), max(1, chunk))]
+    with ThreadPoolExecutor(max_workers=cfg.todoist.concurrency, thread_name_prefix="todoist-fetch") as pool:
+        ahead: list[Future[Any]] = [pool.submit(fetch_one, u) for u in chunks[0]] if chunks else []
+        for k in range(len(chunks)):
+            current = ahead
+            ahead = [pool.submit(fetch_one, u) for u in chunks[k + 1]] if k + 1 < len(chunks) else []
+            pending: list[Fetched] = []
+            for future in current:
+                outcome = future.result()
+                if isinstance(outcome, Fetched):
+                    pending.append(outcome)
+                else:
+                    failed, kept = outcome
+                    if kept:
+                        store.write("quarantine", kept)
+                    results[failed.user_id] = failed
+            flush(pending)
+    return [results[u] for u in dict.fromkeys(user_ids)]
 
 
 def sync_user(user_id: str, **kwargs: Any) -> UserSyncResult:

@@ -3,6 +3,7 @@ isolated per user, bad input quarantined, re-runs idempotent, the token never at
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -190,7 +191,7 @@ def test_the_lake_follows_a_sequence_of_changes_exactly(env: Env) -> None:
     before = {d: len(env.rows(d)) for d in ("todoist_tasks", "todoist_projects", "todoist_completions")}
     clock.advance(hours=1)
     r5 = env.sync(user)[user.todoist_id]
-    assert (r5.tasks, r5.projects, r5.tombstones) == (0, 0, 0)
+    assert (r5.full_sync, r5.token_refused, r5.tasks, r5.projects, r5.tombstones) == (False, False, 0, 0, 0)
     assert (
         {d: len(env.rows(d)) for d in before}
         == before
@@ -202,7 +203,7 @@ def test_the_lake_follows_a_sequence_of_changes_exactly(env: Env) -> None:
     )
     raw = env.rows("todoist_raw")
     assert {r["resource"] for r in raw} == {"items", "projects", "completed", "archived_projects"}
-    assert any('"checked": true' in r["payload"] and r["object_id"] == mum for r in raw)
+    assert any(json.loads(r["payload"]).get("checked") is True and r["object_id"] == mum for r in raw)
 
 
 def test_a_resync_of_the_same_changes_writes_no_duplicate_rows(env: Env) -> None:
@@ -385,3 +386,17 @@ def test_a_wrong_vault_key_fails_only_that_user(env: Env) -> None:
         [user.todoist_id], engine=env.engine, lake=env.lake, vault=other_key, settings=env.settings, now=env.clock.now
     )[0]
     assert result.status == "failed" and "no vault key" in (result.error or "")
+
+
+def test_the_great_expectations_suite_gates_what_pydantic_let_through() -> None:
+    """Rows made in code (tombstones are copies) skip pydantic; the contract's GX suite still
+    checks every row before it is written."""
+    from data_contracts import TodoistTask
+    from oo.todoist_sync import _gate
+
+    good = TodoistTask(user_id="u", id="t1", project_id="p", content="c", priority=1, added_at=T0, synced_at=T0)
+    broken = good.model_copy(update={"id": "t2", "priority": 9})  # model_copy does not validate
+    table, kept, refused = _gate(TodoistTask, "todoist_tasks", [good, broken], True, T0)
+    assert table.column("id").to_pylist() == ["t1"] and kept == [good]
+    assert len(refused) == 1 and "expect_column_values_to_be_between priority" in refused[0].reasons[0]
+    assert '"id":"t2"' in refused[0].raw
