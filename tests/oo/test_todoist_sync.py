@@ -396,7 +396,11 @@ def test_the_great_expectations_suite_gates_what_pydantic_let_through() -> None:
 
     good = TodoistTask(user_id="u", id="t1", project_id="p", content="c", priority=1, added_at=T0, synced_at=T0)
     broken = good.model_copy(update={"id": "t2", "priority": 9})  # model_copy does not validate
-    table, kept, refused = _gate(TodoistTask, "todoist_tasks", [good, broken], True, T0)
+    no_labels = good.model_copy(update={"id": "t3", "labels": None})  # a nested column, null
+    table, kept, refused = _gate(TodoistTask, "todoist_tasks", [good, broken, no_labels], True, T0)
     assert table.column("id").to_pylist() == ["t1"] and kept == [good]
-    assert len(refused) == 1 and "expect_column_values_to_be_between priority" in refused[0].reasons[0]
+    assert [r.reasons for r in refused] == [
+        ["expect_column_values_to_be_between priority failed (value np.int64(9))"],
+        ["expect_column_values_to_not_be_null labels failed (value None)"],
+    ]
     assert '"id":"t2"' in refused[0].raw
