@@ -17,7 +17,8 @@ export BENTOML_DO_NOT_TRACK ?= True
 export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help setup run test test-fast lint fmt typecheck contracts contracts-check lock-check status clean
+.PHONY: help setup run test test-fast lint fmt typecheck contracts contracts-check lock-check status clean \
+	fake-todoist todoist-sync bench-ingest
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -60,6 +61,15 @@ contracts: setup ## write data_contracts/schemas/*.json from the models
 
 lock-check: ## the lock file matches pyproject.toml
 	$(UV) lock --check
+
+fake-todoist: setup ## serve the FAKE Todoist API v1 (synthetic users) on 127.0.0.1:8765
+	$(RUN) python -m oo.cli fake-todoist --port $${PORT:-8765} --users $${USERS:-3} --tasks $${TASKS:-20}
+
+todoist-sync: setup ## sync every connected user's Todoist into the lake once (OO_TODOIST__BASE_URL picks the API)
+	$(RUN) python -m oo.cli todoist-sync
+
+bench-ingest: setup ## 1,000 users x 200 tasks from the fake API into the lake -> bench/results/ingest.json
+	$(RUN) python bench/ingest.py
 
 clean: ## remove local state (var/)
 	rm -rf var
