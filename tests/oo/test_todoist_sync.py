@@ -404,3 +404,25 @@ def test_the_great_expectations_suite_gates_what_pydantic_let_through() -> None:
         ["expect_column_values_to_not_be_null labels failed (value None)"],
     ]
     assert '"id":"t2"' in refused[0].raw
+
+
+@pytest.mark.integration
+def test_sync_state_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    migrate(pg_url)
+    clock = Clock(T0)
+    world = FakeTodoist(seed=4, clock=clock)
+    with serve_in_thread(world) as url:
+        settings = Settings(todoist={"base_url": url, "history_days": 10})
+        env = Env(world, clock, settings, engine_for(pg_url), Lake(tmp_path / "lake"), Vault(settings.vault.keys),
+                  tmp_path, [])  # fmt: skip
+        user, p = make_user(world)
+        task = plain(world, user, p["inbox"], "on postgres")
+        env.connect(user)
+        assert env.sync(user)[user.todoist_id].full_sync
+        clock.advance(hours=1)
+        world.complete_task(user, task)
+        clock.advance(minutes=1)
+        second = env.sync(user)[user.todoist_id]
+    assert (second.full_sync, second.tasks, second.completions) == (False, 1, 1)
+    row = env.integration(user)
+    assert row.external_id == user.todoist_id and row.last_synced_at == T0 + timedelta(hours=1, minutes=1)
