@@ -317,8 +317,6 @@ def _latest(lake: Lake, dataset: str, model: type[Record], user_id: str) -> dict
     )
     with duckdb.connect() as con:
         table = con.sql(sql, params=[lake.glob(dataset), user_id]).to_arrow_table()
-    from oo.lake import DATASETS  # noqa: F401  (the dataset's schema is the contract's)
-
     return {r.id: r for r in from_table(model, table)}  # type: ignore[attr-defined]
 
 
@@ -480,6 +478,7 @@ def stage(
     task_rows: list[Any] = []
     project_rows: list[Any] = []
     completion_rows: list[Any] = []
+    non_objects: list[QuarantinedRow] = []
     for f in fetched:
         res = out.results.setdefault(f.user_id, UserSyncResult(f.user_id, full_sync=f.full_sync))
         res.token_refused, res.requests = f.token_refused, f.requests
@@ -492,17 +491,25 @@ def stage(
         res.raw = len(mine)
         raws += mine
         stamp = {"user_id": f.user_id, "synced_at": f.synced_at}
-        # a value that is not an object goes on as its JSON text, which split() refuses with a reason
-        for raw in f.items:
-            task_rows.append({**task_row(raw, keep_unknown), **stamp} if isinstance(raw, dict) else json.dumps(raw))
-        for raw in [*f.projects, *f.archived]:
-            project_rows.append(
-                {**project_row(raw, keep_unknown), **stamp} if isinstance(raw, dict) else json.dumps(raw)
-            )
-        for raw in f.completed:
-            completion_rows.append(
-                {**completion_row(raw), "user_id": f.user_id} if isinstance(raw, dict) else json.dumps(raw)
-            )
+        for dataset, model, objects in (
+            ("todoist_tasks", TodoistTask, f.items),
+            ("todoist_projects", TodoistProject, [*f.projects, *f.archived]),
+            ("todoist_completions", TodoistCompletion, f.completed),
+        ):
+            for raw in objects:
+                if not isinstance(raw, dict):  # refused here, so that it counts against its user
+                    reason = f"<row>: expected an object, got {type(raw).__name__}"
+                    non_objects.append(
+                        quarantine(dataset, model, raw_text(raw), [reason], source=f.user_id, now=f.synced_at)
+                    )
+                    res.quarantined += 1
+        task_rows += [{**task_row(raw, keep_unknown), **stamp} for raw in f.items if isinstance(raw, dict)]
+        project_rows += [
+            {**project_row(raw, keep_unknown), **stamp} for raw in [*f.projects, *f.archived] if isinstance(raw, dict)
+        ]
+        completion_rows += [
+            {**completion_row(raw), "user_id": f.user_id} for raw in f.completed if isinstance(raw, dict)
+        ]
     out.tables["todoist_raw"] = pa.Table.from_pylist(raws, schema=arrow_schema(TodoistRawPayload))
 
     src = "todoist"
@@ -546,13 +553,11 @@ def stage(
                 res.projects += 1
             else:
                 res.completions += 1
-    out.quarantined = bad
-    for q in bad:
+    for q in bad:  # every one of these was an object carrying its user_id
         owner = _owner_of(q.raw)
         if owner in out.results:
             out.results[owner].quarantined += 1
-        elif len(fetched) == 1:
-            out.results[fetched[0].user_id].quarantined += 1
+    out.quarantined = non_objects + bad
     return out
 
 

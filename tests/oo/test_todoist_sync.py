@@ -49,7 +49,7 @@ class Env:
     def connect(self, user: FakeUser) -> None:
         connect_user(self.engine, self.vault, user.todoist_id, SecretStr(user.token))
 
-    def sync(self, *users: FakeUser) -> dict[str, UserSyncResult]:
+    def sync(self, *users: FakeUser, chunk: int = 1) -> dict[str, UserSyncResult]:
         ids = [u.todoist_id for u in users] or connected_users(self.engine)
         out = sync_users(
             ids,
@@ -59,6 +59,7 @@ class Env:
             settings=self.settings,
             now=self.clock.now,
             sleep=self.sleeps.append,
+            chunk=chunk,
         )
         return {r.user_id: r for r in out}
 
@@ -303,7 +304,8 @@ def test_a_rate_limit_longer_than_the_bound_and_endless_5xx_fail_only_that_user(
     assert w.user(down.todoist_id).requests == env.settings.todoist.max_retries + 1
 
 
-def test_bad_rows_are_quarantined_with_reasons_counted_and_kept(env: Env) -> None:
+@pytest.mark.parametrize("chunk", [1, 10], ids=["per-user", "batched"])
+def test_bad_rows_are_quarantined_with_reasons_counted_and_kept(env: Env, chunk: int) -> None:
     user, p = make_user(env.world)
     good = plain(env.world, user, p["inbox"], "fine task")
     base = dict(env.world.user(user.todoist_id).items[good])
@@ -320,7 +322,7 @@ def test_bad_rows_are_quarantined_with_reasons_counted_and_kept(env: Env) -> Non
     other, q = make_user(env.world)
     plain(env.world, other, q["inbox"], "unaffected")
     env.connect(other)
-    results = env.sync()
+    results = env.sync(chunk=chunk)
     mine = results[user.todoist_id]
     assert (mine.status, mine.tasks, mine.quarantined) == ("ok", 1, 7)
     assert results[other.todoist_id].quarantined == 0
