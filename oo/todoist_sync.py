@@ -573,6 +573,12 @@ def _changes(
     for p in mine["p"]:
         seen_projects[p.id] = p
     new_projects = [p for p in seen_projects.values() if _changed(known_projects.get(p.id), p)]
+    for pid in _deleted_ids(f.projects):
+        old_project = known_projects.get(pid)
+        if pid not in seen_projects and old_project is not None and not old_project.is_deleted:
+            tomb_project = old_project.model_copy(update={"is_deleted": True, "synced_at": f.synced_at})
+            new_projects.append(tomb_project)
+            seen_projects[pid] = tomb_project
     gone_projects: set[str] = set()
     if f.full_sync and f.had_state:
         for pid, old in known_projects.items():
@@ -586,6 +592,14 @@ def _changes(
     for t in mine["t"]:
         seen_tasks[t.id] = t
     new_tasks = [t for t in seen_tasks.values() if _changed(known_tasks.get(t.id), t)]
+    # a deleted object may come as a stub ({"id", "is_deleted": true}) that the contract refuses
+    # (it is quarantined and kept raw): the tombstone is made from the last known state instead
+    for tid in _deleted_ids(f.items):
+        last = known_tasks.get(tid)
+        if tid not in seen_tasks and last is not None and not last.is_deleted:
+            tomb = last.model_copy(update={"is_deleted": True, "synced_at": f.synced_at})
+            new_tasks.append(tomb)
+            seen_tasks[tid] = tomb
     latest = {**known_tasks, **seen_tasks}
     unique: dict[tuple[str, datetime], TodoistCompletion] = {}
     for c in mine["c"]:
@@ -613,6 +627,10 @@ def _changes(
                 continue  # the project was archived, not the task deleted
             new_tasks.append(last.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
     return new_tasks, new_projects, list(unique.values())
+
+
+def _deleted_ids(objects: Iterable[Any]) -> list[str]:
+    return [str(o["id"]) for o in objects if isinstance(o, dict) and o.get("is_deleted") is True and o.get("id")]
 
 
 def _owner_of(raw: str) -> str | None:

@@ -4,6 +4,7 @@ and two runs over the same interval leave no duplicate rows."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,8 @@ def test_dag_test_syncs_every_user_and_a_second_run_adds_nothing(
 
     dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags")).dags["todoist_sync"]
     caplog.set_level("INFO", logger="oo.todoist_sync")
-    first = dag.test()
+    interval = datetime(2026, 3, 2, tzinfo=UTC)  # both runs over the same logical date
+    first = dag.test(logical_date=interval)
     assert first.state == "success"
     assert "todoist sync: 2 ok, 1 failed (3 users)" in caplog.text
 
@@ -58,7 +60,7 @@ def test_dag_test_syncs_every_user_and_a_second_run_adds_nothing(
     assert status[world.users[2].todoist_id] == "needs_reauth"
 
     caplog.clear()
-    second = dag.test()
+    second = dag.test(logical_date=interval)  # clears the first run's task instances and re-runs
     assert second.state == "success"
     assert "todoist sync: 2 ok, 0 failed (2 users)" in caplog.text  # the revoked user is skipped now
     for dataset in ("todoist_tasks", "todoist_projects", "todoist_completions"):

@@ -227,6 +227,22 @@ def test_a_resync_of_the_same_changes_writes_no_duplicate_rows(env: Env) -> None
     assert len(tasks) == 6 and len({(t["id"], t["content"]) for t in tasks}) == 6
 
 
+def test_a_deleted_stub_still_deletes(env: Env) -> None:
+    """Whether deltas carry whole deleted objects or stubs is undocumented: a stub the contract
+    refuses is quarantined (and kept raw), and the task is still tombstoned."""
+    user, p = make_user(env.world)
+    env.connect(user)
+    task = plain(env.world, user, p["inbox"], "Return library books")
+    keep = plain(env.world, user, p["inbox"], "Stay")
+    env.sync(user)
+    env.clock.advance(hours=1)
+    user.junk_items = [{"id": task, "is_deleted": True}]
+    result = env.sync(user)[user.todoist_id]
+    assert (result.tombstones, result.quarantined) == (1, 1)
+    assert set(current_tasks(env.lake, user.todoist_id)) == {keep}
+    assert current_tasks(env.lake, user.todoist_id, include_gone=True)[task].content == "Return library books"
+
+
 def test_completed_items_missing_from_deltas_are_taken_from_the_completion_history(env: Env) -> None:
     """Whether deltas carry completed items is undocumented: both answers give the same state."""
     user, p = make_user(env.world)
