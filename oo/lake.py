@@ -130,19 +130,36 @@ class Lake:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     @staticmethod
-    def _keys(table: pa.Table, keys: Sequence[str]) -> list[tuple[Any, ...]]:
-        columns = [table[k].to_pylist() for k in keys]
-        return list(zip(*columns, strict=True))
+    def _key_strings(table: pa.Table, keys: Sequence[str]) -> pa.ChunkedArray:
+        """One string per row that identifies its natural key (computed in Arrow, no Python
+        objects per row): the key columns as text, joined by a separator; nulls as NUL."""
+        columns = [pc.cast(table[k], pa.string()) for k in keys]
+        if len(columns) == 1:
+            return pc.fill_null(columns[0], "\x00")
+        return pc.binary_join_element_wise(*columns, "\x1f", null_handling="replace", null_replacement="\x00")
 
-    def _existing_keys(self, part: Path, model: type[Record], batch: pa.Table) -> set[tuple[Any, ...]]:
+    def _existing_keys(self, part: Path, model: type[Record], batch: pa.Table) -> pa.Array | None:
         files = sorted(part.glob("*.parquet"))
         if not files:
-            return set()
+            return None
         keys = list(model.key_fields)
         key_schema = pa.schema([arrow_schema(model).field(k) for k in keys])
         first = pc.unique(batch[keys[0]])
         existing = pq.read_table(files, columns=keys, filters=pc.field(keys[0]).isin(first))
-        return set(self._keys(existing.cast(key_schema), keys))
+        return self._key_strings(existing.cast(key_schema), keys).combine_chunks()
+
+    def _fresh(self, part: Path, model: type[Record], batch: pa.Table) -> tuple[pa.Table, pa.Array]:
+        """The rows of ``batch`` whose key is not in the partition yet, first occurrence only,
+        and their key strings."""
+        keys = self._key_strings(batch, list(model.key_fields)).combine_chunks()
+        candidates = pa.table({"k": keys, "i": pa.array(range(batch.num_rows), pa.int64())})
+        existing = self._existing_keys(part, model, batch)
+        if existing is not None and len(existing):
+            candidates = candidates.filter(pc.invert(pc.is_in(candidates["k"], value_set=existing)))
+        first = candidates.group_by("k", use_threads=False).aggregate([("i", "min")])
+        rows = pc.sort_indices(first["i_min"])
+        indices = pc.take(first["i_min"], rows)
+        return batch.take(indices), pc.take(first["k"], rows).combine_chunks()
 
     def write(self, dataset: str, records: Sequence[Record]) -> WriteResult:
         """Append ``records`` to ``dataset``, skipping natural keys already present."""
@@ -167,7 +184,6 @@ class Lake:
             raise TypeError(f"{model.__name__} declares no partition_field")
         column = table[model.partition_field]
         days = column if pa.types.is_date32(column.type) else pc.cast(column, pa.date32())
-        keys = list(model.key_fields)
         written = skipped = 0
         files: list[str] = []
         with self._locked(dataset) as folder:
@@ -176,16 +192,11 @@ class Lake:
                 part = folder / f"dt={day.isoformat()}"
                 part.mkdir(exist_ok=True)
                 batch = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
-                seen = self._existing_keys(part, model, batch)
-                mask: list[bool] = []
-                for key in self._keys(batch, keys):
-                    mask.append(key not in seen)
-                    seen.add(key)
-                fresh = batch.filter(pa.array(mask, type=pa.bool_()))
+                fresh, fresh_keys = self._fresh(part, model, batch)
                 skipped += batch.num_rows - fresh.num_rows
                 if fresh.num_rows == 0:
                     continue
-                digest = hashlib.sha256(repr(sorted(self._keys(fresh, keys))).encode()).hexdigest()
+                digest = hashlib.sha256("\x1e".join(sorted(fresh_keys.to_pylist())).encode()).hexdigest()
                 final = part / f"part-{digest[:24]}.parquet"
                 tmp = final.with_suffix(".parquet.tmp")
                 with open(tmp, "wb") as sink:
