@@ -163,6 +163,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--chunk", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=4, help="users fetched at once")
     parser.add_argument("--rounds", type=int, default=3, help="alternating limit/sync rounds; best of each")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest.json")
     args = parser.parse_args()
@@ -191,7 +192,7 @@ def main() -> None:
         httpx.post(f"{base}/__fake/evolve", params={"steps": 2}, timeout=60)  # some completions, edits
         accounts = httpx.get(f"{base}/__fake/users", timeout=60).json()
         settings = Settings(
-            todoist={"base_url": f"{base}/api/v1/", "history_days": 30},
+            todoist={"base_url": f"{base}/api/v1/", "history_days": 30, "concurrency": args.concurrency},
             vault={"keys": [Fernet.generate_key().decode()]},
         )
         vault = Vault(settings.vault.keys)
@@ -235,6 +236,7 @@ def main() -> None:
         "limit_s": [round(x, 2) for x in limit_runs],
         "statistic": f"best of {args.rounds} alternating rounds",
         "chunk_users": args.chunk,
+        "concurrency": args.concurrency,
         "measured_at": now.isoformat(timespec="seconds"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
