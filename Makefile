@@ -17,7 +17,8 @@ export BENTOML_DO_NOT_TRACK ?= True
 export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help setup run test test-fast lint fmt typecheck contracts contracts-check lock-check status clean bench-policy train-policy bench-features feast-plan
+.PHONY: help setup run test test-fast lint fmt typecheck contracts contracts-check lock-check status clean \
+	bench-policy train-policy bench-features feast-plan fake-todoist todoist-sync bench-ingest
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -73,6 +74,15 @@ bench-features: setup ## feature store: online p50/p99 (SQLite, Redis), push-to-
 
 feast-plan: setup ## feast plan on feature_repo/ with the ${VARS} from the settings
 	eval "$$($(RUN) python -m oo.feature_store env)" && cd feature_repo && $(CURDIR)/.venv/bin/feast plan
+
+fake-todoist: setup ## serve the FAKE Todoist API v1 (synthetic users) on 127.0.0.1:8765
+	$(RUN) python -m oo.cli fake-todoist --port $${PORT:-8765} --users $${USERS:-3} --tasks $${TASKS:-20}
+
+todoist-sync: setup ## sync every connected user's Todoist into the lake once (OO_TODOIST__BASE_URL picks the API)
+	$(RUN) python -m oo.cli todoist-sync
+
+bench-ingest: setup ## 1,000 users x 200 tasks from the fake API into the lake -> bench/results/ingest.json
+	$(RUN) python bench/ingest.py
 
 clean: ## remove local state (var/)
 	rm -rf var

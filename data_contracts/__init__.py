@@ -17,13 +17,21 @@ from data_contracts.events import Reaction, ReactionEvent, RewardEvent
 from data_contracts.features import CandidateFeatures, UserContext
 from data_contracts.notifications import Channel, DeliveryStatus, NotificationDelivery
 from data_contracts.quarantine import DeadLetter, QuarantinedRow
-from data_contracts.todoist import TodoistCompletion, TodoistProject, TodoistTask
+from data_contracts.todoist import (
+    TodoistCompletion,
+    TodoistProject,
+    TodoistRawPayload,
+    TodoistSyncTrigger,
+    TodoistTask,
+)
 from data_contracts.training import FeatureSkew, TrainingExample
 
 CONTRACTS: tuple[type[Record], ...] = (
     TodoistTask,
     TodoistProject,
     TodoistCompletion,
+    TodoistRawPayload,
+    TodoistSyncTrigger,
     ReactionEvent,
     RewardEvent,
     Decision,
@@ -58,5 +66,7 @@ __all__ = [
     "TipScore",
     "TodoistCompletion",
     "TodoistProject",
+    "TodoistRawPayload",
+    "TodoistSyncTrigger",
     "TodoistTask",
 ]

@@ -138,3 +138,47 @@ class TodoistCompletion(Record):
     content: str = ""
     completed_at: AwareDatetime
     is_recurring: bool = False
+
+
+class TodoistRawPayload(Record):
+    """One object exactly as the Todoist API sent it (the SDK and the contracts drop fields).
+
+    ``resource`` is the API's name for the list it came in (``items``, ``projects``,
+    ``completed``, ``archived_projects``); ``object_id`` is ``None`` when the payload had no
+    readable id (malformed input is kept too).
+
+    Examples
+    --------
+    >>> from datetime import UTC
+    >>> p = TodoistRawPayload(user_id="u1", resource="items", object_id="t1", payload_hash="ab",
+    ...                       payload='{"id": "t1"}', synced_at=datetime(2026, 1, 2, tzinfo=UTC))
+    >>> p.natural_key
+    ('u1', 'items', 'ab')
+    """
+
+    key_fields = ("user_id", "resource", "payload_hash")
+    partition_field = "synced_at"
+
+    schema_version: Literal[1] = 1
+    user_id: str = Field(min_length=1)
+    resource: str = Field(min_length=1)
+    object_id: str | None = None
+    payload_hash: str = Field(min_length=1, description="sha256 of payload; the same payload twice is one row")
+    payload: str = Field(description="the JSON text as received")
+    synced_at: AwareDatetime
+
+
+class TodoistSyncTrigger(Record):
+    """A request to sync one user now, raised by a verified Todoist webhook (a notification only:
+    the sync itself reads the API)."""
+
+    key_fields = ("delivery_id",)
+    partition_field = "received_at"
+
+    schema_version: Literal[1] = 1
+    delivery_id: str = Field(min_length=1, description="X-Todoist-Delivery-ID (reused on redelivery)")
+    user_id: str = Field(min_length=1, description="oO's user id")
+    todoist_user_id: str = Field(min_length=1)
+    event_name: str = Field(min_length=1)
+    triggered_at: AwareDatetime | None = None
+    received_at: AwareDatetime

@@ -51,6 +51,51 @@ def status() -> None:
     console.print(rows)
 
 
+@app.command("fake-todoist")
+def fake_todoist(host: str = "127.0.0.1", port: int = 8765, users: int = 3, tasks: int = 20, seed: int = 0) -> None:
+    """Serve the FAKE Todoist API v1 (seeded synthetic users) until interrupted."""
+    from oo.fake_todoist import main
+
+    main(host=host, port=port, users=users, tasks=tasks, seed=seed)
+
+
+@app.command("todoist-connect")
+def todoist_connect(user_id: str) -> None:
+    """Store USER_ID's Todoist token (asked for, hidden; or piped on stdin), encrypted."""
+    import sys
+
+    from pydantic import SecretStr
+
+    from oo.db import get_engine
+    from oo.db import migrate as upgrade
+    from oo.runtime import configure
+    from oo.todoist_sync import connect_user
+    from oo.vault import get_vault
+
+    configure()
+    upgrade()
+    raw = sys.stdin.readline() if not sys.stdin.isatty() else typer.prompt("Todoist token", hide_input=True)
+    token = SecretStr(raw.strip())
+    if not token.get_secret_value():
+        raise typer.BadParameter("an empty token")
+    connect_user(get_engine(), get_vault(), user_id, token)
+    console.print(f"{user_id}: Todoist connected (token encrypted); the next sync is a full one")
+
+
+@app.command("todoist-sync")
+def todoist_sync() -> None:
+    """Sync every connected user's Todoist into the lake once (what one DAG run does)."""
+    from oo.runtime import configure
+    from oo.todoist_sync import connected_users, summarize, sync_users
+
+    configure()
+    from oo.db import get_engine
+    from oo.db import migrate as upgrade
+
+    upgrade()
+    console.print(summarize(sync_users(connected_users(get_engine()))))
+
+
 @app.command()
 def run() -> None:
     """Start what exists of the platform on the embedded defaults, and say what it started."""
@@ -62,12 +107,46 @@ def run() -> None:
     bus = get_bus()
     asyncio.run(bus.close())
     console.print(f"event bus ready: {type(bus).__name__}")
+    todoist_demo()
     status()
     console.print(
-        "[bold]Started:[/] app database (migrated), lake, event bus.\n"
-        "[bold]Not built yet:[/] Todoist ingestion, feature store, policies and training, "
-        "serving, app API (see `issues`)."
+        "[bold]Started:[/] app database (migrated), lake, event bus; Todoist ingestion ran against the "
+        "FAKE Todoist API (synthetic users).\n"
+        "[bold]Not built yet:[/] feature store, policies and training, serving, app API (see `issues`)."
     )
+
+
+@app.command("todoist-demo")
+def todoist_demo(users: int = 3, tasks: int = 20, seed: int = 0) -> None:
+    """Ingestion on the FAKE Todoist API: connect synthetic users, sync, let their tasks change,
+    sync again (incremental), and say what landed in the lake. Never calls the real Todoist."""
+    from pydantic import SecretStr
+
+    from oo.db import get_engine
+    from oo.fake_todoist import FakeTodoist, serve_in_thread
+    from oo.lake import get_lake
+    from oo.runtime import configure
+    from oo.settings import get_settings
+    from oo.todoist_sync import connect_user, summarize, sync_users
+    from oo.vault import get_vault
+
+    configure()
+    world = FakeTodoist.seeded(seed=seed, users=users, tasks_per_user=tasks)
+    with serve_in_thread(world) as url:
+        console.print(f"[bold]FAKE Todoist API v1[/] (synthetic data, not todoist.com) at {url}")
+        base = get_settings()
+        settings = base.model_copy(update={"todoist": base.todoist.model_copy(update={"base_url": url})})
+        engine, lake, vault = get_engine(), get_lake(), get_vault()
+        ids = []
+        for i, account in enumerate(world.users, start=1):
+            user_id = f"demo-{i}"
+            connect_user(engine, vault, user_id, SecretStr(account.token))
+            ids.append(user_id)
+        first = sync_users(ids, engine=engine, lake=lake, vault=vault, settings=settings, chunk=len(ids))
+        console.print("first sync (full):       " + summarize(first))
+        world.evolve(1)  # tasks added, edited, completed, deleted
+        again = sync_users(ids, engine=engine, lake=lake, vault=vault, settings=settings, chunk=len(ids))
+        console.print("second sync (incremental): " + summarize(again))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from data_contracts import (
     TipScore,
     TodoistCompletion,
     TodoistProject,
+    TodoistRawPayload,
     TodoistTask,
     TrainingExample,
 )
@@ -48,6 +48,7 @@ DATASETS: dict[str, type[Record]] = {
     "todoist_tasks": TodoistTask,
     "todoist_projects": TodoistProject,
     "todoist_completions": TodoistCompletion,
+    "todoist_raw": TodoistRawPayload,
     "reactions": ReactionEvent,
     "rewards": RewardEvent,
     "decisions": Decision,
@@ -131,19 +132,36 @@ class Lake:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     @staticmethod
-    def _keys(table: pa.Table, keys: Sequence[str]) -> list[tuple[Any, ...]]:
-        columns = [table[k].to_pylist() for k in keys]
-        return list(zip(*columns, strict=True))
+    def _key_strings(table: pa.Table, keys: Sequence[str]) -> pa.ChunkedArray:
+        """One string per row that identifies its natural key (computed in Arrow, no Python
+        objects per row): the key columns as text, joined by a separator; nulls as NUL."""
+        columns = [pc.cast(table[k], pa.string()) for k in keys]
+        if len(columns) == 1:
+            return pc.fill_null(columns[0], "\x00")
+        return pc.binary_join_element_wise(*columns, "\x1f", null_handling="replace", null_replacement="\x00")
 
-    def _existing_keys(self, part: Path, model: type[Record], batch: pa.Table) -> set[tuple[Any, ...]]:
+    def _existing_keys(self, part: Path, model: type[Record], batch: pa.Table) -> pa.Array | None:
         files = sorted(part.glob("*.parquet"))
         if not files:
-            return set()
+            return None
         keys = list(model.key_fields)
         key_schema = pa.schema([arrow_schema(model).field(k) for k in keys])
         first = pc.unique(batch[keys[0]])
         existing = pq.read_table(files, columns=keys, filters=pc.field(keys[0]).isin(first))
-        return set(self._keys(existing.cast(key_schema), keys))
+        return self._key_strings(existing.cast(key_schema), keys).combine_chunks()
+
+    def _fresh(self, part: Path, model: type[Record], batch: pa.Table) -> tuple[pa.Table, pa.Array]:
+        """The rows of ``batch`` whose key is not in the partition yet, first occurrence only,
+        and their key strings."""
+        keys = self._key_strings(batch, list(model.key_fields)).combine_chunks()
+        candidates = pa.table({"k": keys, "i": pa.array(range(batch.num_rows), pa.int64())})
+        existing = self._existing_keys(part, model, batch)
+        if existing is not None and len(existing):
+            candidates = candidates.filter(pc.invert(pc.is_in(candidates["k"], value_set=existing)))
+        first = candidates.group_by("k", use_threads=False).aggregate([("i", "min")])
+        rows = pc.sort_indices(first["i_min"])
+        indices = pc.take(first["i_min"], rows)
+        return batch.take(indices), pc.take(first["k"], rows).combine_chunks()
 
     def write(self, dataset: str, records: Sequence[Record]) -> WriteResult:
         """Append ``records`` to ``dataset``, skipping natural keys already present."""
@@ -153,28 +171,34 @@ class Lake:
         for r in records:
             if type(r) is not model:
                 raise WrongContract(f"{dataset} holds {model.__name__}, got {type(r).__name__}")
-        by_day: dict[date, list[Record]] = {}
-        for r in records:
-            by_day.setdefault(r.partition_date, []).append(r)
-        keys = list(model.key_fields)
+        return self.write_table(dataset, to_table(model, records))
+
+    def write_table(self, dataset: str, table: pa.Table) -> WriteResult:
+        """Append an Arrow table with the contract's exact schema (as :func:`to_table` builds it),
+        with the same guarantees as :meth:`write`; for writers that already hold the table."""
+        model = DATASETS.get(dataset)
+        if model is None:
+            raise UnknownDataset(f"unknown lake dataset {dataset!r}; known: {sorted(DATASETS)}")
+        schema = arrow_schema(model)
+        if not table.schema.equals(schema, check_metadata=False):
+            raise WrongContract(f"{dataset} holds {model.__name__}; the table's schema differs from it")
+        if model.partition_field is None:
+            raise TypeError(f"{model.__name__} declares no partition_field")
+        column = table[model.partition_field]
+        days = column if pa.types.is_date32(column.type) else pc.cast(column, pa.date32())
         written = skipped = 0
         files: list[str] = []
         with self._locked(dataset) as folder:
             staged: list[tuple[Path, Path]] = []
-            for day, batch in sorted(by_day.items()):
+            for day in sorted(d for d in pc.unique(days).to_pylist() if d is not None):
                 part = folder / f"dt={day.isoformat()}"
                 part.mkdir(exist_ok=True)
-                table = to_table(model, batch)
-                seen = self._existing_keys(part, model, table)
-                mask: list[bool] = []
-                for key in self._keys(table, keys):
-                    mask.append(key not in seen)
-                    seen.add(key)
-                fresh = table.filter(pa.array(mask, type=pa.bool_()))
-                skipped += table.num_rows - fresh.num_rows
+                batch = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+                fresh, fresh_keys = self._fresh(part, model, batch)
+                skipped += batch.num_rows - fresh.num_rows
                 if fresh.num_rows == 0:
                     continue
-                digest = hashlib.sha256(repr(sorted(self._keys(fresh, keys))).encode()).hexdigest()
+                digest = hashlib.sha256("\x1e".join(sorted(fresh_keys.to_pylist())).encode()).hexdigest()
                 final = part / f"part-{digest[:24]}.parquet"
                 tmp = final.with_suffix(".parquet.tmp")
                 with open(tmp, "wb") as sink:
@@ -212,7 +236,7 @@ class Lake:
             sql += f" WHERE {where}"
         with duckdb.connect() as con:
             table: pa.Table = con.sql(sql, params=[self.glob(dataset), *params]).to_arrow_table()
-        return table.cast(schema)
+        return table.cast(_loose(schema))
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with one view per non-empty dataset, named after it."""
@@ -231,3 +255,17 @@ def get_lake() -> Lake:
     from oo.settings import get_settings
 
     return Lake(get_settings().lake_root)
+
+
+def _loose(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the children of nested fields nullable: a null struct (``due: None``)
+    reads back with null children, which a non-nullable child field would refuse."""
+
+    def loosen(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_struct(t):
+            return pa.struct([pa.field(f.name, loosen(f.type), nullable=True) for f in t])
+        if pa.types.is_list(t):
+            return pa.list_(pa.field(t.value_field.name, loosen(t.value_type), nullable=True))
+        return t
+
+    return pa.schema([pa.field(f.name, loosen(f.type), nullable=f.nullable) for f in schema], metadata=schema.metadata)

@@ -99,6 +99,20 @@ class TodoistSettings(BaseModel):
     timeout_s: float = 15.0
     max_retries: int = 5
     client_secret: SecretStr = SecretStr("dev-client-secret")
+    max_retry_after_s: float = Field(
+        default=120.0, gt=0, description="longest Retry-After honoured; a longer one fails the user's sync"
+    )
+    backoff_initial_s: float = Field(default=0.5, gt=0, description="first 5xx/timeout backoff (doubles, jittered)")
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    schedule: str | None = Field(default="@hourly", description="cron or preset of the todoist_sync DAG")
+    history_days: int = Field(default=90, ge=1, description="completion history fetched on a user's first sync")
+    window_days: int = Field(default=85, ge=1, le=89, description="completed-tasks window (the API allows <= 3 months)")
+    window_overlap_hours: float = Field(default=24.0, ge=0, description="overlap of consecutive windows and runs")
+    page_limit: int = Field(default=200, ge=1, le=200)
+    concurrency: int = Field(default=4, ge=1, le=32, description="users fetched at once by one sync_users call")
+    unknown_fields: Literal["quarantine", "ignore"] = Field(
+        default="quarantine", description="what to do with a task field the API docs do not list"
+    )
 
 
 class LLMSettings(BaseModel):

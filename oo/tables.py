@@ -53,6 +53,7 @@ class Integration(Base):
 
     ``status`` is ``active``, ``needs_reauth`` (the service refused the token) or ``revoked``.
     ``cursor`` is the service's incremental-sync position (Todoist's ``sync_token``).
+    ``external_id`` is the user's id at the service (webhooks name users by it).
     """
 
     __tablename__ = "integrations"
@@ -63,6 +64,7 @@ class Integration(Base):
     token_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(32), default="active")
     cursor: Mapped[str | None] = mapped_column(Text)
+    external_id: Mapped[str | None] = mapped_column(String(64), index=True)
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

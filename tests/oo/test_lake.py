@@ -119,3 +119,30 @@ def test_duckdb_views_name_each_dataset(lake: Lake) -> None:
     lake.write("reactions", [reaction(i) for i in range(4)])
     with lake.connect() as con:
         assert con.execute("select count(*) from reactions").fetchall() == [(4,)]
+
+
+def test_a_null_struct_reads_back_beside_a_set_one(lake: Lake) -> None:
+    from data_contracts import TodoistTask
+
+    def task(i: int, due: dict[str, object] | None) -> TodoistTask:
+        return TodoistTask.model_validate(
+            {"user_id": "u", "id": f"t{i}", "project_id": "p", "content": "c", "priority": 1, "due": due,
+             "added_at": T0, "synced_at": T0}
+        )  # fmt: skip
+
+    lake.write("todoist_tasks", [task(1, None)])
+    lake.write("todoist_tasks", [task(2, {"date": "2026-05-02", "is_recurring": True})])
+    dues = sorted(lake.read("todoist_tasks").column("due").to_pylist(), key=str)
+    assert dues[0] is None and dues[1]["date"] == "2026-05-02"
+
+
+def test_write_table_has_the_guarantees_of_write(lake: Lake) -> None:
+    from data_contracts.arrow import to_table
+
+    batch = [reaction(i, at=T0 - timedelta(days=i % 2)) for i in range(6)]
+    first = lake.write_table("reactions", to_table(ReactionEvent, batch))
+    again = lake.write("reactions", batch)
+    assert (first.written, again.written, again.skipped) == (6, 0, 6)
+    assert sorted(p.parent.name for p in lake.files("reactions")) == ["dt=2026-04-30", "dt=2026-05-01"]
+    with pytest.raises(WrongContract):
+        lake.write_table("decisions", to_table(ReactionEvent, batch))
