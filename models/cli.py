@@ -244,14 +244,15 @@ def _runs() -> list[Any]:
     out: list[Any] = [
         Table("run", "interval end", "n train", "DR [95% interval]", "logged reward", "gate", title="MLflow")
     ]
+    nan = float("nan")
     for run in runs[:10]:
         m, t = run.data.metrics, run.data.tags
         out[0].add_row(
             run.info.run_name,
             t.get("oo.interval_end", "")[:16],
             str(run.data.params.get("n_train", "")),
-            f"{m.get('dr', float('nan')):.3f} [{m.get('dr_low', float('nan')):.3f}, {m.get('dr_high', float('nan')):.3f}]",
-            f"{m.get('logged_reward', float('nan')):.3f}",
+            f"{m.get('dr', nan):.3f} [{m.get('dr_low', nan):.3f}, {m.get('dr_high', nan):.3f}]",
+            f"{m.get('logged_reward', nan):.3f}",
             t.get("gate.decision", ""),
         )
     if len(runs) > 10:

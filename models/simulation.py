@@ -383,7 +383,8 @@ class Simulator:
             "weekday": float(now.weekday()),
         }
 
-    def _task_features(self, task: Task) -> dict[str, float]:
+    def task_features(self, task: Task) -> dict[str, float]:
+        """The ``CandidateFeatures`` of ``task`` now, as the policies see them."""
         now = self._now
         hours_until_due = 720.0
         if task.due_at is not None:
@@ -453,7 +454,7 @@ class Simulator:
         expected: dict[str, float] = {}
         self._hidden: dict[str, tuple[str, Task | None]] = {}
         for task in shown:
-            f = self._task_features(task)
+            f = self.task_features(task)
             cid = f"task:{task.task_id}"
             candidates.append(
                 TipCandidate.model_construct(
