@@ -5,7 +5,7 @@ built yet) and writes what they would write, then ``summary`` says what the DAGs
 
 - ``simulate``: seeded synthetic users (:class:`models.simulation.Simulator`) over the last few
   days. Their Todoist tasks go to the lake's ``todoist_tasks`` / ``todoist_completions`` (as a
-  Todoist sync would write them, user ids ``sim-user-N``, task ids ``sim-N``); every decision of
+  Todoist sync would write them, user ids ``sim-user-N``, task ids ``sim-<MMDD>s<seed>-N``); every decision of
   the logging policy (``tip-policy@champion`` when there is one, else an epsilon-greedy
   explorer; it learns online from each reward, like the single learner) and every reaction and
   reward are appended to the event log that ``events_ingest`` reads (where serving and the app
@@ -110,7 +110,8 @@ def simulate_traffic(
     lake = lake or get_lake()
     events = events or get_event_log()
     policy = policy or logging_policy(seed)
-    sim = Simulator(n_users=users, seed=seed, start=start, track_tasks=True)
+    # one world per (start day, seed): its task ids never collide with another day's world
+    sim = Simulator(n_users=users, seed=seed, start=start, track_tasks=True, task_prefix=f"sim-{start:%m%d}s{seed}-")
     report = SimulationReport(users=users, start=start, end=end, policy=f"{policy.name}@{policy.version}")
 
     tasks: list[TodoistTask] = []

@@ -223,6 +223,9 @@ class Simulator:
     id_prefix: str = "sim-"
     """Prefix of user ids (``sim-user-0``) and task ids (``sim-1``): simulated rows in a shared lake
     are told apart from real ones, and never share a task id with them."""
+    task_prefix: str | None = None
+    """Prefix of task ids when not ``id_prefix``: worlds simulated from different starts into one
+    lake keep their tasks apart (``sim-0301s0-1``)."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -291,7 +294,7 @@ class Simulator:
         deadline_at = None if deadline is None else _midnight(deadline.date())
         due_at = due if due is None or due_has_time else _midnight(due.date()) + timedelta(days=1)
         task = Task(
-            task_id=f"{self.id_prefix}{self._task_seq}",
+            task_id=f"{self.id_prefix if self.task_prefix is None else self.task_prefix}{self._task_seq}",
             kind=kind,
             created_at=created.replace(microsecond=0),
             priority=float(prio),
