@@ -473,7 +473,9 @@ class Simulator:
             self._hidden[cid] = (task.kind, task)
         for j in range(self.llm_tips):
             # what serving knows of an LLM tip: it is one, and nothing a task would have
-            # (``models.features_online.llm_tip_features``)
+            # (``models.features_online.llm_tip_features``); the tip's own length and effort are
+            # still drawn, so that a seed gives the same world as before LLM tips lost them
+            _effort, _length = r.uniform(2, 10), r.uniform(40, 160)
             f = {
                 "task_known": 0.0,
                 "is_llm_tip": 1.0,
