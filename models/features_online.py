@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +102,14 @@ def features_dict(record: UserContext | CandidateFeatures) -> dict[str, float]:
     return {k: float(v) for k, v in record.model_dump(exclude={"schema_version"}).items()}
 
 
+@dataclass(frozen=True)
+class _ReadPlan:
+    """Stored feature refs to read, and the on-demand views to apply: ``(view, inputs, outputs)``."""
+
+    stored: list[str]
+    views: list[tuple[Any, list[str], list[str]]]
+
+
 class OnlineFeatures:
     """Reads ``tip_policy_v1`` for a user and candidate tasks; pushes fresh reaction counters.
 
@@ -114,6 +123,7 @@ class OnlineFeatures:
         self.store = store
         self._service: Any = None
         self._refs: dict[str, list[str]] | None = None
+        self._plans: dict[str, _ReadPlan] | None = None
 
     @property
     def service(self) -> Any:
@@ -168,19 +178,59 @@ class OnlineFeatures:
         self, user_id: str, task_ids: Sequence[str], *, tz: str, now: datetime | None
     ) -> tuple[UserContext, list[CandidateFeatures]]:
         now_ts = (now or datetime.now(UTC)).timestamp()
-        refs = self.refs
-        got = numeric_columns(
-            self.store.get_online_features(
-                features=refs["user"], entity_rows=[{"user_id": user_id, "now_ts": now_ts, "tz": tz}]
-            )
-        )
-        user_row = {k: v[0] for k, v in got.items()}
-        context = context_from_row(user_row)
+        plans = self.plans
+        got = self._read(plans["user"], [{"user_id": user_id}], now_ts, tz)
+        context = context_from_row({k: v[0] for k, v in got.items()})
         if not task_ids:
             return context, []
-        rows = [{"task_id": t, "now_ts": now_ts, "tz": tz} for t in task_ids]
-        tasks = numeric_columns(self.store.get_online_features(features=refs["task"], entity_rows=rows))
-        return context, [candidate_from_row({k: v[i] for k, v in tasks.items()}) for i in range(len(rows))]
+        tasks = self._read(plans["task"], [{"task_id": t} for t in task_ids], now_ts, tz)
+        return context, [candidate_from_row({k: v[i] for k, v in tasks.items()}) for i in range(len(task_ids))]
+
+    @property
+    def plans(self) -> dict[str, _ReadPlan]:
+        """How to read each entity's part of the service: stored features, plus the on-demand views
+        applied here to the decoded values.
+
+        Feast would apply the on-demand views itself, but only after converting the whole response
+        to Python dicts (a third of a call's time); calling each view's own ``transform_dict`` on
+        the values already decoded computes the same features with the same function.
+        """
+        if self._plans is None:
+            plans: dict[str, _ReadPlan] = {}
+            for entity, refs in self.refs.items():
+                stored: list[str] = []
+                views: list[tuple[Any, list[str], list[str]]] = []
+                by_view: dict[str, list[str]] = {}
+                for ref in refs:
+                    view, name = ref.split(":", 1)
+                    by_view.setdefault(view, []).append(name)
+                odfv_names = {v.name for v in self.store.list_on_demand_feature_views()}
+                for view, names in by_view.items():
+                    if view not in odfv_names:
+                        stored += [f"{view}:{n}" for n in names]
+                        continue
+                    odfv = self.store.get_on_demand_feature_view(view)
+                    inputs = []
+                    for projection in odfv.source_feature_view_projections.values():
+                        inputs += [f.name for f in projection.features]
+                        view_name = projection.name_to_use()  # type: ignore[no-untyped-call]
+                        stored += [f"{view_name}:{f.name}" for f in projection.features]
+                    views.append((odfv, inputs, names))
+                plans[entity] = _ReadPlan(stored=list(dict.fromkeys(stored)), views=views)
+            self._plans = plans
+        return self._plans
+
+    def _read(
+        self, plan: _ReadPlan, rows: list[dict[str, Any]], now_ts: float, tz: str
+    ) -> dict[str, list[float | None]]:
+        columns = numeric_columns(self.store.get_online_features(features=plan.stored, entity_rows=rows))
+        n = len(rows)
+        for odfv, inputs, names in plan.views:
+            given: dict[str, list[Any]] = {k: columns.get(k, [None] * n) for k in inputs}
+            out = odfv.transform_dict({**given, "now_ts": [now_ts] * n, "tz": [tz] * n})
+            for name in names:
+                columns[name] = [_value(v) for v in out[name]]
+        return columns
 
     # -- fresh counters -------------------------------------------------------------------------
     def counters(self, user_id: str) -> dict[str, float | None]:

@@ -178,3 +178,18 @@ def test_a_pushed_reaction_is_visible_at_once_and_the_batch_path_agrees(world) -
     lake.write("reactions", [event])
     run_batch(lake, datetime.now(UTC), world["tmp"])
     assert online.counters("ub") == pytest.approx(pushed)
+
+
+def test_online_reads_equal_feasts_own_on_demand_transformation(world) -> None:  # type: ignore[no-untyped-def]
+    from models.features_online import candidate_from_row, context_from_row
+
+    online, now, tz = world["online"], AS_OF + timedelta(hours=1), "Europe/Berlin"
+    ids = ["ta", "tb", "never-seen"]
+    ctx, candidates = online.get("ua", ids, tz=tz, now=now)
+    request = {"now_ts": now.timestamp(), "tz": tz}
+    # Feast applying the on-demand views itself, over the whole feature service
+    user = online.store.get_online_features(online.refs["user"], [{"user_id": "ua", **request}]).to_dict()
+    tasks = online.store.get_online_features(online.refs["task"], [{"task_id": t, **request} for t in ids]).to_dict()
+    assert ctx == context_from_row({k: v[0] for k, v in user.items()})
+    assert candidates == [candidate_from_row({k: v[i] for k, v in tasks.items()}) for i in range(len(ids))]
+    assert candidates[0].task_known == 1.0 and candidates[2].task_known == 0.0
