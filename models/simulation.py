@@ -11,7 +11,11 @@ traits), and reactions are done / snooze / dismiss, turned into rewards by the r
 The simulator knows every candidate's expected reward, so each round's best choice (the oracle)
 and a policy's regret are measurable. It is deterministic under its seed, runs in-process, and
 can emit the records the live stack logs (``Decision``, ``ReactionEvent``, ``RewardEvent``,
-``TrainingExample``) so that it can drive that stack later.
+``TrainingExample``) and, with ``track_tasks``, its users' tasks as the ``TodoistTask`` snapshots
+and ``TodoistCompletion`` rows a Todoist sync would have written (:meth:`Simulator.drain_todoist`),
+so that it can drive the live stack: the feature tables recompute from those snapshots the same
+task features the simulator hands its policies (priority, due date and time, recurrence,
+deadline, duration, labels, content length, age; see ``tests/models/test_simulation.py``).
 
 Examples
 --------
@@ -31,11 +35,20 @@ import random
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-from data_contracts import Decision, ReactionEvent, RewardEvent, TipCandidate, TrainingExample
+from data_contracts import (
+    Decision,
+    ReactionEvent,
+    RewardEvent,
+    TipCandidate,
+    TodoistCompletion,
+    TodoistTask,
+    TrainingExample,
+)
 from data_contracts.decisions import CandidateKind, ShadowPick
 from data_contracts.events import Reaction
+from data_contracts.todoist import Deadline, Due, Duration
 from models.policies.base import Choice, Policy
 
 KINDS = ("quick", "deep", "errand", "admin")
@@ -72,9 +85,52 @@ class Task:
     label_count: float
     is_recurring: float
     due_at: datetime | None
+    """When it is due; a task without a due time is due at the end of its due day (UTC)."""
     deadline_at: datetime | None
+    """UTC midnight of the deadline's day (Todoist deadlines are dates)."""
+    due_has_time: bool = False
     times_snoozed: int = 0
     times_shown: int = 0
+
+    def todoist(self, user_id: str, synced_at: datetime, completed_at: datetime | None = None) -> TodoistTask:
+        """This task as the ``TodoistTask`` snapshot a Todoist sync would observe at ``synced_at``
+        (checked, with ``completed_at``, when it was completed).
+
+        Examples
+        --------
+        >>> sim = Simulator(n_users=1, seed=3, tasks_per_user=1)
+        >>> task = sim.tasks("sim-user-0")[0]
+        >>> snap = task.todoist("sim-user-0", sim.start)
+        >>> (snap.priority, len(snap.content), len(snap.labels)) == (
+        ...     task.priority, task.content_length, task.label_count)
+        True
+        """
+        due = None
+        if self.due_at is not None:
+            if self.due_has_time:
+                due = Due(date=self.due_at.strftime("%Y-%m-%dT%H:%M:%SZ"), is_recurring=bool(self.is_recurring))
+            else:  # a date-only due counts until the end of that day
+                day = (self.due_at - timedelta(days=1)).date()
+                due = Due(date=day.isoformat(), is_recurring=bool(self.is_recurring))
+        deadline = None if self.deadline_at is None else Deadline(date=self.deadline_at.date())
+        words = f"{self.kind} task {self.task_id} "
+        content = (words * (1 + int(self.content_length) // len(words)))[: int(self.content_length)]
+        return TodoistTask(
+            user_id=user_id,
+            id=self.task_id,
+            project_id=f"{user_id}-inbox",
+            content=content,
+            labels=[f"{self.kind}-{i}" for i in range(int(self.label_count))],
+            priority=int(self.priority),
+            due=due,
+            deadline=deadline,
+            duration=Duration(amount=int(self.duration_minutes), unit="minute"),
+            added_at=self.created_at,
+            updated_at=synced_at,
+            checked=completed_at is not None,
+            completed_at=completed_at,
+            synced_at=synced_at,
+        )
 
 
 @dataclass(frozen=True)
@@ -126,6 +182,10 @@ def _clip(v: float, lo: float = 0.0, hi: float = 1.0) -> float:
     return min(hi, max(lo, v))
 
 
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
 @dataclass
 class Simulator:
     """Synthetic users producing tasks and reacting to tips.
@@ -157,12 +217,22 @@ class Simulator:
     """When true, reactions change the world (a done task is replaced, a snooze is counted), so
     policies face different rounds; when false (the default) every policy faces the same rounds
     under one seed, tasks are completed outside oO at a steady rate, and oracles compare."""
+    track_tasks: bool = False
+    """When true, every task that appears or is completed is remembered until
+    :meth:`drain_todoist` turns it into Todoist snapshots (off by default: long runs need no log)."""
+    id_prefix: str = "sim-"
+    """Prefix of user ids (``sim-user-0``) and task ids (``sim-1``): simulated rows in a shared lake
+    are told apart from real ones, and never share a task id with them."""
+    task_prefix: str | None = None
+    """Prefix of task ids when not ``id_prefix``: worlds simulated from different starts into one
+    lake keep their tasks apart (``sim-0301s0-1``)."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._react_rng = random.Random(self.seed + 1_000_003)
         self._now = self.start
         self._task_seq = 0
+        self._task_log: list[tuple[datetime, str, Task, bool]] = []
         self.users = [self._new_user(i) for i in range(self.n_users)]
         self._tasks: dict[str, list[Task]] = {
             u.user_id: [self._new_task(u) for _ in range(self.tasks_per_user)] for u in self.users
@@ -172,7 +242,7 @@ class Simulator:
     def _new_user(self, i: int) -> UserTraits:
         r = self._rng
         return UserTraits(
-            user_id=f"sim-user-{i}",
+            user_id=f"{self.id_prefix}user-{i}",
             base=r.gauss(-0.6, 0.3),
             kind_affinity={k: r.gauss(m, 0.25) for k, m in zip(KINDS, (0.4, -0.2, 0.1, -0.3), strict=True)},
             active_hour=r.choice((7.0, 9.0, 13.0, 17.0, 21.0)) + r.uniform(-1, 1),
@@ -218,18 +288,65 @@ class Simulator:
             deadline = now + timedelta(days=r.uniform(0.5, 20))
             if r.random() < 0.5:
                 due = deadline
-        return Task(
-            task_id=f"{self._task_seq}",
+        # what Todoist can hold: whole minutes, whole characters, whole seconds, deadline days,
+        # and a due date without a time is due at the end of its day
+        due_has_time = kind == "errand"
+        deadline_at = None if deadline is None else _midnight(deadline.date())
+        due_at = due if due is None or due_has_time else _midnight(due.date()) + timedelta(days=1)
+        task = Task(
+            task_id=f"{self.id_prefix if self.task_prefix is None else self.task_prefix}{self._task_seq}",
             kind=kind,
-            created_at=created,
+            created_at=created.replace(microsecond=0),
             priority=float(prio),
-            duration_minutes=duration,
-            content_length=length,
+            duration_minutes=float(max(1, round(duration))),
+            content_length=float(max(1, round(length))),
             label_count=float(labels),
             is_recurring=1.0 if kind == "errand" and r.random() < 0.5 else 0.0,
-            due_at=due,
-            deadline_at=deadline,
+            due_at=None if due_at is None else due_at.replace(microsecond=0),
+            deadline_at=deadline_at,
+            due_has_time=due_has_time,
         )
+        if self.track_tasks:
+            self._task_log.append((now, user.user_id, task, False))
+        return task
+
+    def _replace_task(self, user: UserTraits, index: int) -> None:
+        """The user completed their ``index``-th task; a new one takes its place."""
+        tasks = self._tasks[user.user_id]
+        if self.track_tasks:
+            self._task_log.append((self._now, user.user_id, tasks[index], True))
+        tasks[index] = self._new_task(user)
+
+    def tasks(self, user_id: str) -> list[Task]:
+        """The user's open tasks now."""
+        return list(self._tasks[user_id])
+
+    @property
+    def now(self) -> datetime:
+        """The simulated clock."""
+        return self._now
+
+    def drain_todoist(self) -> tuple[list[TodoistTask], list[TodoistCompletion]]:
+        """Todoist snapshots of every task that appeared (observed when it appeared) or was
+        completed (checked) since the last call, and the completions; needs ``track_tasks``."""
+        if not self.track_tasks:
+            raise RuntimeError("Simulator(track_tasks=True) remembers tasks for drain_todoist")
+        snapshots: list[TodoistTask] = []
+        completions: list[TodoistCompletion] = []
+        for at, user_id, task, completed in self._task_log:
+            snapshots.append(task.todoist(user_id, at, completed_at=at if completed else None))
+            if completed:
+                completions.append(
+                    TodoistCompletion(
+                        user_id=user_id,
+                        task_id=task.task_id,
+                        project_id=f"{user_id}-inbox",
+                        completed_at=at,
+                        is_recurring=bool(task.is_recurring),
+                    )
+                )
+        self._task_log.clear()
+        return snapshots, completions
 
     # -- features ----------------------------------------------------------------------------
     def _context(self, user: UserTraits) -> dict[str, float]:
@@ -269,21 +386,22 @@ class Simulator:
             "weekday": float(now.weekday()),
         }
 
-    def _task_features(self, task: Task) -> dict[str, float]:
+    def task_features(self, task: Task) -> dict[str, float]:
+        """The ``CandidateFeatures`` of ``task`` now, as the policies see them."""
         now = self._now
         hours_until_due = 720.0
         if task.due_at is not None:
             hours_until_due = _clip((task.due_at - now).total_seconds() / 3600, -720.0, 720.0)
         days_to_deadline = 365.0
-        if task.deadline_at is not None:
-            days_to_deadline = (task.deadline_at - now).total_seconds() / 86400
+        if task.deadline_at is not None:  # whole days from today (UTC) to the deadline's day
+            days_to_deadline = float((task.deadline_at.date() - now.date()).days)
         return {
             "task_known": 1.0,
             "is_llm_tip": 0.0,
             "priority": task.priority,
             "age_days": max(0.0, (now - task.created_at).total_seconds() / 86400),
             "has_due_date": 1.0 if task.due_at is not None else 0.0,
-            "has_due_time": 1.0 if task.due_at is not None and task.kind == "errand" else 0.0,
+            "has_due_time": 1.0 if task.due_at is not None and task.due_has_time else 0.0,
             "is_recurring": task.is_recurring,
             "has_deadline": 1.0 if task.deadline_at is not None else 0.0,
             "days_to_deadline": days_to_deadline,
@@ -333,13 +451,13 @@ class Simulator:
         tasks = self._tasks[user.user_id]
         for i in range(len(tasks)):  # the user finishes some tasks outside oO
             if r.random() < 0.02:
-                tasks[i] = self._new_task(user)
+                self._replace_task(user, i)
         shown = r.sample(tasks, min(self.max_candidates, len(tasks)))
         candidates: list[TipCandidate] = []
         expected: dict[str, float] = {}
         self._hidden: dict[str, tuple[str, Task | None]] = {}
         for task in shown:
-            f = self._task_features(task)
+            f = self.task_features(task)
             cid = f"task:{task.task_id}"
             candidates.append(
                 TipCandidate.model_construct(
@@ -354,12 +472,16 @@ class Simulator:
             expected[cid] = self._expected_reward(user, self._utility(user, task.kind, f))
             self._hidden[cid] = (task.kind, task)
         for j in range(self.llm_tips):
+            # what serving knows of an LLM tip: it is one, and nothing a task would have
+            # (``models.features_online.llm_tip_features``); the tip's own length and effort are
+            # still drawn, so that a seed gives the same world as before LLM tips lost them
+            _effort, _length = r.uniform(2, 10), r.uniform(40, 160)
             f = {
                 "task_known": 0.0,
                 "is_llm_tip": 1.0,
                 "priority": 1.0,
-                "duration_minutes": r.uniform(2, 10),
-                "content_length": r.uniform(40, 160),
+                "duration_minutes": 0.0,
+                "content_length": 0.0,
                 "days_to_deadline": 365.0,
                 "hours_until_due": 720.0,
             }
@@ -408,8 +530,7 @@ class Simulator:
             if reaction is Reaction.snooze:
                 task.times_snoozed += 1
             elif reaction is Reaction.done:
-                tasks = self._tasks[user.user_id]
-                tasks[tasks.index(task)] = self._new_task(user)
+                self._replace_task(user, self._tasks[user.user_id].index(task))
         reward = self.rewards[reaction.value]
         best = max(rnd.expected.values())
         return Outcome(reaction=reaction, reward=reward, expected=expected, regret=best - expected)

@@ -50,3 +50,72 @@ def test_records_are_valid_contracts_that_join_by_decision_id() -> None:
     assert reward.reward == {"done": 1.0, "snooze": 0.2, "dismiss": 0.0}[reaction.reaction.value]
     with pytest.raises(KeyError, match="not a candidate"):
         sim.react(rnd, "nope")
+
+
+# -- Todoist snapshots: what a sync would have written, recomputed by the feature tables --------
+
+FEATURE_TABLE_FIELDS = (
+    "priority",
+    "has_due_date",
+    "has_due_time",
+    "is_recurring",
+    "has_deadline",
+    "duration_minutes",
+    "label_count",
+    "content_length",
+    "age_days",
+    "days_to_deadline",
+    "hours_until_due",
+    "is_overdue",
+)
+"""Task features computed from ``todoist_tasks`` (table ``task_attributes`` + on-demand ``task_time``)."""
+
+
+def test_snapshots_recompute_to_the_simulators_task_features(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from data_contracts import TodoistTask
+    from models.feature_tables import compute, connect_lake
+    from oo.feature_store import load_definitions
+    from oo.lake import Lake
+
+    sim = Simulator(n_users=4, seed=9, stateful=True, track_tasks=True, start=datetime(2026, 3, 2, 5, tzinfo=UTC))
+    for rnd in sim.rounds(120):  # done tasks are replaced, others completed outside oO
+        sim.react(rnd, rnd.best_id)
+    snapshots, completions = sim.drain_todoist()
+    assert all(isinstance(s, TodoistTask) and s.user_id.startswith("sim-") for s in snapshots)
+    assert completions and {c.task_id for c in completions} <= {s.id for s in snapshots if s.checked}
+    assert sim.drain_todoist() == ([], [])  # drained
+    lake = Lake(tmp_path / "lake")
+    lake.write("todoist_tasks", snapshots)
+
+    now = sim.now
+    with connect_lake(lake) as con:
+        table = compute(con, "task_attributes", now).to_pylist()
+    latest = {r["task_id"]: r for r in table if r["event_timestamp"] == now}
+    udf = next(o for o in load_definitions() if o.name == "task_time").feature_transformation.udf
+    open_tasks = [(u.user_id, t) for u in sim.users for t in sim.tasks(u.user_id)]
+    assert len(open_tasks) == 4 * sim.tasks_per_user
+    rows = [latest[t.task_id] for _, t in open_tasks]
+    on_demand = udf(
+        {
+            "now_ts": [now.timestamp()] * len(rows),
+            "tz": ["UTC"] * len(rows),
+            **{k: [r[k] for r in rows] for k in ("added_ts", "due_ts", "due_floating", "deadline_day")},
+        }
+    )
+    kinds = set()
+    for i, ((user_id, task), row) in enumerate(zip(open_tasks, rows, strict=True)):
+        assert row["user_id"] == user_id
+        recomputed = {**row, **{k: v[i] for k, v in on_demand.items()}}
+        expected = sim.task_features(task)
+        for name in FEATURE_TABLE_FIELDS:
+            assert recomputed[name] == pytest.approx(expected[name], abs=1e-6), (task.kind, name)
+        kinds.add(task.kind)
+    assert kinds == {"quick", "deep", "errand", "admin"}  # every shape of task was compared
+    assert {r["has_due_time"] for r in rows} == {0.0, 1.0} and {r["has_deadline"] for r in rows} == {0.0, 1.0}
+
+
+def test_drain_todoist_needs_track_tasks() -> None:
+    with pytest.raises(RuntimeError, match="track_tasks"):
+        Simulator(n_users=1, seed=0).drain_todoist()
