@@ -115,15 +115,6 @@ class TodoistSettings(BaseModel):
     )
 
 
-class LLMSettings(BaseModel):
-    """LLM candidate generation through LiteLLM."""
-
-    model: str = "tips"
-    primary_model: str = "local/tip-generator"
-    api_base: str | None = None
-    timeout_s: float = 10.0
-
-
 class RewardSettings(BaseModel):
     """How reactions become rewards."""
 
@@ -163,7 +154,6 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     vault: VaultSettings = VaultSettings()
     todoist: TodoistSettings = TodoistSettings()
-    llm: LLMSettings = LLMSettings()
     reward: RewardSettings = RewardSettings()
     training: TrainingSettings = TrainingSettings()
 
