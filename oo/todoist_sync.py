@@ -34,7 +34,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 import pyarrow as pa
@@ -569,16 +569,7 @@ def _changes(
     known_tasks = current_tasks(lake, f.user_id, include_gone=True) if f.had_state else {}
     known_projects = current_projects(lake, f.user_id, include_gone=True) if f.had_state else {}
     # projects: later rows of the same id win (the archived list after the sync's own list)
-    seen_projects: dict[str, TodoistProject] = {}
-    for p in mine["p"]:
-        seen_projects[p.id] = p
-    new_projects = [p for p in seen_projects.values() if _changed(known_projects.get(p.id), p)]
-    for pid in _deleted_ids(f.projects):
-        old_project = known_projects.get(pid)
-        if pid not in seen_projects and old_project is not None and not old_project.is_deleted:
-            tomb_project = old_project.model_copy(update={"is_deleted": True, "synced_at": f.synced_at})
-            new_projects.append(tomb_project)
-            seen_projects[pid] = tomb_project
+    seen_projects, new_projects = _snapshot_changes(mine["p"], known_projects, _deleted_ids(f.projects), f.synced_at)
     gone_projects: set[str] = set()
     if f.full_sync and f.had_state:
         for pid, old in known_projects.items():
@@ -588,18 +579,7 @@ def _changes(
     archived_ids = {p.id for p in seen_projects.values() if p.is_archived} | {
         pid for pid, p in known_projects.items() if p.is_archived and pid not in gone_projects
     }
-    seen_tasks: dict[str, TodoistTask] = {}
-    for t in mine["t"]:
-        seen_tasks[t.id] = t
-    new_tasks = [t for t in seen_tasks.values() if _changed(known_tasks.get(t.id), t)]
-    # a deleted object may come as a stub ({"id", "is_deleted": true}) that the contract refuses
-    # (it is quarantined and kept raw): the tombstone is made from the last known state instead
-    for tid in _deleted_ids(f.items):
-        last = known_tasks.get(tid)
-        if tid not in seen_tasks and last is not None and not last.is_deleted:
-            tomb = last.model_copy(update={"is_deleted": True, "synced_at": f.synced_at})
-            new_tasks.append(tomb)
-            seen_tasks[tid] = tomb
+    seen_tasks, new_tasks = _snapshot_changes(mine["t"], known_tasks, _deleted_ids(f.items), f.synced_at)
     latest = {**known_tasks, **seen_tasks}
     unique: dict[tuple[str, datetime], TodoistCompletion] = {}
     for c in mine["c"]:
@@ -627,6 +607,31 @@ def _changes(
                 continue  # the project was archived, not the task deleted
             new_tasks.append(last.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
     return new_tasks, new_projects, list(unique.values())
+
+
+S = TypeVar("S", TodoistTask, TodoistProject)
+
+
+def _snapshot_changes(
+    rows: Iterable[S], known: Mapping[str, S], deleted_ids: Iterable[str], synced_at: datetime
+) -> tuple[dict[str, S], list[S]]:
+    """The latest row per id seen by this sync (later rows win) and the rows to write: those that
+    differ from the last known state, plus tombstones.
+
+    A deleted object may come as a stub (``{"id", "is_deleted": true}``) that the contract refuses
+    (it is quarantined and kept raw): its tombstone is made from the last known state instead.
+    """
+    seen: dict[str, S] = {}
+    for r in rows:
+        seen[r.id] = r
+    new = [r for r in seen.values() if _changed(known.get(r.id), r)]
+    for rid in deleted_ids:
+        last = known.get(rid)
+        if rid not in seen and last is not None and not last.is_deleted:
+            tomb = last.model_copy(update={"is_deleted": True, "synced_at": synced_at})
+            new.append(tomb)
+            seen[rid] = tomb
+    return seen, new
 
 
 def _deleted_ids(objects: Iterable[Any]) -> list[str]:
