@@ -201,7 +201,8 @@ def _lake_counts() -> Table:
         if not lake.files(name):
             rows.add_row(name, "0", "")
             continue
-        table = lake.read(name)
+        model = DATASETS[name]
+        table = lake.read(name, columns=["user_id"] if "user_id" in model.model_fields else model.key_fields[:1])
         sim = ""
         if "user_id" in table.column_names:
             sim = str(sum(1 for u in table.column("user_id").to_pylist() if str(u).startswith("sim-")))

@@ -124,7 +124,7 @@ def historical_features(
 
 def pending_decisions(lake: Lake, as_of: datetime, window: timedelta) -> list[Decision]:
     """Decisions whose reward window closed by ``as_of`` and that have no training row yet."""
-    done = {str(v) for v in lake.read("training_examples").column("decision_id").to_pylist()}
+    done = set(lake.read("training_examples", columns=["decision_id"]).column("decision_id").to_pylist())
     table = lake.read("decisions", "decided_at <= ?", [as_of - window])
     return [d for d in from_table(Decision, table) if str(d.decision_id) not in done]
 

@@ -47,7 +47,8 @@ def status() -> None:
     rows = Table("dataset", "files", "rows", title="lake datasets")
     for name in DATASETS:
         files = lake.files(name)
-        rows.add_row(name, str(len(files)), str(lake.read(name).num_rows) if files else "0")
+        count = lake.read(name, columns=DATASETS[name].key_fields[:1]).num_rows if files else 0
+        rows.add_row(name, str(len(files)), str(count))
     console.print(rows)
 
 

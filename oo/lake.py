@@ -219,19 +219,28 @@ class Lake:
         return WriteResult(dataset=dataset, written=written, skipped=skipped, files=tuple(files))
 
     # -- reading -----------------------------------------------------------------------------
-    def read(self, dataset: str, where: str | None = None, params: Sequence[Any] = ()) -> pa.Table:
+    def read(
+        self,
+        dataset: str,
+        where: str | None = None,
+        params: Sequence[Any] = (),
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
         """Every row of ``dataset`` (optionally filtered by a DuckDB ``where`` clause), as Arrow.
 
-        The hive partition column ``dt`` is not returned; the contract's fields are.
+        The hive partition column ``dt`` is not returned; the contract's fields are (only
+        ``columns`` when given: Parquet then reads nothing else).
         """
         model = DATASETS.get(dataset)
         if model is None:
             raise UnknownDataset(f"unknown lake dataset {dataset!r}; known: {sorted(DATASETS)}")
         schema = arrow_schema(model)
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
         if not self.files(dataset):
             return schema.empty_table()
-        columns = ", ".join(f'"{n}"' for n in schema.names)
-        sql = f"SELECT {columns} FROM read_parquet(?, hive_partitioning = false, union_by_name = true)"
+        selected = ", ".join(f'"{n}"' for n in schema.names)
+        sql = f"SELECT {selected} FROM read_parquet(?, hive_partitioning = false, union_by_name = true)"
         if where:
             sql += f" WHERE {where}"
         with duckdb.connect() as con:

@@ -146,3 +146,10 @@ def test_write_table_has_the_guarantees_of_write(lake: Lake) -> None:
     assert sorted(p.parent.name for p in lake.files("reactions")) == ["dt=2026-04-30", "dt=2026-05-01"]
     with pytest.raises(WrongContract):
         lake.write_table("decisions", to_table(ReactionEvent, batch))
+
+
+def test_a_read_can_select_columns(lake: Lake) -> None:
+    lake.write("reactions", [reaction(i) for i in range(3)])
+    table = lake.read("reactions", where="user_id = ?", params=["u1"], columns=["event_id"])
+    assert table.column_names == ["event_id"] and table.column("event_id").to_pylist() == [str(UUID(int=1))]
+    assert lake.read("decisions", columns=["decision_id"]).column_names == ["decision_id"]
