@@ -197,6 +197,7 @@ class OnlineFeatures:
         """
         if self._plans is None:
             plans: dict[str, _ReadPlan] = {}
+            odfv_names = {v.name for v in self.store.list_on_demand_feature_views()}
             for entity, refs in self.refs.items():
                 stored: list[str] = []
                 views: list[tuple[Any, list[str], list[str]]] = []
@@ -204,7 +205,6 @@ class OnlineFeatures:
                 for ref in refs:
                     view, name = ref.split(":", 1)
                     by_view.setdefault(view, []).append(name)
-                odfv_names = {v.name for v in self.store.list_on_demand_feature_views()}
                 for view, names in by_view.items():
                     if view not in odfv_names:
                         stored += [f"{view}:{n}" for n in names]
