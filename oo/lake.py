@@ -80,6 +80,14 @@ class WriteResult:
     files: tuple[str, ...] = ()
 
 
+def contract_of(dataset: str) -> type[Record]:
+    """The contract of ``dataset``'s rows; :class:`UnknownDataset` for a name not in :data:`DATASETS`."""
+    model = DATASETS.get(dataset)
+    if model is None:
+        raise UnknownDataset(f"unknown lake dataset {dataset!r}; known: {sorted(DATASETS)}")
+    return model
+
+
 class Lake:
     """Append-only, date-partitioned Parquet datasets under ``root``.
 
@@ -105,8 +113,7 @@ class Lake:
     # -- paths -------------------------------------------------------------------------------
     def path(self, dataset: str) -> Path:
         """The folder of ``dataset``."""
-        if dataset not in DATASETS:
-            raise UnknownDataset(f"unknown lake dataset {dataset!r}; known: {sorted(DATASETS)}")
+        contract_of(dataset)
         return self.root / dataset
 
     def glob(self, dataset: str) -> str:
@@ -165,9 +172,7 @@ class Lake:
 
     def write(self, dataset: str, records: Sequence[Record]) -> WriteResult:
         """Append ``records`` to ``dataset``, skipping natural keys already present."""
-        model = DATASETS.get(dataset)
-        if model is None:
-            raise UnknownDataset(f"unknown lake dataset {dataset!r}; known: {sorted(DATASETS)}")
+        model = contract_of(dataset)
         for r in records:
             if type(r) is not model:
                 raise WrongContract(f"{dataset} holds {model.__name__}, got {type(r).__name__}")
@@ -176,9 +181,7 @@ class Lake:
     def write_table(self, dataset: str, table: pa.Table) -> WriteResult:
         """Append an Arrow table with the contract's exact schema (as :func:`to_table` builds it),
         with the same guarantees as :meth:`write`; for writers that already hold the table."""
-        model = DATASETS.get(dataset)
-        if model is None:
-            raise UnknownDataset(f"unknown lake dataset {dataset!r}; known: {sorted(DATASETS)}")
+        model = contract_of(dataset)
         schema = arrow_schema(model)
         if not table.schema.equals(schema, check_metadata=False):
             raise WrongContract(f"{dataset} holds {model.__name__}; the table's schema differs from it")
@@ -231,9 +234,7 @@ class Lake:
         The hive partition column ``dt`` is not returned; the contract's fields are (only
         ``columns`` when given: Parquet then reads nothing else).
         """
-        model = DATASETS.get(dataset)
-        if model is None:
-            raise UnknownDataset(f"unknown lake dataset {dataset!r}; known: {sorted(DATASETS)}")
+        model = contract_of(dataset)
         schema = arrow_schema(model)
         if columns is not None:
             schema = pa.schema([schema.field(c) for c in columns])
