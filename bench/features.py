@@ -176,7 +176,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def online_latency(seed: int = 7) -> dict[str, float]:
-    from models.features_online import OnlineFeatures
+    from models.features.online import OnlineFeatures
     from oo import feature_store
 
     online = OnlineFeatures(feature_store.get_store())
@@ -198,7 +198,7 @@ def online_latency(seed: int = 7) -> dict[str, float]:
 
 def push_visible(n: int = 50) -> float:
     from data_contracts import CandidateKind, ReactionEvent
-    from models.features_online import OnlineFeatures, wait_visible
+    from models.features.online import OnlineFeatures, wait_visible
     from oo import feature_store
 
     online = OnlineFeatures(feature_store.get_store())
@@ -223,7 +223,7 @@ def push_visible(n: int = 50) -> float:
 def steady_state(base: Path, first_as_of: datetime, changed: int = 5_000) -> dict[str, float]:
     """A later run: 1% of the tasks changed; rebuild against the published tables, materialize."""
     from data_contracts import TodoistTask
-    from models import feature_tables
+    from models.features import tables as feature_tables
     from oo import feature_store
     from oo.lake import get_lake
     from oo.settings import get_settings
@@ -268,7 +268,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="oo-bench-features-"))
     _env(base, "bench_sqlite", None)
     configure()
-    from models import feature_tables
+    from models.features import tables as feature_tables
     from oo import feature_store
     from oo.settings import get_settings
 

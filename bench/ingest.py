@@ -2,7 +2,7 @@
 
 Measured in one run, on the same machine:
 
-- **sync**: ``oo.todoist_sync.sync_users`` over every user: the fake API v1 on a loopback port
+- **sync**: ``oo.integrations.todoist.sync.sync_users`` over every user: the fake API v1 on a loopback port
   (another process), the client, raw JSON kept, pydantic + Great Expectations validation, lake
   writes (atomic, idempotent), the cursor saved per user. Users are validated and written in
   chunks of ``--chunk`` (the DAG syncs one user per mapped task).
@@ -85,7 +85,7 @@ def limit_run(bodies: list[tuple[str, bytes, list[bytes]]], out: Path, chunk: in
     """Parse the same JSON and write the same Parquet datasets; no API, no validation."""
     from data_contracts import TodoistCompletion, TodoistProject, TodoistRawPayload, TodoistTask
     from data_contracts.arrow import arrow_schema
-    from oo.todoist_sync import completion_row, project_row, raw_text, task_row
+    from oo.integrations.todoist.sync import completion_row, project_row, raw_text, task_row
 
     schemas = {
         "todoist_tasks": arrow_schema(TodoistTask),
@@ -177,9 +177,9 @@ def main() -> None:
 
     from data_contracts.validation import split
     from oo.db import engine_for, migrate
+    from oo.integrations.todoist.sync import connect_user, sync_users
     from oo.lake import Lake
     from oo.settings import Settings
-    from oo.todoist_sync import connect_user, sync_users
     from oo.vault import Vault
 
     port = free_port()

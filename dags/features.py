@@ -1,7 +1,7 @@
 """Compute the feature tables, validate them, materialize them, and build training examples.
 
 Scheduled on data, not a clock: it runs when ``todoist_sync`` updated ``TODOIST_SNAPSHOTS`` or
-``events_ingest`` updated ``EVENTS``. Steps (each one library call in ``models.feature_pipeline``):
+``events_ingest`` updated ``EVENTS``. Steps (each one library call in ``models.features.pipeline``):
 
 1. ``build``: DuckDB SQL over the lake writes the four feature tables to a staging folder;
 2. ``validate``: each table's Great Expectations suite (from its contract); a failure stops the
@@ -35,7 +35,7 @@ from dags.assets import EVENTS, FEATURES, TODOIST_SNAPSHOTS, TRAINING_SET
 def features():
     @task
     def build(**context) -> dict:
-        from models.feature_pipeline import build
+        from models.features.pipeline import build
 
         return build(context["run_id"], context["dag_run"].run_after.isoformat())
 
@@ -43,7 +43,7 @@ def features():
     def validate(built: dict) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from models.feature_pipeline import FeatureValidationError, validate
+        from models.features.pipeline import FeatureValidationError, validate
 
         try:
             return validate(built["staging"])
@@ -52,13 +52,13 @@ def features():
 
     @task
     def publish_and_apply(built: dict) -> list:
-        from models.feature_pipeline import publish_and_apply
+        from models.features.pipeline import publish_and_apply
 
         return publish_and_apply(built["staging"])
 
     @task(outlets=[FEATURES])
     def materialize() -> str:
-        from models.feature_pipeline import materialize
+        from models.features.pipeline import materialize
 
         return materialize()
 
@@ -66,7 +66,7 @@ def features():
     def training_examples(built: dict) -> int:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from models.feature_pipeline import training_examples
+        from models.features.pipeline import training_examples
 
         written = training_examples(built["as_of"])
         if written == 0:

@@ -1,7 +1,7 @@
 """Sync every connected user's Todoist into the lake, one mapped task per user.
 
 - `connected_users` lists users whose Todoist integration is active.
-- `sync_user` (dynamically mapped over them) runs `oo.todoist_sync.sync_user`: incremental sync
+- `sync_user` (dynamically mapped over them) runs `oo.integrations.todoist.sync.sync_user`: incremental sync
   with the stored `sync_token` (a full sync the first time or when the token is refused),
   raw JSON kept, rows validated by the contract (pydantic + Great Expectations; bad rows to
   `quarantine`), changes written to `todoist_tasks`, `todoist_projects`, `todoist_completions`.
@@ -37,19 +37,19 @@ def todoist_sync():
     @task
     def connected_users() -> list[str]:
         from oo.db import get_engine
-        from oo.todoist_sync import connected_users
+        from oo.integrations.todoist.sync import connected_users
 
         return connected_users(get_engine())
 
     @task(max_active_tis_per_dagrun=8)
     def sync_user(user_id: str) -> dict:
-        from oo.todoist_sync import sync_user
+        from oo.integrations.todoist.sync import sync_user
 
         return sync_user(user_id).as_dict()
 
     @task(trigger_rule="all_done", outlets=[TODOIST_SNAPSHOTS])
     def summary(results) -> str:
-        from oo.todoist_sync import log_summary
+        from oo.integrations.todoist.sync import log_summary
 
         return log_summary(results)
 

@@ -28,7 +28,7 @@ user_rhythm_source = _file("user_rhythm")
 user_reactions_push = PushSource(
     name="user_reactions_push",
     batch_source=_file("user_reactions"),
-    description="fresh reaction counters, pushed by models.features_online.push_reaction",
+    description="fresh reaction counters, pushed by models.features.online.push_reaction",
 )
 
 request_time = RequestSource(

@@ -213,7 +213,7 @@ def _lake_counts() -> Table:
 def _skew() -> list[str]:
     from data_contracts import CandidateFeatures, FeatureSkew
     from data_contracts.arrow import from_table
-    from models.skew import aggregate
+    from models.features.skew import aggregate
     from oo.lake import get_lake
 
     lake = get_lake()

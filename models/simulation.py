@@ -473,7 +473,7 @@ class Simulator:
             self._hidden[cid] = (task.kind, task)
         for j in range(self.llm_tips):
             # what serving knows of an LLM tip: it is one, and nothing a task would have
-            # (``models.features_online.llm_tip_features``); the tip's own length and effort are
+            # (``models.features.online.llm_tip_features``); the tip's own length and effort are
             # still drawn, so that a seed gives the same world as before LLM tips lost them
             _effort, _length = r.uniform(2, 10), r.uniform(40, 160)
             f = {

@@ -178,7 +178,7 @@ def read_skew(start: datetime, end: datetime, lake: Any = None) -> dict[str, flo
     """Train/serve mismatch rate per feature over the feature-pipeline runs in ``[start, end)``."""
     from data_contracts import FeatureSkew
     from data_contracts.arrow import from_table
-    from models.skew import aggregate
+    from models.features.skew import aggregate
     from oo.lake import get_lake
 
     lake = lake or get_lake()

@@ -55,7 +55,7 @@ def status() -> None:
 @app.command("fake-todoist")
 def fake_todoist(host: str = "127.0.0.1", port: int = 8765, users: int = 3, tasks: int = 20, seed: int = 0) -> None:
     """Serve the FAKE Todoist API v1 (seeded synthetic users) until interrupted."""
-    from oo.fake_todoist import main
+    from oo.fakes.todoist import main
 
     main(host=host, port=port, users=users, tasks=tasks, seed=seed)
 
@@ -69,8 +69,8 @@ def todoist_connect(user_id: str) -> None:
 
     from oo.db import get_engine
     from oo.db import migrate as upgrade
+    from oo.integrations.todoist.sync import connect_user
     from oo.runtime import configure
-    from oo.todoist_sync import connect_user
     from oo.vault import get_vault
 
     configure()
@@ -86,8 +86,8 @@ def todoist_connect(user_id: str) -> None:
 @app.command("todoist-sync")
 def todoist_sync() -> None:
     """Sync every connected user's Todoist into the lake once (what one DAG run does)."""
+    from oo.integrations.todoist.sync import connected_users, summarize, sync_users
     from oo.runtime import configure
-    from oo.todoist_sync import connected_users, summarize, sync_users
 
     configure()
     from oo.db import get_engine
@@ -125,11 +125,11 @@ def todoist_demo(users: int = 3, tasks: int = 20, seed: int = 0) -> None:
     from pydantic import SecretStr
 
     from oo.db import get_engine
-    from oo.fake_todoist import FakeTodoist, serve_in_thread
+    from oo.fakes.todoist import FakeTodoist, serve_in_thread
+    from oo.integrations.todoist.sync import connect_user, summarize, sync_users
     from oo.lake import get_lake
     from oo.runtime import configure
     from oo.settings import get_settings
-    from oo.todoist_sync import connect_user, summarize, sync_users
     from oo.vault import get_vault
 
     configure()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from oo.settings import get_settings
-from tests.features.synthetic import T0, decision, reaction
+from tests.models.features.synthetic import T0, decision, reaction
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from oo.settings import get_settings
-from tests.features.synthetic import populate, task
+from tests.models.features.synthetic import populate, task
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 def test_features_dag_materializes_and_writes_training_rows_then_refuses_bad_tables(airflow_db, env, capfd) -> None:  # type: ignore[no-untyped-def]
     from dags.features import features_dag
-    from models.features_online import OnlineFeatures
+    from models.features.online import OnlineFeatures
     from oo import feature_store
     from oo.lake import Lake
 

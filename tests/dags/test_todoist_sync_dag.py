@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from oo.fake_todoist import FakeTodoist, serve_in_thread
+from oo.fakes.todoist import FakeTodoist, serve_in_thread
 from oo.settings import get_settings
 
 
@@ -34,9 +34,9 @@ def test_dag_test_syncs_every_user_and_a_second_run_adds_nothing(
     from airflow.dag_processing.dagbag import DagBag
 
     from oo.db import get_engine, migrate
+    from oo.integrations.todoist.sync import connect_user
     from oo.lake import get_lake
     from oo.tables import Integration
-    from oo.todoist_sync import connect_user
     from oo.vault import get_vault
 
     world = todoist_env
@@ -46,7 +46,7 @@ def test_dag_test_syncs_every_user_and_a_second_run_adds_nothing(
     world.revoke(world.users[2])
 
     dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags")).dags["todoist_sync"]
-    caplog.set_level("INFO", logger="oo.todoist_sync")
+    caplog.set_level("INFO", logger="oo.integrations.todoist.sync")
     interval = datetime(2026, 3, 2, tzinfo=UTC)  # both runs over the same logical date
     first = dag.test(logical_date=interval)
     assert first.state == "success"

@@ -75,7 +75,7 @@ def test_snapshots_recompute_to_the_simulators_task_features(tmp_path) -> None: 
     from datetime import UTC, datetime
 
     from data_contracts import TodoistTask
-    from models.feature_tables import compute, connect_lake
+    from models.features.tables import compute, connect_lake
     from oo.feature_store import load_definitions
     from oo.lake import Lake
 

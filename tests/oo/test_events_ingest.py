@@ -11,7 +11,7 @@ import pytest
 
 from oo.events_ingest import EventLog, ingest
 from oo.lake import Lake
-from tests.features.synthetic import T0, decision, reaction, reward
+from tests.models.features.synthetic import T0, decision, reaction, reward
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def test_feast_reads_only_the_definition_files() -> None:
 
 
 def test_an_unreachable_online_store_raises_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from models.features_online import FeatureStoreUnavailable, OnlineFeatures
+    from models.features.online import FeatureStoreUnavailable, OnlineFeatures
     from oo import feature_store
 
     with settings_env(OO_PATHS__VAR_DIR=str(tmp_path), OO_FEAST__PROJECT="down", OO_REDIS__URL="redis://127.0.0.1:1/0"):

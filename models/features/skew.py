@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from data_contracts import CandidateFeatures, Decision, FeatureSkew, UserContext
-from models.datasets import historical_features
-from models.features_online import features_dict
+from models.features.datasets import historical_features
+from models.features.online import features_dict
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -67,7 +67,7 @@ def compare(
     tol: float = 1e-6,
 ) -> SkewReport:
     """A :class:`SkewReport` of logged features against ``offline`` (from
-    :func:`models.datasets.historical_features`)."""
+    :func:`models.features.datasets.historical_features`)."""
     report = SkewReport()
     for d in decisions:
         for i, c in enumerate(d.candidates):

@@ -16,10 +16,8 @@ from sqlalchemy import Engine
 from data_contracts import TodoistSyncTrigger
 from oo.bus import InProcessBus
 from oo.db import engine_for, migrate, session_scope
-from oo.tables import Integration
-from oo.todoist_sync import connect_user
-from oo.vault import Vault
-from oo.webhooks import (
+from oo.integrations.todoist.sync import connect_user
+from oo.integrations.todoist.webhooks import (
     TRIGGER_TOPIC,
     bus_dependency,
     engine_dependency,
@@ -29,6 +27,8 @@ from oo.webhooks import (
     sign,
     verify,
 )
+from oo.tables import Integration
+from oo.vault import Vault
 
 SECRET = SecretStr("client-secret-for-tests")
 

@@ -51,10 +51,16 @@ from data_contracts import (
 )
 from data_contracts.arrow import from_table
 from data_contracts.validation import quarantine, split
+from oo.integrations.todoist.client import (
+    MalformedResponse,
+    SyncTokenRefused,
+    TodoistAuthError,
+    TodoistClient,
+    TodoistError,
+)
 from oo.lake import Lake
 from oo.settings import Settings
 from oo.tables import Integration, User, utcnow
-from oo.todoist import MalformedResponse, SyncTokenRefused, TodoistAuthError, TodoistClient, TodoistError
 from oo.vault import Vault, VaultError
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from models import feature_tables
-from models.feature_tables import FeatureValidationError
+from models.features import tables as feature_tables
+from models.features.tables import FeatureValidationError
 from oo import feature_store
 from oo.settings import get_settings
 
@@ -92,7 +92,7 @@ def materialize(end: str | None = None) -> str:
 
 def training_examples(as_of: str | None = None) -> int:
     """Training rows for decisions whose reward window closed; returns how many were written."""
-    from models.datasets import build_training_examples
+    from models.features.datasets import build_training_examples
     from oo.lake import get_lake
 
     when = datetime.fromisoformat(as_of) if as_of else datetime.now(UTC)

@@ -17,11 +17,8 @@ from pydantic import SecretStr
 from sqlalchemy import Engine, select
 
 from oo.db import engine_for, migrate, session_scope
-from oo.fake_todoist import Clock, FakeTodoist, FakeUser, Fault, serve_in_thread
-from oo.lake import Lake
-from oo.settings import Settings
-from oo.tables import Integration
-from oo.todoist_sync import (
+from oo.fakes.todoist import Clock, FakeTodoist, FakeUser, Fault, serve_in_thread
+from oo.integrations.todoist.sync import (
     UserSyncResult,
     connect_user,
     connected_users,
@@ -30,6 +27,9 @@ from oo.todoist_sync import (
     summarize,
     sync_users,
 )
+from oo.lake import Lake
+from oo.settings import Settings
+from oo.tables import Integration
 from oo.vault import Vault
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -410,7 +410,7 @@ def test_the_great_expectations_suite_gates_what_pydantic_let_through() -> None:
     """Rows made in code (tombstones are copies) skip pydantic; the contract's GX suite still
     checks every row before it is written."""
     from data_contracts import TodoistTask
-    from oo.todoist_sync import _gate
+    from oo.integrations.todoist.sync import _gate
 
     good = TodoistTask(user_id="u", id="t1", project_id="p", content="c", priority=1, added_at=T0, synced_at=T0)
     broken = good.model_copy(update={"id": "t2", "priority": 9})  # model_copy does not validate

@@ -24,7 +24,7 @@ from uuid import UUID
 
 from data_contracts import CandidateFeatures, Decision, Reaction, RewardEvent, TrainingExample, UserContext
 from data_contracts.arrow import from_table
-from models.features_online import NO_TASK, features_dict, llm_tip_features, records_from_row
+from models.features.online import NO_TASK, features_dict, llm_tip_features, records_from_row
 from oo.lake import Lake
 from oo.settings import RewardSettings
 
@@ -90,7 +90,7 @@ def historical_features(
     """
     import pandas as pd
 
-    from models.features_online import SERVICE
+    from models.features.online import SERVICE
 
     rows: list[dict[str, Any]] = []
     for d in decisions:
@@ -173,7 +173,7 @@ def build_training_examples(
             )
         )
     if write:
-        from models.skew import compare
+        from models.features.skew import compare
 
         lake.write("training_examples", examples)
         # the same point-in-time features measure train/serve skew; training logs it to MLflow

@@ -170,7 +170,7 @@ async def run_triggered_syncs(
 ) -> list[str]:
     """Consume pending triggers and sync each triggered user once (a trigger is acked only after
     its user's sync ran, so a crash redelivers it). Returns the users synced."""
-    from oo.todoist_sync import sync_users
+    from oo.integrations.todoist.sync import sync_users
 
     run = sync or sync_users
     users: list[str] = []

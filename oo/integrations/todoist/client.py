@@ -310,7 +310,7 @@ class TodoistClient:
     def completed(self, since: datetime, until: datetime) -> list[Any]:
         """Tasks completed in ``[since, until]`` (``GET /tasks/completed/by_completion_date``).
 
-        The window must be at most 3 months; see :func:`oo.todoist_sync.completion_windows`.
+        The window must be at most 3 months; see :func:`oo.integrations.todoist.sync.completion_windows`.
         """
         from todoist_api_python._core.utils import format_datetime
 

@@ -10,9 +10,8 @@ import pytest
 from pydantic import SecretStr
 from todoist_api_python.models import Project, Task
 
-from oo.fake_todoist import Clock, FakeTodoist, Fault, serve_in_thread
-from oo.settings import TodoistSettings
-from oo.todoist import (
+from oo.fakes.todoist import Clock, FakeTodoist, Fault, serve_in_thread
+from oo.integrations.todoist.client import (
     BaseUrlTransport,
     SyncTokenRefused,
     TodoistAuthError,
@@ -21,7 +20,8 @@ from oo.todoist import (
     TodoistRateLimited,
     TodoistUnavailable,
 )
-from oo.todoist_sync import completion_windows
+from oo.integrations.todoist.sync import completion_windows
+from oo.settings import TodoistSettings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

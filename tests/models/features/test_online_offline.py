@@ -20,7 +20,7 @@ AS_OF = T0 + timedelta(days=2)
 
 def run_batch(lake: Lake, as_of: datetime, tmp) -> None:  # type: ignore[no-untyped-def]
     """What the features DAG does: build, validate, publish, apply, materialize."""
-    from models import feature_tables
+    from models.features import tables as feature_tables
     from oo import feature_store
 
     staging = tmp / f"staging-{time.monotonic_ns()}"
@@ -72,7 +72,7 @@ def world(request, tmp_path_factory):  # type: ignore[no-untyped-def]
             ],
         )
         run_batch(lake, AS_OF, tmp)
-        from models.features_online import OnlineFeatures
+        from models.features.online import OnlineFeatures
         from oo import feature_store
 
         store = feature_store.get_store()
@@ -82,7 +82,7 @@ def world(request, tmp_path_factory):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def examples(world):  # type: ignore[no-untyped-def]
-    from models.datasets import build_training_examples
+    from models.features.datasets import build_training_examples
 
     rows = build_training_examples(
         world["lake"], world["online"].store, AS_OF, world["settings"].reward, {"ua": "Europe/Berlin"}
@@ -118,7 +118,7 @@ def test_rewards_join_window_default_late_and_duplicates(examples, world) -> Non
     assert not examples["4"].rewarded and examples["4"].reward == default  # reward came after the window
     assert not examples["1"].rewarded and examples["1"].reaction is None  # its only reward was late
     assert world["lake"].read("training_examples").num_rows == 4
-    from models.datasets import build_training_examples
+    from models.features.datasets import build_training_examples
 
     again = build_training_examples(world["lake"], world["online"].store, AS_OF, world["settings"].reward)
     assert again == []  # nothing to rebuild
@@ -127,7 +127,7 @@ def test_rewards_join_window_default_late_and_duplicates(examples, world) -> Non
 def test_skew_report_flags_logged_features_that_differ_from_point_in_time_values(world, examples) -> None:  # type: ignore[no-untyped-def]
     from data_contracts import Decision, FeatureSkew
     from data_contracts.arrow import from_table
-    from models.skew import aggregate, skew_report
+    from models.features.skew import aggregate, skew_report
 
     decisions = [d for d in from_table(Decision, world["lake"].read("decisions")) if d.features]
     rates = skew_report(world["online"].store, decisions, {"ua": "Europe/Berlin"})
@@ -151,7 +151,7 @@ def test_unknown_users_and_tasks_get_defaults_flagged_as_defaults(world) -> None
 
 
 def test_the_feature_service_is_exactly_the_policy_contract(world) -> None:  # type: ignore[no-untyped-def]
-    from models.features_online import COMPUTED, SERVICE
+    from models.features.online import COMPUTED, SERVICE
 
     service = world["online"].store.get_feature_service(SERVICE)
     served = [f.name for p in service.feature_view_projections for f in p.features]
@@ -162,7 +162,7 @@ def test_the_feature_service_is_exactly_the_policy_contract(world) -> None:  # t
 
 
 def test_a_pushed_reaction_is_visible_at_once_and_the_batch_path_agrees(world) -> None:  # type: ignore[no-untyped-def]
-    from models.features_online import wait_visible
+    from models.features.online import wait_visible
 
     online, lake = world["online"], world["lake"]
     now = datetime.now(UTC).replace(microsecond=0)
@@ -181,7 +181,7 @@ def test_a_pushed_reaction_is_visible_at_once_and_the_batch_path_agrees(world) -
 
 
 def test_online_reads_equal_feasts_own_on_demand_transformation(world) -> None:  # type: ignore[no-untyped-def]
-    from models.features_online import candidate_from_row, context_from_row
+    from models.features.online import candidate_from_row, context_from_row
 
     online, now, tz = world["online"], AS_OF + timedelta(hours=1), "Europe/Berlin"
     ids = ["ta", "tb", "never-seen"]

@@ -11,7 +11,7 @@ import pytest
 from synthetic import T0, decision, llm_candidate, reaction, task
 
 from data_contracts import Decision, TodoistCompletion
-from models.feature_tables import FeatureValidationError, build, compute, connect_lake, validate
+from models.features.tables import FeatureValidationError, build, compute, connect_lake, validate
 from oo.lake import Lake
 
 
@@ -126,7 +126,7 @@ def test_a_table_that_breaks_its_contract_fails_validation_with_reasons(lake, tm
 
 
 def test_a_rebuild_repeats_only_changed_entities_at_as_of_and_keeps_what_was_materialized(lake, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from models.feature_tables import publish
+    from models.features.tables import publish
 
     lake.write("todoist_tasks", [task("u1", "same", T0), task("u1", "moved", T0, priority=1)])
     first_as_of = T0 + timedelta(hours=1)
