@@ -410,7 +410,7 @@ def test_the_great_expectations_suite_gates_what_pydantic_let_through() -> None:
     """Rows made in code (tombstones are copies) skip pydantic; the contract's GX suite still
     checks every row before it is written."""
     from data_contracts import TodoistTask
-    from oo.integrations.todoist.sync import _gate
+    from oo.integrations.todoist.stage import _gate
 
     good = TodoistTask(user_id="u", id="t1", project_id="p", content="c", priority=1, added_at=T0, synced_at=T0)
     broken = good.model_copy(update={"id": "t2", "priority": 9})  # model_copy does not validate

@@ -1,0 +1,131 @@
+"""Changes: what a user's fetched rows change against the latest state in the lake (reads only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from data_contracts import (
+    Record,
+    TodoistCompletion,
+    TodoistProject,
+    TodoistTask,
+)
+from data_contracts.arrow import from_table
+from oo.integrations.todoist.fetch import Fetched
+from oo.lake import Lake
+
+
+# -- the lake side ----------------------------------------------------------------------------------
+def _latest(lake: Lake, dataset: str, model: type[Record], user_id: str) -> dict[str, Any]:
+    import duckdb
+
+    if not lake.files(dataset):
+        return {}
+    names = ", ".join(f'"{n}"' for n in model.model_fields)
+    sql = (
+        f"SELECT {names} FROM read_parquet(?, hive_partitioning = false, union_by_name = true) "
+        "WHERE user_id = ? QUALIFY row_number() OVER (PARTITION BY id ORDER BY synced_at DESC) = 1 ORDER BY id"
+    )
+    with duckdb.connect() as con:
+        table = con.sql(sql, params=[lake.glob(dataset), user_id]).to_arrow_table()
+    return {r.id: r for r in from_table(model, table)}  # type: ignore[attr-defined]
+
+
+def current_tasks(lake: Lake, user_id: str, include_gone: bool = False) -> dict[str, TodoistTask]:
+    """The latest observed state of each of ``user_id``'s tasks, by id.
+
+    Deleted tasks are left out unless ``include_gone``; completed ones are in (``checked``).
+    """
+    rows: dict[str, TodoistTask] = _latest(lake, "todoist_tasks", TodoistTask, user_id)
+    return rows if include_gone else {k: v for k, v in rows.items() if not v.is_deleted}
+
+
+def current_projects(lake: Lake, user_id: str, include_gone: bool = False) -> dict[str, TodoistProject]:
+    """The latest observed state of each of ``user_id``'s projects (archived ones included)."""
+    rows: dict[str, TodoistProject] = _latest(lake, "todoist_projects", TodoistProject, user_id)
+    return rows if include_gone else {k: v for k, v in rows.items() if not v.is_deleted}
+
+
+def _changed(previous: Record | None, record: Record) -> bool:
+    if previous is None:
+        return True
+    return previous.model_dump(exclude={"synced_at"}) != record.model_dump(exclude={"synced_at"})
+
+
+def _changes(
+    f: Fetched, mine: dict[str, list[Any]], lake: Lake
+) -> tuple[list[TodoistTask], list[TodoistProject], list[TodoistCompletion]]:
+    """One user's rows to write: what changed since the latest rows in the lake, tombstones,
+    completion records (deduplicated by task and time) and completions seen only in history."""
+    known_tasks = current_tasks(lake, f.user_id, include_gone=True) if f.had_state else {}
+    known_projects = current_projects(lake, f.user_id, include_gone=True) if f.had_state else {}
+    # projects: later rows of the same id win (the archived list after the sync's own list)
+    seen_projects, new_projects = _snapshot_changes(mine["p"], known_projects, _deleted_ids(f.projects), f.synced_at)
+    gone_projects: set[str] = set()
+    if f.full_sync and f.had_state:
+        for pid, old in known_projects.items():
+            if pid not in seen_projects and not old.is_deleted:
+                new_projects.append(old.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
+                gone_projects.add(pid)
+    archived_ids = {p.id for p in seen_projects.values() if p.is_archived} | {
+        pid for pid, p in known_projects.items() if p.is_archived and pid not in gone_projects
+    }
+    seen_tasks, new_tasks = _snapshot_changes(mine["t"], known_tasks, _deleted_ids(f.items), f.synced_at)
+    latest = {**known_tasks, **seen_tasks}
+    unique: dict[tuple[str, datetime], TodoistCompletion] = {}
+    for c in mine["c"]:
+        unique.setdefault((c.task_id, c.completed_at), c)
+    derived: set[str] = set()
+    for c in unique.values():
+        prev = latest.get(c.task_id)
+        if (
+            c.task_id not in seen_tasks
+            and prev is not None
+            and not c.is_recurring
+            and not prev.checked
+            and not prev.is_deleted
+            and prev.synced_at < c.completed_at
+        ):
+            row = prev.model_copy(update={"checked": True, "completed_at": c.completed_at, "synced_at": f.synced_at})
+            new_tasks.append(row)
+            latest[c.task_id] = row
+            derived.add(c.task_id)
+    if f.full_sync and f.had_state:
+        for tid, last in known_tasks.items():
+            if tid in seen_tasks or tid in derived or last.is_deleted or last.checked:
+                continue
+            if last.project_id in archived_ids:
+                continue  # the project was archived, not the task deleted
+            new_tasks.append(last.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
+    return new_tasks, new_projects, list(unique.values())
+
+
+S = TypeVar("S", TodoistTask, TodoistProject)
+
+
+def _snapshot_changes(
+    rows: Iterable[S], known: Mapping[str, S], deleted_ids: Iterable[str], synced_at: datetime
+) -> tuple[dict[str, S], list[S]]:
+    """The latest row per id seen by this sync (later rows win) and the rows to write: those that
+    differ from the last known state, plus tombstones.
+
+    A deleted object may come as a stub (``{"id", "is_deleted": true}``) that the contract refuses
+    (it is quarantined and kept raw): its tombstone is made from the last known state instead.
+    """
+    seen: dict[str, S] = {}
+    for r in rows:
+        seen[r.id] = r
+    new = [r for r in seen.values() if _changed(known.get(r.id), r)]
+    for rid in deleted_ids:
+        last = known.get(rid)
+        if rid not in seen and last is not None and not last.is_deleted:
+            tomb = last.model_copy(update={"is_deleted": True, "synced_at": synced_at})
+            new.append(tomb)
+            seen[rid] = tomb
+    return seen, new
+
+
+def _deleted_ids(objects: Iterable[Any]) -> list[str]:
+    return [str(o["id"]) for o in objects if isinstance(o, dict) and o.get("is_deleted") is True and o.get("id")]
