@@ -16,22 +16,22 @@ class QuarantinedRow(Record):
     --------
     >>> from datetime import UTC, datetime
     >>> q = QuarantinedRow(dataset="todoist_tasks", contract="TodoistTask", row_hash="ab12",
-    ...                    raw='{"id": 1}', reasons=["content: Field required"],
+    ...                    raw='{"id": 1}', reasons=["content: Field required"], source="u1",
     ...                    quarantined_at=datetime(2026, 1, 1, tzinfo=UTC))
     >>> q.natural_key
-    ('todoist_tasks', 'ab12')
+    ('todoist_tasks', 'u1', 'ab12')
     """
 
-    key_fields = ("dataset", "row_hash")
+    key_fields = ("dataset", "source", "row_hash")
     partition_field = "quarantined_at"
 
     schema_version: Literal[1] = 1
     dataset: str
     contract: str
-    row_hash: str = Field(description="sha256 of the raw payload; the same bad row twice is one row")
+    row_hash: str = Field(description="sha256 of the raw payload; the same bad row from the same source is one row")
     raw: str = Field(description="the payload exactly as received (JSON text)")
     reasons: list[str] = Field(min_length=1)
-    source: str | None = None
+    source: str | None = Field(default=None, description="where the row came from (for Todoist: oO's user id)")
     quarantined_at: AwareDatetime
 
 

@@ -3,19 +3,53 @@
 Field names follow API v1 (``checked``, ``added_at``, ``child_order``, ``responsible_uid``...), not
 the SDK's renamed attributes. ``extra="ignore"`` is deliberate on the API-facing sub-objects only:
 Todoist adds fields over time; the raw JSON of every task is kept beside the model anyway.
+
+Where Todoist's types are known the fields are strict: pydantic's lax mode would read ``true`` as
+priority 1 or ``"false"`` as a boolean, so integers and booleans must arrive as JSON integers and
+booleans, and timestamps as RFC 3339 text. A due date's ``timezone`` must be an IANA zone
+(checked with :mod:`zoneinfo`) and may only accompany a fixed UTC date-time (``...Z``).
 """
 
 from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from data_contracts.base import Record
 
 _DUE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?Z?)?$")
+
+
+def _timestamp_text(value: Any) -> Any:
+    """Refuse numbers where an RFC 3339 timestamp belongs (lax mode reads them as Unix time)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("a timestamp must be RFC 3339 text, not a number")
+    return value
+
+
+def iana_zone(value: str | None) -> str | None:
+    """``value`` when it names an IANA time zone :mod:`zoneinfo` knows (``None`` passes).
+
+    Examples
+    --------
+    >>> iana_zone("Europe/Lisbon")
+    'Europe/Lisbon'
+    >>> iana_zone("Mars/Olympus_Mons")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'Mars/Olympus_Mons' is not an IANA time zone
+    """
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone") from None
+    return value
 
 
 class Due(BaseModel):
@@ -23,10 +57,15 @@ class Due(BaseModel):
 
     Examples
     --------
-    >>> Due(date="2026-03-01T09:00:00Z", is_recurring=False).has_time
+    >>> Due(date="2026-03-01T09:00:00Z", timezone="Europe/Lisbon", is_recurring=False).has_time
     True
     >>> Due(date="2026-03-01").has_time
     False
+    >>> Due(date="2026-03-01T09:00:00", timezone="Europe/Lisbon")
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for Due
+    ...
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -34,7 +73,19 @@ class Due(BaseModel):
     timezone: str | None = None
     string: str | None = None
     lang: str | None = None
-    is_recurring: bool = False
+    is_recurring: bool = Field(default=False, strict=True)
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana(cls, v: str | None) -> str | None:
+        return iana_zone(v)
+
+    @model_validator(mode="after")
+    def _zone_only_with_utc_time(self) -> Due:
+        if self.timezone is not None and not self.date.endswith("Z"):
+            kind = "a floating date-time" if self.has_time else "a date without a time"
+            raise ValueError(f"due.timezone {self.timezone!r} set on {kind} ({self.date!r}); only ...Z dates carry one")
+        return self
 
     @field_validator("date")
     @classmethod
@@ -62,7 +113,7 @@ class Duration(BaseModel):
     """How long a task is expected to take."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
-    amount: int = Field(gt=0)
+    amount: int = Field(gt=0, strict=True)
     unit: Literal["minute", "day"]
 
 
@@ -88,21 +139,23 @@ class TodoistTask(Record):
     project_id: str = Field(min_length=1)
     section_id: str | None = None
     parent_id: str | None = None
-    content: str
+    content: str = Field(min_length=1)
     description: str = ""
     labels: list[str] = []
-    priority: int = Field(ge=1, le=4, description="4 = very urgent (p1 in the app), 1 = normal")
+    priority: int = Field(ge=1, le=4, strict=True, description="4 = very urgent (p1 in the app), 1 = normal")
     due: Due | None = None
     deadline: Deadline | None = None
     duration: Duration | None = None
-    child_order: int = 0
-    day_order: int | None = None
-    checked: bool = False
-    is_deleted: bool = False
+    child_order: int = Field(default=0, strict=True)
+    day_order: int | None = Field(default=None, strict=True)
+    checked: bool = Field(default=False, strict=True)
+    is_deleted: bool = Field(default=False, strict=True)
     added_at: AwareDatetime
     updated_at: AwareDatetime | None = None
     completed_at: AwareDatetime | None = None
     synced_at: AwareDatetime = Field(description="when oO observed this state")
+
+    _timestamps = field_validator("added_at", "updated_at", "completed_at", "synced_at", mode="before")(_timestamp_text)
 
 
 class TodoistProject(Record):
@@ -117,12 +170,14 @@ class TodoistProject(Record):
     name: str
     parent_id: str | None = None
     color: str | None = None
-    is_archived: bool = False
-    is_deleted: bool = False
-    is_favorite: bool = False
-    is_inbox_project: bool = False
-    child_order: int = 0
+    is_archived: bool = Field(default=False, strict=True)
+    is_deleted: bool = Field(default=False, strict=True)
+    is_favorite: bool = Field(default=False, strict=True)
+    is_inbox_project: bool = Field(default=False, strict=True)
+    child_order: int = Field(default=0, strict=True)
     synced_at: AwareDatetime
+
+    _timestamps = field_validator("synced_at", mode="before")(_timestamp_text)
 
 
 class TodoistCompletion(Record):
@@ -137,7 +192,9 @@ class TodoistCompletion(Record):
     project_id: str | None = None
     content: str = ""
     completed_at: AwareDatetime
-    is_recurring: bool = False
+    is_recurring: bool = Field(default=False, strict=True)
+
+    _timestamps = field_validator("completed_at", mode="before")(_timestamp_text)
 
 
 class TodoistRawPayload(Record):

@@ -129,25 +129,23 @@ def todoist_demo(users: int = 3, tasks: int = 20, seed: int = 0) -> None:
     from oo.integrations.todoist.sync import connect_user, summarize, sync_users
     from oo.lake import get_lake
     from oo.runtime import configure
-    from oo.settings import get_settings
     from oo.vault import get_vault
 
     configure()
     world = FakeTodoist.seeded(seed=seed, users=users, tasks_per_user=tasks)
     with serve_in_thread(world) as url:
         console.print(f"[bold]FAKE Todoist API v1[/] (synthetic data, not todoist.com) at {url}")
-        base = get_settings()
-        settings = base.model_copy(update={"todoist": base.todoist.model_copy(update={"base_url": url})})
         engine, lake, vault = get_engine(), get_lake(), get_vault()
         ids = []
         for i, account in enumerate(world.users, start=1):
             user_id = f"demo-{i}"
-            connect_user(engine, vault, user_id, SecretStr(account.token))
+            # a demo user: its fake token is bound to this server and is never sent elsewhere
+            connect_user(engine, vault, user_id, SecretStr(account.token), demo_base_url=url)
             ids.append(user_id)
-        first = sync_users(ids, engine=engine, lake=lake, vault=vault, settings=settings, chunk=len(ids))
+        first = sync_users(ids, engine=engine, lake=lake, vault=vault, chunk=len(ids))
         console.print("first sync (full):       " + summarize(first))
         world.evolve(1)  # tasks added, edited, completed, deleted
-        again = sync_users(ids, engine=engine, lake=lake, vault=vault, settings=settings, chunk=len(ids))
+        again = sync_users(ids, engine=engine, lake=lake, vault=vault, chunk=len(ids))
         console.print("second sync (incremental): " + summarize(again))
 
 

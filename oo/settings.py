@@ -110,8 +110,10 @@ class TodoistSettings(BaseModel):
     window_overlap_hours: float = Field(default=24.0, ge=0, description="overlap of consecutive windows and runs")
     page_limit: int = Field(default=200, ge=1, le=200)
     concurrency: int = Field(default=4, ge=1, le=32, description="users fetched at once by one sync_users call")
-    unknown_fields: Literal["quarantine", "ignore"] = Field(
-        default="quarantine", description="what to do with a task field the API docs do not list"
+    unknown_fields: Literal["record", "quarantine"] = Field(
+        default="record",
+        description="a field the API docs do not list: `record` keeps the row and counts the field (its value "
+        "stays in the raw payload); `quarantine` refuses the row",
     )
 
 

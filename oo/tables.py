@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, ForeignKey, LargeBinary, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, LargeBinary, MetaData, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -35,13 +35,15 @@ class Base(DeclarativeBase):
 
 
 class User(Base):
-    """A person using oO."""
+    """A person using oO. ``is_demo`` marks the synthetic users of ``make run`` (their tokens are
+    the fake server's and are never sent anywhere else)."""
 
     __tablename__ = "users"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
     display_name: Mapped[str | None] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     integrations: Mapped[list[Integration]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
@@ -54,6 +56,8 @@ class Integration(Base):
     ``status`` is ``active``, ``needs_reauth`` (the service refused the token) or ``revoked``.
     ``cursor`` is the service's incremental-sync position (Todoist's ``sync_token``).
     ``external_id`` is the user's id at the service (webhooks name users by it).
+    ``api_base_url``, when set, is the only API the token may be sent to (a demo user's fake
+    server); unset means the configured one (``OO_TODOIST__BASE_URL``).
     """
 
     __tablename__ = "integrations"
@@ -67,6 +71,7 @@ class Integration(Base):
     external_id: Mapped[str | None] = mapped_column(String(64), index=True)
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
+    api_base_url: Mapped[str | None] = mapped_column(String(300))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     user: Mapped[User] = relationship(back_populates="integrations")
 

@@ -122,6 +122,10 @@ class FakeUser:
     requests: int = 0
     junk_items: list[Any] = field(default_factory=list)
     """Raw values appended to every sync's ``items`` (bad input for tests: any JSON value)."""
+    sync_patch: dict[str, Any] = field(default_factory=dict)
+    """Keys set on every ``/sync`` answer (a wrong shape for tests, e.g. ``{"items": 5}``)."""
+    sync_drop: set[str] = field(default_factory=set)
+    """Keys removed from every ``/sync`` answer (e.g. ``{"items"}``)."""
 
 
 class ApiError(Exception):
@@ -477,6 +481,9 @@ class FakeTodoist:
                 out["projects"] = [dict(p) for p in projects]
             if "user" in wanted:
                 out["user"] = {"id": user.todoist_id, "full_name": user.full_name, "tz_info": {"timezone": "UTC"}}
+            out.update(user.sync_patch)
+            for key in user.sync_drop:
+                out.pop(key, None)
             return out
 
     def completed(self, user: FakeUser, since: datetime, until: datetime) -> list[dict[str, Any]]:

@@ -68,3 +68,35 @@ def test_dag_test_syncs_every_user_and_a_second_run_adds_nothing(
         keys = [tuple(r[k] for k in ("user_id", "id" if "id" in r else "task_id")) for r in rows]
         assert len(keys) == len(set(keys)), f"duplicates in {dataset}"
     assert lake.read("todoist_tasks").num_rows == 30
+
+
+@pytest.mark.slow
+def test_dag_test_with_one_malformed_answer_lands_the_others_and_records_the_failure(
+    airflow_db: None, todoist_env: FakeTodoist, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from oo.db import get_engine, migrate
+    from oo.integrations.todoist.sync import connect_user, current_tasks
+    from oo.lake import get_lake
+    from oo.tables import Integration
+    from oo.vault import get_vault
+
+    world = todoist_env
+    migrate()
+    for user in world.users:
+        connect_user(get_engine(), get_vault(), user.todoist_id, SecretStr(user.token))
+    broken = world.users[1]
+    broken.sync_patch = {"items": 5}  # a TypeError in the run before issue 9, failing every user
+
+    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags")).dags["todoist_sync"]
+    caplog.set_level("INFO", logger="oo.integrations.todoist.sync")
+    run = dag.test(logical_date=datetime(2026, 3, 3, tzinfo=UTC))
+    assert run.state == "success"
+    assert "todoist sync: 2 ok, 1 failed (3 users)" in caplog.text
+    lake = get_lake()
+    assert [len(current_tasks(lake, u.todoist_id)) for u in world.users] == [15, 0, 15]
+    with get_engine().connect() as con:
+        errors = dict(con.execute(select(Integration.user_id, Integration.last_error)).all())
+    assert "wrong shape" in (errors[broken.todoist_id] or "")
+    assert errors[world.users[0].todoist_id] is None

@@ -54,19 +54,48 @@ def _changed(previous: Record | None, record: Record) -> bool:
     return previous.model_dump(exclude={"synced_at"}) != record.model_dump(exclude={"synced_at"})
 
 
+def answered_ids(objects: Iterable[Any]) -> set[str] | None:
+    """The id of every object an answer held, whether it validated or not; ``None`` when one of
+    them had no readable id (then the answer cannot prove that any id is absent).
+
+    Examples
+    --------
+    >>> sorted(answered_ids([{"id": "a"}, {"id": "b", "priority": "urgent"}]))
+    ['a', 'b']
+    >>> answered_ids([{"id": "a"}, "not an object"]) is None
+    True
+    """
+    out: set[str] = set()
+    for o in objects:
+        oid = o.get("id") if isinstance(o, dict) else None
+        if not isinstance(oid, str) or not oid:
+            return None
+        out.add(oid)
+    return out
+
+
 def _changes(
     f: Fetched, mine: dict[str, list[Any]], lake: Lake
 ) -> tuple[list[TodoistTask], list[TodoistProject], list[TodoistCompletion]]:
     """One user's rows to write: what changed since the latest rows in the lake, tombstones,
-    completion records (deduplicated by task and time) and completions seen only in history."""
+    completion records not in the lake yet (deduplicated by task and time) and completions seen
+    only in history.
+
+    A tombstone needs positive evidence: an item marked ``is_deleted``, or a full sync whose
+    answer held no object with that id at all. An object the contract refused still answers for
+    its id (its last valid state stays); one without a readable id makes the answer prove no
+    absence, so that sync tombstones nothing by absence.
+    """
     known_tasks = current_tasks(lake, f.user_id, include_gone=True) if f.had_state else {}
     known_projects = current_projects(lake, f.user_id, include_gone=True) if f.had_state else {}
+    resync = f.full_sync and f.had_state
     # projects: later rows of the same id win (the archived list after the sync's own list)
     seen_projects, new_projects = _snapshot_changes(mine["p"], known_projects, _deleted_ids(f.projects), f.synced_at)
     gone_projects: set[str] = set()
-    if f.full_sync and f.had_state:
+    project_ids = answered_ids([*f.projects, *f.archived]) if resync else None
+    if project_ids is not None:
         for pid, old in known_projects.items():
-            if pid not in seen_projects and not old.is_deleted:
+            if pid not in project_ids and pid not in seen_projects and not old.is_deleted:
                 new_projects.append(old.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
                 gone_projects.add(pid)
     archived_ids = {p.id for p in seen_projects.values() if p.is_archived} | {
@@ -92,14 +121,32 @@ def _changes(
             new_tasks.append(row)
             latest[c.task_id] = row
             derived.add(c.task_id)
-    if f.full_sync and f.had_state:
+    task_ids = answered_ids(f.items) if resync else None
+    if task_ids is not None:
         for tid, last in known_tasks.items():
-            if tid in seen_tasks or tid in derived or last.is_deleted or last.checked:
+            if tid in task_ids or tid in seen_tasks or tid in derived or last.is_deleted or last.checked:
                 continue
             if last.project_id in archived_ids:
                 continue  # the project was archived, not the task deleted
             new_tasks.append(last.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
-    return new_tasks, new_projects, list(unique.values())
+    done = list(unique.values())
+    if f.had_state and done:
+        stored = _stored_completions(lake, f.user_id, min(c.completed_at for c in done))
+        done = [c for c in done if (c.task_id, c.completed_at) not in stored]
+    return new_tasks, new_projects, done
+
+
+def _stored_completions(lake: Lake, user_id: str, since: datetime) -> set[tuple[str, datetime]]:
+    """(task, completed_at) of ``user_id``'s completions already in the lake from ``since`` on."""
+    if not lake.files("todoist_completions"):
+        return set()
+    table = lake.read(
+        "todoist_completions",
+        where="user_id = ? AND completed_at >= ?",
+        params=[user_id, since],
+        columns=["task_id", "completed_at"],
+    )
+    return set(zip(table.column("task_id").to_pylist(), table.column("completed_at").to_pylist(), strict=True))
 
 
 S = TypeVar("S", TodoistTask, TodoistProject)
@@ -112,7 +159,7 @@ def _snapshot_changes(
     differ from the last known state, plus tombstones.
 
     A deleted object may come as a stub (``{"id", "is_deleted": true}``) that the contract refuses
-    (it is quarantined and kept raw): its tombstone is made from the last known state instead.
+    (it is kept raw, not quarantined): its tombstone is made from the last known state instead.
     """
     seen: dict[str, S] = {}
     for r in rows:
@@ -127,5 +174,11 @@ def _snapshot_changes(
     return seen, new
 
 
+def is_deletion(obj: Any) -> bool:
+    """Whether ``obj`` is an object the API marked deleted (``"is_deleted": true``, a string id)."""
+    oid = obj.get("id") if isinstance(obj, dict) else None
+    return isinstance(oid, str) and bool(oid) and obj.get("is_deleted") is True
+
+
 def _deleted_ids(objects: Iterable[Any]) -> list[str]:
-    return [str(o["id"]) for o in objects if isinstance(o, dict) and o.get("is_deleted") is True and o.get("id")]
+    return [o["id"] for o in objects if is_deletion(o)]

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import SecretStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictStr, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from todoist_api_python._core.endpoints import API_URL, get_api_url
 from todoist_api_python.api import ResultsPaginator, TodoistAPI
@@ -78,6 +78,41 @@ class MalformedResponse(TodoistError):
     def __init__(self, message: str, body: bytes) -> None:
         super().__init__(message)
         self.body = body
+
+
+class SyncAnswer(BaseModel):
+    """The shape of a ``POST /sync`` answer, as far as the sync reads it; other keys pass through.
+
+    A list the request asked for (``items``, ``projects``) must be there: an answer without it
+    says nothing about those objects, and must never be read as "there are none". A full sync's
+    ``full_sync_date_utc`` must carry its zone.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    sync_token: StrictStr = Field(min_length=1)
+    full_sync: StrictBool | None = None
+    full_sync_date_utc: AwareDatetime | None = None
+    items: list[Any] | None = None
+    projects: list[Any] | None = None
+    user: dict[str, Any] | None = None
+
+    @classmethod
+    def read(cls, body: Any, resource_types: tuple[str, ...]) -> SyncAnswer:
+        """``body`` checked against the shape, for a request of ``resource_types``.
+
+        Raises :class:`ValueError` naming every part that is missing or of the wrong type.
+        """
+        if not isinstance(body, dict):
+            raise ValueError(f"expected a JSON object, got {type(body).__name__}")
+        try:
+            answer = cls.model_validate(body)
+        except ValidationError as exc:
+            parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)]
+            raise ValueError("; ".join(parts)) from None
+        missing = [r for r in ("items", "projects") if r in resource_types and body.get(r) is None]
+        if missing:
+            raise ValueError(f"no {' and no '.join(missing)} list in the answer")
+        return answer
 
 
 class BaseUrlTransport(httpx.BaseTransport):
@@ -237,8 +272,8 @@ class TodoistClient:
                 raise TodoistUnavailable(f"timeout: {type(exc).__name__} on {exc.request.url.path}") from None
             except httpx.TransportError as exc:
                 raise TodoistUnavailable(f"connection failed: {type(exc).__name__}") from None
-            except (ValueError, TypeError) as exc:  # the SDK's JSON decoding / response_json_dict
-                raise MalformedResponse(f"unreadable response: {exc}", b"") from None
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:  # the SDK reading a page
+                raise MalformedResponse(f"unreadable response: {type(exc).__name__}: {exc}", b"") from None
 
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.max_retries + 1),
@@ -254,7 +289,9 @@ class TodoistClient:
     def sync(self, sync_token: str = "*", resource_types: tuple[str, ...] = SYNC_RESOURCES) -> dict[str, Any]:
         """``POST /sync``: a full sync with ``"*"``, else the changes since ``sync_token``.
 
-        Raises :class:`SyncTokenRefused` when the API refuses the token.
+        The answer is checked against :class:`SyncAnswer` (``full_sync_date_utc`` comes back
+        parsed). Raises :class:`SyncTokenRefused` when the API refuses the token and
+        :class:`MalformedResponse` (keeping the body) when the answer has the wrong shape.
         """
         url = self.settings.base_url.rstrip("/") + "/sync"
         form = {"sync_token": sync_token, "resource_types": json.dumps(list(resource_types))}
@@ -271,9 +308,11 @@ class TodoistClient:
                 body = response.json()
             except ValueError as exc:
                 raise MalformedResponse(f"/sync answered malformed JSON ({exc})", response.content) from None
-            if not isinstance(body, dict) or not isinstance(body.get("sync_token"), str):
-                raise MalformedResponse("/sync answered JSON without a sync_token", response.content)
-            return body
+            try:
+                answer = SyncAnswer.read(body, resource_types)
+            except ValueError as exc:
+                raise MalformedResponse(f"/sync answered the wrong shape ({exc})", response.content) from None
+            return {**body, "full_sync_date_utc": answer.full_sync_date_utc}
 
         return self._call(post)
 

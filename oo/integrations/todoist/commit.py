@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine, select
 
+from data_contracts import QuarantinedRow
 from oo.integrations.todoist.accounts import PROVIDER
 from oo.integrations.todoist.fetch import Fetched
 from oo.integrations.todoist.stage import Staged
@@ -18,12 +19,28 @@ def commit(lake: Lake, staged: Staged) -> None:
     raw = staged.tables.get("todoist_raw")
     if raw is not None and raw.num_rows:
         lake.write_table("todoist_raw", raw)
-    if staged.quarantined:
-        lake.write("quarantine", staged.quarantined)
+    write_quarantine(lake, staged.quarantined)
     for dataset in ("todoist_projects", "todoist_tasks", "todoist_completions"):
         table = staged.tables.get(dataset)
         if table is not None and table.num_rows:
             lake.write_table(dataset, table)
+
+
+def write_quarantine(lake: Lake, rows: Sequence[QuarantinedRow]) -> int:
+    """Write the rows not quarantined before: one row per (user, payload hash), whatever the day
+    (the lake's own check covers one day's partition). Returns how many were new."""
+    fresh: dict[tuple[str | None, str], QuarantinedRow] = {}
+    for q in rows:
+        fresh.setdefault((q.source, q.row_hash), q)
+    if fresh and lake.files("quarantine"):
+        hashes = sorted({h for _, h in fresh})
+        marks = ", ".join("?" for _ in hashes)
+        seen = lake.read("quarantine", where=f"row_hash IN ({marks})", params=hashes, columns=["source", "row_hash"])
+        for key in zip(seen.column("source").to_pylist(), seen.column("row_hash").to_pylist(), strict=True):
+            fresh.pop(key, None)
+    if fresh:
+        lake.write("quarantine", list(fresh.values()))
+    return len(fresh)
 
 
 def _save_cursors(engine: Engine, fetched: Sequence[Fetched]) -> None:

@@ -50,6 +50,8 @@ class _Cursor:
     token: SecretStr
     cursor: str | None
     last_synced_at: datetime | None
+    base_url: str | None = None
+    demo: bool = False
 
 
 # -- one user's fetch --------------------------------------------------------------------------------
@@ -82,19 +84,15 @@ def fetch(client: TodoistClient, state: _Cursor, settings: Settings, now: dateti
         refused = True
         body = client.sync("*")
     full = bool(body.get("full_sync", state.cursor is None or refused))
-    items = list(body.get("items") or [])
-    projects = list(body.get("projects") or [])
-    lag = body.get("full_sync_date_utc")
-    if full and isinstance(lag, str):
-        try:
-            behind = now - datetime.fromisoformat(lag.replace("Z", "+00:00"))
-        except ValueError:
-            behind = timedelta(0)
-        if behind > timedelta(minutes=1):  # big accounts: the full sync is a snapshot from then
-            extra = client.sync(body["sync_token"])
-            items += list(extra.get("items") or [])
-            projects += list(extra.get("projects") or [])
-            body["sync_token"] = extra["sync_token"]
+    items = list(body["items"])  # the client checked that both lists are there
+    projects = list(body["projects"])
+    lag = body.get("full_sync_date_utc")  # checked by the client: aware, or None
+    if full and isinstance(lag, datetime) and now - lag > timedelta(minutes=1):
+        # big accounts: the full sync is a snapshot from then; the changes since follow
+        extra = client.sync(body["sync_token"])
+        items += list(extra["items"])
+        projects += list(extra["projects"])
+        body["sync_token"] = extra["sync_token"]
     had_state = state.last_synced_at is not None
     archived = client.archived_projects() if full and had_state else []
     overlap = timedelta(hours=cfg.window_overlap_hours)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-# -- results ----------------------------------------------------------------------------------------
 Status = Literal["ok", "failed", "needs_reauth"]
 
 
 @dataclass
 class UserSyncResult:
-    """What one user's sync did."""
+    """What one user's sync did. The counts are rows written (``tasks``, ``projects``,
+    ``completions``: new states only, so a re-run that changes nothing counts 0), objects
+    received (``raw``), rows refused (``quarantined``), and fields the API docs do not list, by
+    ``resource.field`` (``unknown_fields``)."""
 
     user_id: str
     status: Status = "ok"
@@ -26,6 +28,7 @@ class UserSyncResult:
     quarantined: int = 0
     requests: int = 0
     error: str | None = None
+    unknown_fields: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (for XCom)."""
@@ -42,6 +45,8 @@ def summarize(results: Sequence[Mapping[str, Any] | UserSyncResult]) -> str:
     todoist sync: 1 ok, 1 failed (2 users)
     tasks 3, tombstones 0, projects 0, completions 0, quarantined 0
     needs_reauth: b
+    >>> summarize([UserSyncResult("a", unknown_fields={"items.colour": 2})]).split("; ")[-1]
+    'unknown fields: items.colour 2'
     """
     rows = [r.as_dict() if isinstance(r, UserSyncResult) else dict(r) for r in results]
     ok = sum(r["status"] == "ok" for r in rows)
@@ -58,4 +63,10 @@ def summarize(results: Sequence[Mapping[str, Any] | UserSyncResult]) -> str:
     failed = [f"{r['user_id']} ({r.get('error')})" for r in rows if r["status"] == "failed"]
     if failed:
         line += "; failed: " + ", ".join(failed)
+    unknown: dict[str, int] = {}
+    for r in rows:
+        for name, n in (r.get("unknown_fields") or {}).items():
+            unknown[name] = unknown.get(name, 0) + int(n)
+    if unknown:
+        line += "; unknown fields: " + ", ".join(f"{k} {v}" for k, v in sorted(unknown.items()))
     return line

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
+from pydantic import ValidationError
 
 from data_contracts import (
     QuarantinedRow,
@@ -19,12 +21,15 @@ from data_contracts import (
     TodoistRawPayload,
     TodoistTask,
 )
-from data_contracts.validation import quarantine, split
-from oo.integrations.todoist.changes import _changes
+from data_contracts.validation import quarantine, reasons_of
+from oo.integrations.todoist.changes import _changes, is_deletion
 from oo.integrations.todoist.fetch import Fetched
 from oo.integrations.todoist.results import UserSyncResult
 from oo.lake import Lake
 from oo.settings import Settings
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=Record)
 
 TASK_API_FIELDS = frozenset(
     {
@@ -35,7 +40,8 @@ TASK_API_FIELDS = frozenset(
         "v2_parent_id", "v2_project_id", "v2_section_id", "sync_id", "meta",
     }
 )  # fmt: skip
-"""Task fields API v1 documents; any other field is "unknown" (quarantined by default)."""
+"""Task fields API v1 documents; any other field is "unknown": counted and kept in the raw payload
+(``OO_TODOIST__UNKNOWN_FIELDS=record``, the default), or the row quarantined (``quarantine``)."""
 
 PROJECT_API_FIELDS = frozenset(
     {
@@ -43,7 +49,8 @@ PROJECT_API_FIELDS = frozenset(
         "is_favorite", "is_frozen", "inbox_project", "is_inbox_project", "view_style", "is_collapsed",
         "collapsed", "shared", "is_shared", "can_assign_tasks", "description", "created_at",
         "updated_at", "workspace_id", "folder_id", "v2_id", "v2_parent_id", "sync_id", "role",
-        "default_order", "access", "public_access", "is_public",
+        "default_order", "access", "public_access", "is_public", "is_invite_only", "status",
+        "is_link_sharing_enabled", "collaborator_role_default", "is_pending_default_collaborator_invites",
     }
 )  # fmt: skip
 """Project fields API v1 documents (Sync and REST shapes)."""
@@ -83,6 +90,17 @@ def project_row(raw: Mapping[str, Any], keep_unknown: bool = True) -> dict[str, 
     return out
 
 
+_PROJECT_KNOWN = PROJECT_API_FIELDS | frozenset(TodoistProject.model_fields)
+
+_ROUTES: dict[str, tuple[str, type[Record], frozenset[str], str]] = {
+    "items": ("todoist_tasks", TodoistTask, _TASK_KNOWN, "t"),
+    "projects": ("todoist_projects", TodoistProject, _PROJECT_KNOWN, "p"),
+    "archived_projects": ("todoist_projects", TodoistProject, _PROJECT_KNOWN, "p"),
+    "completed": ("todoist_completions", TodoistCompletion, _TASK_KNOWN, "c"),
+}
+"""Each fetched list: its dataset, contract, known fields, and its key in ``_changes``' input."""
+
+
 def completion_row(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A completion record from a raw completed task."""
     due = raw.get("due")
@@ -91,7 +109,7 @@ def completion_row(raw: Mapping[str, Any]) -> dict[str, Any]:
         "project_id": raw.get("project_id"),
         "content": raw.get("content", ""),
         "completed_at": raw.get("completed_at"),
-        "is_recurring": bool(due.get("is_recurring")) if isinstance(due, dict) else False,
+        "is_recurring": due.get("is_recurring", False) if isinstance(due, dict) else False,
     }
 
 
@@ -104,11 +122,12 @@ def raw_text(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def _raw_rows(user_id: str, resource: str, rows: Iterable[Any], synced_at: datetime) -> list[dict[str, Any]]:
+def _raw_rows(
+    user_id: str, resource: str, rows: Sequence[Any], texts: Sequence[str], synced_at: datetime
+) -> list[dict[str, Any]]:
     """``todoist_raw`` rows (the contract's fields as a dict) for every object, valid or not."""
     out = []
-    for row in rows:
-        text = raw_text(row)
+    for row, text in zip(rows, texts, strict=True):
         oid = row.get("id") if isinstance(row, dict) else None
         out.append(
             {
@@ -150,12 +169,22 @@ def _gx_frame(table: pa.Table) -> Any:
     return pa.table(columns, names=table.column_names).to_pandas()
 
 
+Received = dict[tuple[str, tuple[Any, ...]], str]
+"""The JSON text as received of each staged record, by (dataset, natural key)."""
+
+
 def _gate(
-    model: type[Record], dataset: str, records: list[Any], suite: bool, stamp: datetime
+    model: type[Record],
+    dataset: str,
+    records: list[Any],
+    suite: bool,
+    stamp: datetime,
+    received: Received | None = None,
 ) -> tuple[pa.Table, list[Any], list[QuarantinedRow]]:
     """The Arrow table of ``records`` after the contract's Great Expectations suite: rows it
-    fails are quarantined with its reasons (the same check as ``split(..., suite=True)``, run on
-    the table that is then written, so the table is built once)."""
+    fails are quarantined with its reasons and the payload as received (a row made here, such as
+    a tombstone, has none: its own JSON is kept and the reason says so). The same check as
+    ``split(..., suite=True)``, run on the table that is then written, so the table is built once."""
     from data_contracts.arrow import to_table
 
     table = to_table(model, records)
@@ -166,12 +195,27 @@ def _gate(
     failures = failing_rows(model, _gx_frame(table))
     if not failures:
         return table, records, []
-    bad = [
-        quarantine(dataset, model, records[i].model_dump_json(), reasons, source="todoist", now=stamp)
-        for i, reasons in sorted(failures.items())
-    ]
+    bad = []
+    for i, reasons in sorted(failures.items()):
+        record = records[i]
+        text = (received or {}).get((dataset, record.natural_key))
+        if text is None:
+            text, reasons = record.model_dump_json(), [*reasons, "<row>: made by the sync (no payload received)"]
+        bad.append(quarantine(dataset, model, text, reasons, source=getattr(record, "user_id", None), now=stamp))
     keep = [i not in failures for i in range(len(records))]
     return table.filter(pa.array(keep)), [r for r, k in zip(records, keep, strict=True) if k], bad
+
+
+def _check(model: type[R], row: Mapping[str, Any]) -> tuple[R | None, list[str]]:
+    """``row`` as a ``model`` record, or the reasons it is refused."""
+    try:
+        return model.model_validate(row), []
+    except ValidationError as exc:
+        return None, reasons_of(exc)
+
+
+def _unknown(raw: Mapping[str, Any], known: frozenset[str]) -> list[str]:
+    return [k for k in raw if k not in known]
 
 
 def stage(
@@ -183,73 +227,66 @@ def stage(
 ) -> Staged:
     """Validate a chunk of users' fetched JSON and decide what to write (no writes).
 
-    Pydantic parses every raw row (``split``); the changed rows are then checked by the
-    contract's Great Expectations suite; rows either check refuses go to quarantine.
+    Every object is kept raw (``todoist_raw``). Pydantic checks each one against its contract;
+    the changed rows are then checked by the contract's Great Expectations suite. A refused
+    object is quarantined with its reasons and its JSON as received, attributed to its user
+    (``source``). A field the API docs do not list is counted per user (``unknown_fields``) and
+    dropped from the row, or, with ``OO_TODOIST__UNKNOWN_FIELDS=quarantine``, refuses the row.
+    An object marked deleted that does not validate (a stub) is not quarantined: its deletion
+    applies to the last known state.
     """
     from data_contracts.arrow import arrow_schema
 
-    keep_unknown = settings.todoist.unknown_fields == "quarantine"
+    strict = settings.todoist.unknown_fields == "quarantine"
     out = Staged()
     raws: list[dict[str, Any]] = []
-    task_rows: list[Any] = []
-    project_rows: list[Any] = []
-    completion_rows: list[Any] = []
-    non_objects: list[QuarantinedRow] = []
-    for f in fetched:
-        res = out.results.setdefault(f.user_id, UserSyncResult(f.user_id, full_sync=f.full_sync))
-        res.token_refused, res.requests = f.token_refused, f.requests
-        mine = (
-            _raw_rows(f.user_id, "items", f.items, f.synced_at)
-            + _raw_rows(f.user_id, "projects", f.projects, f.synced_at)
-            + _raw_rows(f.user_id, "completed", f.completed, f.synced_at)
-            + _raw_rows(f.user_id, "archived_projects", f.archived, f.synced_at)
-        )
-        res.raw = len(mine)
-        raws += mine
-        stamp = {"user_id": f.user_id, "synced_at": f.synced_at}
-        for dataset, model, objects in (
-            ("todoist_tasks", TodoistTask, f.items),
-            ("todoist_projects", TodoistProject, [*f.projects, *f.archived]),
-            ("todoist_completions", TodoistCompletion, f.completed),
-        ):
-            for raw in objects:
-                if not isinstance(raw, dict):  # refused here, so that it counts against its user
-                    reason = f"<row>: expected an object, got {type(raw).__name__}"
-                    non_objects.append(
-                        quarantine(dataset, model, raw_text(raw), [reason], source=f.user_id, now=f.synced_at)
-                    )
-                    res.quarantined += 1
-        task_rows += [{**task_row(raw, keep_unknown), **stamp} for raw in f.items if isinstance(raw, dict)]
-        project_rows += [
-            {**project_row(raw, keep_unknown), **stamp} for raw in [*f.projects, *f.archived] if isinstance(raw, dict)
-        ]
-        completion_rows += [
-            {**completion_row(raw), "user_id": f.user_id} for raw in f.completed if isinstance(raw, dict)
-        ]
-    out.tables["todoist_raw"] = pa.Table.from_pylist(raws, schema=arrow_schema(TodoistRawPayload))
-
-    src = "todoist"
-    tasks = split(TodoistTask, task_rows, dataset="todoist_tasks", source=src, suite=False)
-    projects = split(TodoistProject, project_rows, dataset="todoist_projects", source=src, suite=False)
-    completions = split(TodoistCompletion, completion_rows, dataset="todoist_completions", source=src, suite=False)
-    bad = tasks.quarantined + projects.quarantined + completions.quarantined
-
-    by_user: dict[str, dict[str, list[Any]]] = {f.user_id: {"t": [], "p": [], "c": []} for f in fetched}
-    for t in tasks.valid:
-        by_user[t.user_id]["t"].append(t)
-    for p in projects.valid:
-        by_user[p.user_id]["p"].append(p)
-    for c in completions.valid:
-        by_user[c.user_id]["c"].append(c)
-
+    bad: list[QuarantinedRow] = []
+    received: Received = {}
     all_tasks: list[TodoistTask] = []
     all_projects: list[TodoistProject] = []
     all_completions: list[TodoistCompletion] = []
     for f in fetched:
-        new_tasks, new_projects, done = _changes(f, by_user[f.user_id], lake)
+        res = out.results.setdefault(f.user_id, UserSyncResult(f.user_id, full_sync=f.full_sync))
+        res.token_refused, res.requests = f.token_refused, f.requests
+        stamp = {"user_id": f.user_id, "synced_at": f.synced_at}
+        mine: dict[str, list[Any]] = {"t": [], "p": [], "c": []}
+        for resource, objects in (
+            ("items", f.items),
+            ("projects", f.projects),
+            ("completed", f.completed),
+            ("archived_projects", f.archived),
+        ):
+            dataset, model, known, key = _ROUTES[resource]
+            texts = [raw_text(o) for o in objects]
+            raws += _raw_rows(f.user_id, resource, objects, texts, f.synced_at)
+            for obj, text in zip(objects, texts, strict=True):
+                if not isinstance(obj, dict):
+                    reasons = [f"<row>: expected an object, got {type(obj).__name__}"]
+                    bad.append(quarantine(dataset, model, text, reasons, source=f.user_id, now=f.synced_at))
+                    continue
+                for name in _unknown(obj, known):
+                    res.unknown_fields[f"{resource}.{name}"] = res.unknown_fields.get(f"{resource}.{name}", 0) + 1
+                if model is TodoistTask:
+                    row = {**task_row(obj, strict), **stamp}
+                elif model is TodoistProject:
+                    row = {**project_row(obj, strict), **stamp}
+                else:
+                    row = {**completion_row(obj), "user_id": f.user_id}
+                record, reasons = _check(model, row)
+                if record is not None:
+                    mine[key].append(record)
+                    received[(dataset, record.natural_key)] = text
+                elif not is_deletion(obj):
+                    bad.append(quarantine(dataset, model, text, reasons, source=f.user_id, now=f.synced_at))
+        res.raw = sum(len(o) for o in (f.items, f.projects, f.completed, f.archived))
+        new_tasks, new_projects, done = _changes(f, mine, lake)
         all_tasks += new_tasks
         all_projects += new_projects
         all_completions += done
+    out.tables["todoist_raw"] = pa.Table.from_pylist(raws, schema=arrow_schema(TodoistRawPayload))
+    unknown = sorted({k for r in out.results.values() for k in r.unknown_fields})
+    if unknown:
+        log.warning("todoist: fields the API docs do not list (%s): %s", "refused" if strict else "kept raw", unknown)
 
     when = fetched[0].synced_at if fetched else datetime.now(UTC)
     for dataset, model, records in (
@@ -257,7 +294,7 @@ def stage(
         ("todoist_projects", TodoistProject, all_projects),
         ("todoist_completions", TodoistCompletion, all_completions),
     ):
-        table, kept, refused = _gate(model, dataset, records, suite, when)
+        table, kept, refused = _gate(model, dataset, records, suite, when, received)
         out.tables[dataset] = table
         bad += refused
         for r in kept:
@@ -269,18 +306,8 @@ def stage(
                 res.projects += 1
             else:
                 res.completions += 1
-    for q in bad:  # every one of these was an object carrying its user_id
-        owner = _owner_of(q.raw)
-        if owner in out.results:
-            out.results[owner].quarantined += 1
-    out.quarantined = non_objects + bad
+    for q in bad:
+        if q.source in out.results:
+            out.results[q.source].quarantined += 1
+    out.quarantined = bad
     return out
-
-
-def _owner_of(raw: str) -> str | None:
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        return None
-    owner = payload.get("user_id") if isinstance(payload, dict) else None
-    return owner if isinstance(owner, str) else None

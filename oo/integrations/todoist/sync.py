@@ -22,7 +22,10 @@ One user's sync (:func:`sync_user`; :func:`sync_users` does many, writing the la
    ``last_synced_at``: a crash in between repeats the fetch, and step 4 makes that harmless.
 
 Failures are per user: a refused token (401, 403 + ``AUTH_INVALID_TOKEN``) marks the integration
-``needs_reauth``; any other API failure is recorded in ``last_error``; neither stops the others.
+``needs_reauth``; any other failure (an API error, an answer of the wrong shape, anything raised
+while staging or writing that user) is recorded in ``last_error`` and changes nothing of theirs;
+none stops the others. Deletions need positive evidence (see :func:`.changes._changes`). Demo
+users' tokens go only to the fake server they are bound to (:func:`.accounts.bound_settings`).
 :func:`current_tasks` and :func:`current_projects` give the latest state per id.
 
 The steps live in their own modules: :mod:`.fetch` (network only), :mod:`.stage` (mapping and
@@ -46,7 +49,15 @@ from data_contracts import (
     TodoistRawPayload,
 )
 from data_contracts.validation import quarantine
-from oo.integrations.todoist.accounts import PROVIDER, _load, _record, connect_user, connected_users
+from oo.integrations.todoist.accounts import (
+    PROVIDER,
+    DemoBindingError,
+    _load,
+    _record,
+    bound_settings,
+    connect_user,
+    connected_users,
+)
 from oo.integrations.todoist.changes import current_projects, current_tasks
 from oo.integrations.todoist.client import (
     MalformedResponse,
@@ -54,7 +65,7 @@ from oo.integrations.todoist.client import (
     TodoistClient,
     TodoistError,
 )
-from oo.integrations.todoist.commit import _save_cursors, commit
+from oo.integrations.todoist.commit import _save_cursors, commit, write_quarantine
 from oo.integrations.todoist.fetch import Fetched, completion_windows, fetch
 from oo.integrations.todoist.results import UserSyncResult, summarize
 from oo.integrations.todoist.stage import (
@@ -94,15 +105,22 @@ log = logging.getLogger(__name__)
 
 
 # -- the entry points ---------------------------------------------------------------------------------
-def _fail(engine: Engine, result: UserSyncResult, exc: Exception) -> UserSyncResult:
+def _fail(engine: Engine, result: UserSyncResult, exc: BaseException) -> UserSyncResult:
+    """Record ``exc`` as ``result``'s failure, in the result and on the integration (a refused
+    token also marks it ``needs_reauth``). Recording never raises: a database that is down is
+    logged, and the result still says what happened."""
     if isinstance(exc, TodoistAuthError):
         result.status, result.error = "needs_reauth", str(exc)
-        _record(engine, result.user_id, status="needs_reauth", last_error=str(exc))
+        values: dict[str, Any] = {"status": "needs_reauth", "last_error": str(exc)}
         log.warning("todoist: %s needs re-authorisation: %s", result.user_id, exc)
     else:
         result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
-        _record(engine, result.user_id, last_error=result.error)
+        values = {"last_error": result.error}
         log.warning("todoist: sync of %s failed: %s", result.user_id, result.error)
+    try:
+        _record(engine, result.user_id, **values)
+    except Exception:  # the failure is in the result; the log says why it is not stored
+        log.exception("todoist: could not record the failure of %s on its integration", result.user_id)
     return result
 
 
@@ -120,8 +138,13 @@ def sync_users(
     suite: bool = True,
 ) -> list[UserSyncResult]:
     """Sync ``user_ids``: fetch ``settings.todoist.concurrency`` users at a time, validate and
-    write the lake every ``chunk`` users (the next chunk is fetched meanwhile). One user's failure
-    never stops the others: it comes back as a failed (or ``needs_reauth``) result.
+    write the lake every ``chunk`` users (the next chunk is fetched meanwhile).
+
+    Each user is its own failure boundary: whatever goes wrong while fetching, staging or
+    writing one user (an API error, an answer of the wrong shape, a bug) comes back as that
+    user's failed (or ``needs_reauth``) result, is recorded on the integration's ``last_error``,
+    and changes nothing of theirs; other users are untouched. When a chunk of several users fails
+    to stage or write, each of them is retried alone, so only the culprit fails.
 
     Results come back in the order of ``user_ids``.
     """
@@ -141,33 +164,53 @@ def sync_users(
 
     def fetch_one(user_id: str) -> Fetched | tuple[UserSyncResult, list[QuarantinedRow]]:
         result = UserSyncResult(user_id)
-        try:
-            state = _load(db, keys, user_id)
-        except VaultError as exc:
-            return _fail(db, result, exc), []
-        if state is None:
-            result.status, result.error = "failed", "no active Todoist integration"
-            return result, []
         kwargs: dict[str, Any] = {"transport": transport}
         if sleep is not None:
             kwargs["sleep"] = sleep
         try:
-            with TodoistClient(state.token, cfg.todoist, **kwargs) as client:
+            state = _load(db, keys, user_id)
+            if state is None:
+                result.status, result.error = "failed", "no active Todoist integration"
+                return result, []
+            with TodoistClient(state.token, bound_settings(cfg.todoist, state), **kwargs) as client:
                 return fetch(client, state, cfg, clock())
         except MalformedResponse as exc:
-            kept = quarantine("todoist_raw", TodoistRawPayload, exc.body or b"<empty>", [str(exc)], source=user_id)
+            body = exc.body or b"<empty>"
+            kept = quarantine("todoist_raw", TodoistRawPayload, body, [str(exc)], source=user_id, now=clock())
             return _fail(db, result, exc), [kept]
-        except TodoistError as exc:
+        except (TodoistError, VaultError, DemoBindingError) as exc:
+            return _fail(db, result, exc), []
+        except Exception as exc:  # the per-user boundary: logged, recorded, this user only
+            log.exception("todoist: unexpected error fetching %s", user_id)
             return _fail(db, result, exc), []
 
-    def flush(pending: list[Fetched]) -> None:
-        if not pending:
-            return
+    def write(pending: list[Fetched]) -> None:
         staged = stage(pending, store, cfg, suite=suite)
         commit(store, staged)
         _save_cursors(db, pending)
         for f in pending:
             results[f.user_id] = staged.results[f.user_id]
+
+    def flush(pending: list[Fetched]) -> None:
+        if not pending:
+            return
+        try:
+            write(pending)
+            return
+        except Exception as exc:  # retried per user below, so that only the culprit fails
+            if len(pending) == 1:
+                log.exception("todoist: staging or writing %s failed", pending[0].user_id)
+                results[pending[0].user_id] = _fail(db, UserSyncResult(pending[0].user_id), exc)
+                return
+            log.warning("todoist: a chunk of %d users failed (%s); writing them one by one", len(pending), exc)
+        for f in pending:
+            flush([f])
+
+    def keep(rows: list[QuarantinedRow]) -> None:
+        try:
+            write_quarantine(store, rows)
+        except Exception:  # the failure itself is recorded on the integration already
+            log.exception("todoist: could not quarantine the malformed answer")
 
     chunks = [list(user_ids[i : i + max(1, chunk)]) for i in range(0, len(user_ids), max(1, chunk))]
     with ThreadPoolExecutor(max_workers=cfg.todoist.concurrency, thread_name_prefix="todoist-fetch") as pool:
@@ -183,7 +226,7 @@ def sync_users(
                 else:
                     failed, kept = outcome
                     if kept:
-                        store.write("quarantine", kept)
+                        keep(kept)
                     results[failed.user_id] = failed
             flush(pending)
     return [results[u] for u in dict.fromkeys(user_ids)]

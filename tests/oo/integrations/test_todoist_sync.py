@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
-from sqlalchemy import Engine, select
+from sqlalchemy import select
+from todoist_env import T0, Env, make_user, plain, state
 
 from oo.db import engine_for, migrate, session_scope
-from oo.fakes.todoist import Clock, FakeTodoist, FakeUser, Fault, serve_in_thread
+from oo.fakes.todoist import Clock, FakeTodoist, Fault, serve_in_thread
 from oo.integrations.todoist.sync import (
-    UserSyncResult,
-    connect_user,
     connected_users,
     current_projects,
     current_tasks,
@@ -31,83 +27,6 @@ from oo.lake import Lake
 from oo.settings import Settings
 from oo.tables import Integration
 from oo.vault import Vault
-
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@dataclass
-class Env:
-    world: FakeTodoist
-    clock: Clock
-    settings: Settings
-    engine: Engine
-    lake: Lake
-    vault: Vault
-    db_dir: Path
-    sleeps: list[float]
-
-    def connect(self, user: FakeUser) -> None:
-        connect_user(self.engine, self.vault, user.todoist_id, SecretStr(user.token))
-
-    def sync(self, *users: FakeUser, chunk: int = 1) -> dict[str, UserSyncResult]:
-        ids = [u.todoist_id for u in users] or connected_users(self.engine)
-        out = sync_users(
-            ids,
-            engine=self.engine,
-            lake=self.lake,
-            vault=self.vault,
-            settings=self.settings,
-            now=self.clock.now,
-            sleep=self.sleeps.append,
-            chunk=chunk,
-        )
-        return {r.user_id: r for r in out}
-
-    def rows(self, dataset: str) -> list[dict[str, Any]]:
-        return self.lake.read(dataset).to_pylist()
-
-    def integration(self, user: FakeUser) -> Integration:
-        with session_scope(self.engine) as s:
-            row = s.execute(select(Integration).where(Integration.user_id == user.todoist_id)).scalar_one()
-            s.expunge(row)
-            return row
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    clock = Clock(T0)
-    world = FakeTodoist(seed=11, clock=clock)
-    with serve_in_thread(world) as url:
-        settings = Settings(
-            todoist={"base_url": url, "timeout_s": 0.5, "backoff_initial_s": 0.01, "history_days": 30},
-            vault={"keys": [Fernet.generate_key().decode()]},
-        )
-        db_url = f"sqlite:///{tmp_path / 'db' / 'app.db'}"
-        migrate(db_url)
-        yield Env(
-            world, clock, settings, engine_for(db_url), Lake(tmp_path / "lake"), Vault(settings.vault.keys),
-            tmp_path / "db", [],
-        )  # fmt: skip
-
-
-def make_user(world: FakeTodoist) -> tuple[FakeUser, dict[str, str]]:
-    user = world.add_user()
-    inbox = world.add_project(user, "Inbox", inbox=True)["id"]
-    garden = world.add_project(user, "Garden")["id"]
-    return user, {"inbox": inbox, "garden": garden}
-
-
-def plain(world: FakeTodoist, user: FakeUser, project: str, content: str, **kw: Any) -> str:
-    fields = {"due": None, "deadline": None, "duration": None, "labels": [], "priority": 1, "description": ""}
-    return str(world.add_task(user, project_id=project, content=content, **{**fields, **kw})["id"])
-
-
-def state(env: Env, user: FakeUser) -> dict[str, tuple[str, bool, str | None]]:
-    """content, checked, due date of every live task."""
-    return {
-        t.content: (t.project_id, t.checked, t.due.date if t.due else None)
-        for t in current_tasks(env.lake, user.todoist_id).values()
-    }
 
 
 def test_the_lake_follows_a_sequence_of_changes_exactly(env: Env) -> None:
@@ -229,7 +148,8 @@ def test_a_resync_of_the_same_changes_writes_no_duplicate_rows(env: Env) -> None
 
 def test_a_deleted_stub_still_deletes(env: Env) -> None:
     """Whether deltas carry whole deleted objects or stubs is undocumented: a stub the contract
-    refuses is quarantined (and kept raw), and the task is still tombstoned."""
+    refuses is kept raw (not quarantined: it is what a deletion looks like), and the task is
+    tombstoned from its last known state."""
     user, p = make_user(env.world)
     env.connect(user)
     task = plain(env.world, user, p["inbox"], "Return library books")
@@ -238,7 +158,8 @@ def test_a_deleted_stub_still_deletes(env: Env) -> None:
     env.clock.advance(hours=1)
     user.junk_items = [{"id": task, "is_deleted": True}]
     result = env.sync(user)[user.todoist_id]
-    assert (result.tombstones, result.quarantined) == (1, 1)
+    assert (result.tombstones, result.quarantined) == (1, 0)
+    assert any(r["object_id"] == task for r in env.rows("todoist_raw") if '"is_deleted":true' in r["payload"])
     assert set(current_tasks(env.lake, user.todoist_id)) == {keep}
     assert current_tasks(env.lake, user.todoist_id, include_gone=True)[task].content == "Return library books"
 
@@ -330,9 +251,9 @@ def test_bad_rows_are_quarantined_with_reasons_counted_and_kept(env: Env, chunk:
         {**base, "id": "no-added-at", "added_at": None},
         {**base, "id": "wrong-type", "priority": "urgent"},
         {**base, "id": "bad-date", "due": {"date": "2026-02-30", "is_recurring": False}},
-        {**base, "id": "unknown-field", "colour": "teal"},
         {k: v for k, v in base.items() if k != "content"} | {"id": "no-content"},
         {**base, "id": "out-of-range", "priority": 9},
+        {**base, "id": "unknown-field", "colour": "teal"},  # kept: a new field is recorded, not refused
     ]
     env.connect(user)
     other, q = make_user(env.world)
@@ -340,16 +261,19 @@ def test_bad_rows_are_quarantined_with_reasons_counted_and_kept(env: Env, chunk:
     env.connect(other)
     results = env.sync(chunk=chunk)
     mine = results[user.todoist_id]
-    assert (mine.status, mine.tasks, mine.quarantined) == ("ok", 1, 7)
+    assert (mine.status, mine.tasks, mine.quarantined) == ("ok", 2, 6)
+    assert mine.unknown_fields == {"items.colour": 1}
     assert results[other.todoist_id].quarantined == 0
     joined = "\n".join(" | ".join(r["reasons"]) for r in env.rows("quarantine"))
-    for expected in ("expected an object", "added_at", "priority", "2026-02-30", "colour", "content"):
+    for expected in ("expected an object", "added_at", "priority", "2026-02-30", "content"):
         assert expected in joined, expected
-    assert "fine task" in {t.content for t in current_tasks(env.lake, user.todoist_id).values()}
+    assert {t.content for t in current_tasks(env.lake, user.todoist_id).values()} == {"fine task"}
+    assert set(current_tasks(env.lake, user.todoist_id)) == {good, "unknown-field"}
     # never lost: every payload, good or bad, is in the raw dataset
     raw_items = [r for r in env.rows("todoist_raw") if r["resource"] == "items" and r["user_id"] == user.todoist_id]
     assert len(raw_items) == 8
-    assert "quarantined 7" in summarize(list(results.values()))
+    assert "quarantined 6" in summarize(list(results.values()))
+    assert "unknown fields: items.colour 1" in summarize(list(results.values()))
 
 
 def test_a_malformed_response_fails_that_user_and_keeps_the_body(env: Env) -> None:
@@ -415,13 +339,18 @@ def test_the_great_expectations_suite_gates_what_pydantic_let_through() -> None:
     good = TodoistTask(user_id="u", id="t1", project_id="p", content="c", priority=1, added_at=T0, synced_at=T0)
     broken = good.model_copy(update={"id": "t2", "priority": 9})  # model_copy does not validate
     no_labels = good.model_copy(update={"id": "t3", "labels": None})  # a nested column, null
-    table, kept, refused = _gate(TodoistTask, "todoist_tasks", [good, broken, no_labels], True, T0)
+    received = {("todoist_tasks", broken.natural_key): '{"id":"t2","priority":9,"as":"received"}'}
+    table, kept, refused = _gate(TodoistTask, "todoist_tasks", [good, broken, no_labels], True, T0, received)
     assert table.column("id").to_pylist() == ["t1"] and kept == [good]
     assert [r.reasons for r in refused] == [
         ["expect_column_values_to_be_between priority failed (value np.int64(9))"],
-        ["expect_column_values_to_not_be_null labels failed (value None)"],
+        [
+            "expect_column_values_to_not_be_null labels failed (value None)",
+            "<row>: made by the sync (no payload received)",
+        ],
     ]
-    assert '"id":"t2"' in refused[0].raw
+    assert refused[0].raw == received[("todoist_tasks", broken.natural_key)]  # the payload as received
+    assert '"id":"t3"' in refused[1].raw and refused[1].source == "u"
 
 
 @pytest.mark.integration
