@@ -17,7 +17,7 @@ export BENTOML_DO_NOT_TRACK ?= True
 export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help setup run test test-fast lint fmt typecheck contracts contracts-check lock-check status clean \
+.PHONY: help setup run test test-fast lint fmt contracts lock-check status clean \
 	bench-policy train-policy bench-features feast-plan fake-todoist todoist-sync bench-ingest dags-test
 
 help: ## list targets
@@ -61,10 +61,11 @@ dags-test: setup ## run DAGS="a b" in order with `airflow dags test` (logs in va
 status: setup ## where each store lives, lake row counts
 	$(RUN) python -m oo.cli status
 
-test: setup ## lint, contracts check, then the whole suite (integration tests need PostgreSQL, Redis, NATS)
+test: setup ## lint, import contracts, contracts check, then the whole suite (integration tests need PostgreSQL, Redis, NATS)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	$(RUN) lint-imports
 	$(RUN) python -m data_contracts.export --check
 	$(RUN) pytest
 

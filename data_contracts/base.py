@@ -6,7 +6,6 @@ bus deduplicates on the event id) and which timestamp partitions it by date.
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -17,6 +16,7 @@ class Record(BaseModel):
 
     Examples
     --------
+    >>> from datetime import date
     >>> class Ping(Record):
     ...     key_fields = ("ping_id",)
     ...     partition_field = "at"
@@ -37,19 +37,3 @@ class Record(BaseModel):
     def natural_key(self) -> tuple[Any, ...]:
         """The values of :attr:`key_fields`."""
         return tuple(getattr(self, f) for f in self.key_fields)
-
-    @property
-    def partition_date(self) -> date:
-        """The date of the lake partition this record belongs to (UTC)."""
-        if self.partition_field is None:
-            raise TypeError(f"{type(self).__name__} declares no partition_field")
-        value = getattr(self, self.partition_field)
-        if isinstance(value, datetime):
-            if value.tzinfo is not None:
-                from datetime import UTC
-
-                value = value.astimezone(UTC)
-            return value.date()
-        if isinstance(value, date):
-            return value
-        raise TypeError(f"{self.partition_field} is not a date or datetime")

@@ -126,8 +126,8 @@ class TodoistTask(Record):
     >>> t = TodoistTask(user_id="u1", id="6X7rM8997g3RQmvh", project_id="p1", content="Call mum",
     ...                 priority=4, added_at=datetime(2026, 1, 1, tzinfo=UTC),
     ...                 synced_at=datetime(2026, 1, 2, tzinfo=UTC))
-    >>> t.natural_key[:2], t.partition_date.isoformat()
-    (('u1', '6X7rM8997g3RQmvh'), '2026-01-02')
+    >>> t.natural_key[:2]
+    ('u1', '6X7rM8997g3RQmvh')
     """
 
     key_fields = ("user_id", "id", "synced_at")

@@ -71,7 +71,7 @@ def configure(var_dir: Path | None = None, log_level: str | None = None) -> None
         from oo.settings import get_settings
 
         s = get_settings()
-        var_dir = var_dir or s.paths.var_dir
+        var_dir = var_dir or s.paths.resolve()
         log_level = log_level or s.log_level
     for key, value in {**OFFLINE_SWITCHES, **tool_homes(var_dir)}.items():
         os.environ.setdefault(key, value)

@@ -17,14 +17,28 @@ DEV_VAULT_KEY = "b08tZGV2LWtleS1uZXZlci11c2Utb3V0c2lkZS1sbyE="
 """Fernet key used in local mode only; any other mode refuses it."""
 
 
-class PathsSettings(BaseModel):
-    """Where embedded state lives."""
+def project_root() -> Path:
+    """The checkout this package runs from (the folder above it that holds ``pyproject.toml``);
+    from an installed wheel, which has none, the current directory."""
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
+
+class PathsSettings(BaseModel):
+    """Where embedded state lives. Relative paths (``var_dir`` and the stores' own folders) are
+    anchored at ``root``, never at the current directory, so that every process of a checkout
+    (the CLI, Airflow tasks, notebooks, tests started from anywhere) finds the same ``var/``."""
+
+    root: Path | None = Field(default=None, description="unset means the project root (the checkout)")
     var_dir: Path = Path("var")
+
+    def anchor(self, path: Path) -> Path:
+        """``path`` made absolute against :attr:`root` (an absolute path stays as it is)."""
+        return (path if path.is_absolute() else (self.root or project_root()) / path).resolve()
 
     def resolve(self, *parts: str) -> Path:
         """Absolute path of ``var_dir / parts``."""
-        return (self.var_dir / Path(*parts)).resolve()
+        return self.anchor(self.var_dir / Path(*parts))
 
 
 class DBSettings(BaseModel):
@@ -176,12 +190,12 @@ class Settings(BaseSettings):
     @property
     def lake_root(self) -> Path:
         """The lake's root folder."""
-        return (self.lake.root or self.paths.resolve("lake")).resolve()
+        return self.paths.anchor(self.lake.root) if self.lake.root else self.paths.resolve("lake")
 
     @property
     def feast_dir(self) -> Path:
         """Where the Feast registry, SQLite online store and feature tables live."""
-        return (self.feast.data_dir or self.paths.resolve("feast")).resolve()
+        return self.paths.anchor(self.feast.data_dir) if self.feast.data_dir else self.paths.resolve("feast")
 
     @property
     def mlflow_tracking_uri(self) -> str:
@@ -191,7 +205,8 @@ class Settings(BaseSettings):
     @property
     def mlflow_artifact_root(self) -> Path:
         """Where MLflow artifacts go when the experiment is created here."""
-        return (self.mlflow.artifact_root or self.paths.resolve("mlartifacts")).resolve()
+        root = self.mlflow.artifact_root
+        return self.paths.anchor(root) if root else self.paths.resolve("mlartifacts")
 
 
 @lru_cache

@@ -25,6 +25,7 @@ from uuid import UUID
 from data_contracts import CandidateFeatures, Decision, Reaction, RewardEvent, TrainingExample, UserContext
 from data_contracts.arrow import from_table
 from models.features.online import NO_TASK, features_dict, llm_tip_features, records_from_row
+from models.features.skew import compare
 from oo.lake import Lake
 from oo.settings import RewardSettings
 
@@ -173,8 +174,6 @@ def build_training_examples(
             )
         )
     if write:
-        from models.features.skew import compare
-
         lake.write("training_examples", examples)
         # the same point-in-time features measure train/serve skew; training logs it to MLflow
         lake.write("feature_skew", compare(decisions, features).records(as_of))

@@ -4,8 +4,10 @@ point-in-time values for the same moment?
 Serving logs what the policy saw (``Decision.features`` for the context, each
 ``TipCandidate.features`` for a candidate). Training reads the offline store. Any difference
 means the policy trains on something else than what it serves on: a bug in one of the two paths,
-a push the batch disagrees with, or a late event. :func:`skew_report` gives the mismatch rate per
-feature; the training DAG logs it to MLflow.
+a push the batch disagrees with, or a late event. :func:`compare` gives the mismatch rate per
+feature from the point-in-time features that
+:func:`models.features.datasets.historical_features` reads (it imports nothing of that module, so
+the two never import each other); the training DAG logs it to MLflow.
 """
 
 from __future__ import annotations
@@ -14,17 +16,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from data_contracts import CandidateFeatures, Decision, FeatureSkew, UserContext
-from models.features.datasets import historical_features
 from models.features.online import features_dict
 
-if TYPE_CHECKING:
-    from feast import FeatureStore
-
-__all__ = ["SkewReport", "aggregate", "compare", "skew_report"]
+__all__ = ["SkewReport", "aggregate", "compare"]
 
 
 @dataclass
@@ -77,21 +74,6 @@ def compare(
             if c.features:
                 report.add(f"{d.decision_id}/{c.candidate_id}", c.features, features_dict(cand), tol)
     return report
-
-
-def skew_report(
-    store: FeatureStore,
-    decisions: Sequence[Decision],
-    timezones: Mapping[str, str] | None = None,
-    tol: float = 1e-6,
-) -> dict[str, float]:
-    """Mismatch rate per feature between what serving logged and the point-in-time offline values.
-
-    Example: ``{"priority": 0.0, "reactions_7d": 0.25}`` means a quarter of the logged
-    ``reactions_7d`` values differ from what training would read for the same moment.
-    """
-    offline = historical_features(store, decisions, timezones)
-    return compare(decisions, offline, tol).rates
 
 
 def aggregate(rows: Sequence[FeatureSkew]) -> dict[str, float]:

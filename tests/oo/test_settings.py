@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -34,3 +36,20 @@ def test_the_dev_vault_key_is_refused_outside_local(monkeypatch: pytest.MonkeyPa
 def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert s.vault.keys[0].get_secret_value() not in repr(s)
+
+
+def test_var_resolves_against_the_project_root_not_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oo.settings import Settings, project_root
+
+    root = Path(__file__).resolve().parents[2]
+    assert project_root() == root and (root / "pyproject.toml").is_file()
+    monkeypatch.chdir(tmp_path)
+    s = Settings(paths={"var_dir": "var"}, lake={"root": "var/elsewhere"})
+    assert s.paths.resolve("app.db") == root / "var" / "app.db"
+    assert s.lake_root == root / "var" / "elsewhere" and s.feast_dir == root / "var" / "feast"
+    assert s.db_url == f"sqlite:///{root / 'var' / 'app.db'}"
+    absolute = Settings(paths={"var_dir": str(tmp_path / "state")})
+    assert absolute.lake_root == tmp_path / "state" / "lake"  # an absolute setting is kept as it is
+    assert Settings(paths={"root": str(tmp_path), "var_dir": "v"}).lake_root == tmp_path / "v" / "lake"

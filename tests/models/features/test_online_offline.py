@@ -124,13 +124,15 @@ def test_rewards_join_window_default_late_and_duplicates(examples, world) -> Non
     assert again == []  # nothing to rebuild
 
 
-def test_skew_report_flags_logged_features_that_differ_from_point_in_time_values(world, examples) -> None:  # type: ignore[no-untyped-def]
+def test_skew_flags_logged_features_that_differ_from_point_in_time_values(world, examples) -> None:  # type: ignore[no-untyped-def]
     from data_contracts import Decision, FeatureSkew
     from data_contracts.arrow import from_table
-    from models.features.skew import aggregate, skew_report
+    from models.features.datasets import historical_features
+    from models.features.skew import aggregate, compare
 
     decisions = [d for d in from_table(Decision, world["lake"].read("decisions")) if d.features]
-    rates = skew_report(world["online"].store, decisions, {"ua": "Europe/Berlin"})
+    offline = historical_features(world["online"].store, decisions, {"ua": "Europe/Berlin"})
+    rates = compare(decisions, offline).rates
     assert rates == {"reactions_1d": 1.0, "reactions_7d": 0.0}  # D1 logged reactions_1d=5, truth 1
     # building the training examples recorded the same skew for training to log
     assert aggregate(from_table(FeatureSkew, world["lake"].read("feature_skew"))) == rates
