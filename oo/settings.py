@@ -180,7 +180,10 @@ class TrainingSettings(BaseModel):
         description="the lower bound of (challenger - reference) must exceed this to promote",
     )
     gate_level: float = Field(
-        default=0.95, gt=0, lt=1, description="two-sided level of the paired bootstrap interval the gate reads"
+        default=0.98,
+        gt=0,
+        lt=1,
+        description="two-sided level of the paired interval; promotion needs its lower end above the margin",
     )
     gate_min_ess: float = Field(
         default=100.0,
