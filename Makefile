@@ -90,7 +90,7 @@ bench-policy: setup ## simulator, bake-off vs Vowpal Wabbit, throughput -> bench
 
 train-policy: setup ## train, evaluate and gate tip policies on the lake's training examples now (what the DAG runs)
 	$(RUN) python -c "from datetime import UTC, datetime; from oo.runtime import configure; configure(); \
-	from models.training import train_and_register; print(train_and_register(datetime.now(UTC)))"
+	from models.policy_training import train_and_register; print(train_and_register(datetime.now(UTC)))"
 
 lock-check: ## the lock file matches pyproject.toml
 	$(UV) lock --check

@@ -27,7 +27,7 @@ from dags.assets import TRAINING_SET
 def policy_training():
     @task
     def train_and_register(**context) -> dict:
-        from models.training import train_and_register as run
+        from models.policy_training import train_and_register as run
 
         end = context.get("data_interval_end") or context.get("logical_date") or context["dag_run"].run_after
         return run(end)

@@ -4,24 +4,30 @@ This is the only module that imports MLflow. Tracking goes to ``Settings.mlflow_
 (SQLite under ``var/`` by default); the experiment is created with its artifact location
 pinned under ``Settings.mlflow_artifact_root`` (MLflow would otherwise write to ``./mlruns``).
 
-Every candidate run logs its parameters, IPS / SNIPS / DR with their intervals, skew metrics
-when given, the feature list, a plot of the estimates, and the policy itself as a pyfunc model
-whose artifact is the versioned pickle of :func:`models.policies.dumps`. Each is registered as
-a version of ``tip-policy``; ``@challenger`` moves to the best (by DR). ``@champion`` moves
-only when the **gate** passes: the challenger's lower DR bound (``gate_metric``) beats the
-champion's estimate on the same held-out logs by ``gate_margin``; with no champion yet (or one
-pickled by other code, which cannot be re-evaluated), the reference is the logged (serving)
-policy's own average reward. The decision is logged on the
-challenger's run (tags ``gate.*``) and returned.
+Every candidate run logs its parameters (with the weight clip of its estimates), IPS / SNIPS /
+DR on the selection slice with their intervals, effective sample size and largest weight, skew
+metrics when given, the feature list, a plot of the estimates, and the policy itself as a pyfunc
+model whose artifact is the versioned pickle of :func:`models.policies.dumps`. Each is
+registered as a version of ``tip-policy``; ``@challenger`` moves to the best on the selection
+slice. ``@champion`` moves only when :func:`models.gate.gate` promotes the challenger on the
+later gate slice: the paired cluster-bootstrap difference against the champion (or, with no
+champion or one pickled by other code, the logged policy) is above the margin, with enough
+evidence. The evidence (difference, interval, ESS, users, slice dates, decision, reason) is
+logged on the challenger's run as ``gate.*`` tags and ``gate_*`` metrics.
+
+A policy loaded from the registry (:meth:`Registry.load`, by alias or version) carries
+``tip-policy/<version>`` as its ``version``, which every decision it makes logs; ``dev`` is
+left to policies that were never registered.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +41,10 @@ import mlflow.pyfunc  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from models.evaluation import OffPolicyReport, evaluate_policy  # noqa: E402
+from models.evaluation import OffPolicyReport, features_of, target_distributions  # noqa: E402
+from models.gate import GateEvidence, GateRule, span  # noqa: E402
+from models.gate import gate as run_gate  # noqa: E402
 from models.policies.base import RIVER_VERSION, Policy, PolicyFormatError, dumps, loads  # noqa: E402
-from models.policies.explore import ScoringPolicy  # noqa: E402
 from models.training import TrainedCandidate, TrainingOutcome  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -64,18 +71,6 @@ class PolicyPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined
             arms = [Arm(c["candidate_id"], c.get("features", {})) for c in row["candidates"]]
             out.append(self.policy.rank(row.get("context", {}), arms))
         return out
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """Whether ``@champion`` moved, and why."""
-
-    promoted: bool
-    challenger_version: str
-    champion_version: str | None
-    challenger_low: float
-    reference: float
-    reason: str
 
 
 def _plot(report: OffPolicyReport, title: str, path: Path) -> None:
@@ -134,14 +129,21 @@ class Registry:
     ) -> tuple[str, str]:
         """Log one candidate's run and register it; returns ``(run_id, model version)``."""
         policy = candidate.policy
-        features = policy.featurizer.feature_names if isinstance(policy, ScoringPolicy) else []
+        featurizer = getattr(policy, "featurizer", None)
+        features = list(getattr(featurizer, "feature_names", []))
         with (
             tempfile.TemporaryDirectory() as tmp,
             mlflow.start_run(experiment_id=self.experiment_id, run_name=candidate.spec.name) as run,
         ):
-            params = {**asdict(candidate.spec), **policy.params(), "n_train": candidate.n_train}
+            params = {
+                **asdict(candidate.spec),
+                **policy.params(),
+                "n_train": candidate.n_train,
+                "ope_slice": "selection",
+                "ope_weight_clip": candidate.report.dr.clip,
+            }
             mlflow.log_params({k: str(v) for k, v in params.items()})
-            mlflow.log_metrics(candidate.report.metrics())
+            mlflow.log_metrics({k: v for k, v in candidate.report.metrics().items() if math.isfinite(v)})
             if skew:
                 mlflow.log_metrics({f"skew_{k}": float(v) for k, v in skew.items()})
             mlflow.set_tags({"oo.interval_end": interval_key, "oo.policy": policy.name})
@@ -182,56 +184,60 @@ class Registry:
         except MlflowException:
             return None
 
-    def load(self, alias: str = CHAMPION) -> Policy:
-        """The policy behind ``models:/tip-policy@<alias>`` (a clear error when pickled by other code)."""
-        model = mlflow.pyfunc.load_model(f"models:/{self.model_name}@{alias}")
+    def resolve(self, alias_or_version: str) -> str:
+        """The model version an alias (``champion``) or a version (``"3"``) names; a clear error when none."""
+        if alias_or_version.isdigit():
+            try:
+                self.client.get_model_version(self.model_name, alias_or_version)
+            except MlflowException as exc:
+                raise LookupError(f"{self.model_name} has no version {alias_or_version}") from exc
+            return alias_or_version
+        version = self.version_for(alias_or_version)
+        if version is None:
+            raise LookupError(f"{self.model_name} has no @{alias_or_version} alias")
+        return version
+
+    def load(self, alias_or_version: str = CHAMPION) -> Policy:
+        """The policy behind ``models:/tip-policy@<alias>`` (or ``/<version>``), carrying its identity.
+
+        The alias is resolved to its version first, and the policy's ``version`` becomes
+        ``tip-policy/<version>``, what each of its decisions logs. A pickle written by other code
+        fails with :class:`~models.policies.base.PolicyFormatError`.
+        """
+        version = self.resolve(alias_or_version)
+        model = mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
         wrapper = model.unwrap_python_model()
         policy: Policy = wrapper.policy
+        policy.version = f"{self.model_name}/{version}"
         return policy
 
-    def gate(
-        self,
-        challenger_version: str,
-        challenger: OffPolicyReport,
-        outcome: TrainingOutcome,
-    ) -> GateDecision:
-        """Decide whether the challenger replaces the champion (see the module docstring)."""
-        cfg = self.settings.training
-        metric = cfg.gate_metric
-        low = float(getattr(challenger, metric).low)
+    def gate(self, challenger_version: str, outcome: TrainingOutcome) -> GateEvidence:
+        """Gate the challenger (``outcome.best``) against the champion on the gate slice."""
+        rule = GateRule.from_settings(self.settings.training)
         champion_version = self.version_for(CHAMPION)
-        if champion_version is None:
-            reference = challenger.logged
-            basis = "the logged policy's average reward (no champion yet)"
-        else:
-            champion: Policy | None
+        logs = outcome.gated
+        challenger = outcome.best.policy
+        reference: list[dict[str, float]] | None = None
+        name = "logged policy"
+        if champion_version is not None:
             try:
                 champion = self.load(CHAMPION)
             except PolicyFormatError as exc:  # written by other code: it cannot be re-evaluated here
                 log.warning("champion v%s cannot be loaded (%s); gating on the logged policy", champion_version, exc)
-                champion = None
-            if champion is None:
-                reference = challenger.logged
-                basis = f"the logged policy's average reward (champion v{champion_version} unloadable)"
+                name = f"logged policy (champion v{champion_version} unloadable)"
             else:
-                report = evaluate_policy(
-                    champion, outcome.holdout, q=outcome.q, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed
-                )
-                reference = float(getattr(report, metric).value)
-                basis = f"champion v{champion_version}'s {metric} estimate"
-        promoted = challenger_version != champion_version and low > reference + cfg.gate_margin
-        verdict = "beats" if promoted else "does not beat"
-        reason = (
-            f"challenger v{challenger_version} {metric} lower bound {low:.4f} {verdict} "
-            f"{basis} {reference:.4f} + margin {cfg.gate_margin:g}"
-        )
-        return GateDecision(
-            promoted=promoted,
-            challenger_version=challenger_version,
-            champion_version=champion_version,
-            challenger_low=low,
-            reference=reference,
-            reason=reason,
+                reference = target_distributions(champion, logs)
+                name = f"champion v{champion_version}"
+        if challenger_version == champion_version:
+            return GateEvidence(False, f"v{challenger_version} is already the champion", name, None, rule)
+        return run_gate(
+            logs,
+            target_distributions(challenger, logs),
+            reference,
+            rule,
+            features=features_of(challenger),
+            reference_name=name,
+            selection=span(outcome.selection),
         )
 
     def register_outcome(
@@ -243,12 +249,16 @@ class Registry:
     ) -> dict[str, Any]:
         """Log every candidate, move ``@challenger`` to the best, gate ``@champion``; a summary."""
         logged = [(c, *self.log_candidate(c, interval_key, skew)) for c in outcome.candidates]
-        best, best_run, best_version = logged[0]
+        _, best_run, best_version = logged[0]
         self.client.set_registered_model_alias(self.model_name, CHALLENGER, best_version)
-        decision = self.gate(best_version, best.report, outcome)
-        if decision.promoted:
+        evidence = self.gate(best_version, outcome)
+        if evidence.promoted:
             self.client.set_registered_model_alias(self.model_name, CHAMPION, best_version)
-        log.info("gate: %s", decision.reason)
+        log.info("gate: %s", evidence.reason)
+        for key, value in evidence.tags().items():
+            self.client.set_tag(best_run, key, value)
+        for key, number in evidence.metrics().items():
+            self.client.log_metric(best_run, key, number)
         summary = {
             "interval_end": interval_key,
             "examples": n_examples,
@@ -256,12 +266,9 @@ class Registry:
             "runs": [run for _, run, _ in logged],
             "challenger": best_version,
             "champion": self.version_for(CHAMPION),
-            "promoted": decision.promoted,
-            "gate": decision.reason,
+            "promoted": evidence.promoted,
+            "gate": evidence.reason,
+            "evidence": {**evidence.tags(), **evidence.metrics()},
         }
-        self.client.set_tag(best_run, "gate.decision", "promoted" if decision.promoted else "refused")
-        self.client.set_tag(best_run, "gate.reason", decision.reason)
-        self.client.log_metric(best_run, "gate_reference", decision.reference)
-        self.client.log_metric(best_run, "gate_challenger_low", decision.challenger_low)
         self.client.set_tag(best_run, "oo.summary", json.dumps(summary))
         return summary

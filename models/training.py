@@ -1,12 +1,15 @@
-"""Train candidate policies from logged decisions and evaluate each off-policy on held-out logs.
+"""Train candidate policies from logged decisions; pick the challenger off-policy on held-out logs.
 
 The training set is the feature store's ``TrainingExample`` rows (a decision joined with its
 reward and point-in-time features). The latest ``holdout_fraction`` of decisions (by
 ``decided_at``) is held out; every candidate policy of a small grid is warm-started on the rest
-(one ``learn_one`` per logged decision, on the shown candidate and its reward), then frozen and
-evaluated with IPS, SNIPS and DR on the held-out decisions. The reward model of DR is
-cross-fitted on the held-out logs once and shared by every candidate, so their estimates
-compare.
+(one ``learn_one`` per logged decision, on the shown candidate and its reward), then frozen. The
+held-out decisions are split in time (:func:`models.gate.split_slices`): each candidate is
+evaluated with IPS, SNIPS and DR on the earlier **selection slice** (DR's reward model
+cross-fitted on the candidate's own features), the best becomes the challenger, and the later
+**gate slice**, which chose nothing, is left for the gate (:mod:`models.gate`, run by
+:mod:`models.registry` against the champion). This module does no I/O; the ``policy_training``
+task that reads the lake and writes MLflow is :mod:`models.policy_training`.
 
 Examples
 --------
@@ -14,9 +17,9 @@ Examples
 >>> from models.simulation import Simulator
 >>> examples = Simulator(n_users=5, seed=2).log(UniformRandom(seed=2), 300)
 >>> outcome = train_candidates(examples, grid=[CandidateSpec("epsilon_greedy", 0.1, 0.1)], n_bootstrap=50)
->>> best = outcome.best
->>> best.spec.explorer, best.report.dr.n, best.report.dr.low <= best.report.dr.value <= best.report.dr.high
-('epsilon_greedy', 90, True)
+>>> dr = outcome.best.report.dr
+>>> outcome.best.spec.explorer, dr.n, len(outcome.gated), dr.low <= dr.value <= dr.high
+('epsilon_greedy', 45, 45, True)
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from data_contracts import TrainingExample
-from models.evaluation import LoggedDecision, OffPolicyReport, evaluate_policy, fit_reward_model
+from models.evaluation import LoggedDecision, OffPolicyReport, evaluate_policy
+from models.gate import Metric, choose, split_slices
 from models.policies.base import Policy
 from models.policies.explore import BootstrapThompson, EpsilonGreedy, Softmax, default_model
 
@@ -86,7 +89,7 @@ DEFAULT_GRID: tuple[CandidateSpec, ...] = (
 
 @dataclass(frozen=True)
 class TrainedCandidate:
-    """A warm-started policy and its off-policy report on the held-out logs."""
+    """A warm-started policy and its off-policy report on the selection slice."""
 
     spec: CandidateSpec
     policy: Policy
@@ -96,16 +99,18 @@ class TrainedCandidate:
 
 @dataclass(frozen=True)
 class TrainingOutcome:
-    """Every candidate (best DR first) and the held-out logs they were evaluated on."""
+    """Every candidate (the challenger first) and the two held-out slices."""
 
     candidates: list[TrainedCandidate]
-    holdout: list[LoggedDecision]
-    q: list[dict[str, float]]
-    """The cross-fitted reward model's predictions on ``holdout`` (shared by every estimate)."""
+    selection: list[LoggedDecision]
+    """The earlier held-out decisions, on which the candidates were compared."""
+    gated: list[LoggedDecision]
+    """The later held-out decisions, which chose nothing: the gate's evidence."""
+    metric: Metric = "dr"
 
     @property
     def best(self) -> TrainedCandidate:
-        """The candidate with the highest DR estimate."""
+        """The challenger: the candidate with the highest ``metric`` estimate on the selection slice."""
         return self.candidates[0]
 
 
@@ -117,6 +122,8 @@ def to_logged(example: TrainingExample) -> LoggedDecision:
         chosen_id=example.chosen_id,
         propensity=example.propensity,
         reward=example.reward,
+        user_id=example.user_id,
+        decided_at=example.decided_at,
     )
 
 
@@ -144,82 +151,31 @@ def train_candidates(
     examples: Sequence[TrainingExample],
     grid: Sequence[CandidateSpec] = DEFAULT_GRID,
     holdout_fraction: float = 0.3,
+    gate_fraction: float = 0.5,
     min_examples: int = 10,
     n_bootstrap: int = 300,
     seed: int = 0,
+    metric: Metric = "dr",
+    clip: float | None = None,
 ) -> TrainingOutcome:
-    """Warm-start each grid point on the older examples; evaluate each on the held-out ones."""
+    """Warm-start each grid point on the older examples; rank them on the selection slice."""
     if len(examples) < min_examples:
         raise NotEnoughExamples(f"{len(examples)} training examples; at least {min_examples} needed")
+    if not grid:
+        raise ValueError("an empty grid trains nothing")
     train, test = split(examples, holdout_fraction)
-    holdout = [to_logged(e) for e in test]
-    q = fit_reward_model(holdout, seed=seed)
-    trained = []
-    for spec in grid:
+    if len(test) < 4:
+        raise NotEnoughExamples(f"{len(test)} held-out examples cannot be split into a selection and a gate slice")
+    selection, gated = split_slices([to_logged(e) for e in test], gate_fraction)
+    trained: dict[str, TrainedCandidate] = {}
+    for i, spec in enumerate(grid):
         policy = warm_start(spec.build(seed=seed), train)
-        report = evaluate_policy(policy, holdout, q=q, n_bootstrap=n_bootstrap, seed=seed)
+        report = evaluate_policy(policy, selection, n_bootstrap=n_bootstrap, seed=seed, clip=clip)
         log.info("trained %s: DR %.4f [%.4f, %.4f]", spec.name, report.dr.value, report.dr.low, report.dr.high)
-        trained.append(TrainedCandidate(spec=spec, policy=policy, report=report, n_train=len(train)))
-    trained.sort(key=lambda t: -t.report.dr.value)
-    return TrainingOutcome(candidates=trained, holdout=holdout, q=q)
-
-
-def read_training_examples(start: datetime, end: datetime, lake: Any = None) -> list[TrainingExample]:
-    """The lake's training examples decided in ``[start, end)``."""
-    from data_contracts.arrow import from_table
-    from oo.lake import get_lake
-
-    lake = lake or get_lake()
-    table = lake.read("training_examples", where="decided_at >= ? AND decided_at < ?", params=[start, end])
-    return from_table(TrainingExample, table)
-
-
-def read_skew(start: datetime, end: datetime, lake: Any = None) -> dict[str, float]:
-    """Train/serve mismatch rate per feature over the feature-pipeline runs in ``[start, end)``."""
-    from data_contracts import FeatureSkew
-    from data_contracts.arrow import from_table
-    from models.features.skew import aggregate
-    from oo.lake import get_lake
-
-    lake = lake or get_lake()
-    table = lake.read("feature_skew", where="as_of >= ? AND as_of < ?", params=[start, end])
-    return aggregate(from_table(FeatureSkew, table))
-
-
-def train_and_register(interval_end: datetime, settings: Any = None, lake: Any = None) -> dict[str, Any]:
-    """The ``policy_training`` task: read the window ending at ``interval_end``, train, log, gate.
-
-    Idempotent over its interval: a second call for the same ``interval_end`` finds the runs
-    already logged and returns their summary without training again.
-    """
-    from models.registry import Registry
-    from oo.settings import get_settings
-
-    settings = settings or get_settings()
-    cfg = settings.training
-    registry = Registry(settings)
-    interval_key = interval_end.isoformat()
-    done = registry.summary_for_interval(interval_key)
-    if done is not None:
-        log.info("interval %s already trained; nothing to do", interval_key)
-        return done
-    start = interval_end - timedelta(days=cfg.window_days)
-    examples = read_training_examples(start, interval_end, lake)
-    if len(examples) < cfg.min_examples:
-        log.warning(
-            "%d training examples in [%s, %s): fewer than %d, nothing trained",
-            len(examples),
-            start,
-            interval_end,
-            cfg.min_examples,
-        )
-        return {"interval_end": interval_key, "examples": len(examples), "trained": 0, "promoted": False}
-    skew = read_skew(start, interval_end, lake)
-    outcome = train_candidates(
-        examples,
-        holdout_fraction=cfg.holdout_fraction,
-        min_examples=cfg.min_examples,
-        n_bootstrap=cfg.n_bootstrap,
-        seed=cfg.seed,
+        trained[f"{i}:{spec.name}"] = TrainedCandidate(spec=spec, policy=policy, report=report, n_train=len(train))
+    estimates = {k: float(getattr(t.report, metric).value) for k, t in trained.items()}
+    best = choose(estimates)
+    rest = sorted((k for k in trained if k != best), key=lambda k: -estimates[k])
+    return TrainingOutcome(
+        candidates=[trained[best], *(trained[k] for k in rest)], selection=selection, gated=gated, metric=metric
     )
-    return registry.register_outcome(outcome, interval_key=interval_key, n_examples=len(examples), skew=skew)

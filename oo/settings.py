@@ -6,12 +6,15 @@ Embedded defaults keep all state under ``./var/`` so that ``make run`` needs no 
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from data_contracts.events import Reaction
 
 DEV_VAULT_KEY = "b08tZGV2LWtleS1uZXZlci11c2Utb3V0c2lkZS1sbyE="
 """Fernet key used in local mode only; any other mode refuses it."""
@@ -132,24 +135,82 @@ class TodoistSettings(BaseModel):
 
 
 class RewardSettings(BaseModel):
-    """How reactions become rewards."""
+    """How reactions become rewards.
+
+    Every reward, the table's and the default (a decision whose reward window closed without a
+    reaction), must be a number in [0, 1], as ``data_contracts.RewardEvent`` requires, and the table
+    must price every reaction (done, snooze, dismiss) and nothing else; settings that break this
+    fail when they load, not when the first reward is written.
+
+    Examples
+    --------
+    >>> RewardSettings(table={"done": 1.0, "snooze": 2.0, "dismiss": 0.0})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for RewardSettings
+    table
+      Value error, reward of 'snooze' must be a number in [0, 1] (RewardEvent.reward), got 2.0 ...
+    """
 
     table: dict[str, float] = {"done": 1.0, "snooze": 0.2, "dismiss": 0.0}
     window_hours: float = Field(default=24.0, gt=0)
-    default_reward: float = 0.0
+    default_reward: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+
+    @field_validator("table")
+    @classmethod
+    def _table_prices_every_reaction_in_unit_range(cls, table: dict[str, float]) -> dict[str, float]:
+        reactions = {r.value for r in Reaction}
+        if set(table) != reactions:
+            missing, unknown = sorted(reactions - set(table)), sorted(set(table) - reactions)
+            raise ValueError(
+                f"the reward table must price exactly the reactions {sorted(reactions)}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        for reaction, reward in table.items():
+            if not (math.isfinite(reward) and 0.0 <= reward <= 1.0):
+                raise ValueError(
+                    f"reward of {reaction!r} must be a number in [0, 1] (RewardEvent.reward), got {reward}"
+                )
+        return table
 
 
 class TrainingSettings(BaseModel):
-    """Policy training and the promotion gate (``policy_training`` DAG)."""
+    """Policy training and the promotion gate (``policy_training`` DAG).
+
+    The latest ``holdout_fraction`` of decisions is held out; its earlier part picks the
+    challenger, its latest ``gate_fraction`` gates it (see :mod:`models.gate`).
+    """
 
     window_days: float = Field(default=28.0, gt=0, description="training examples read, ending at the interval end")
     holdout_fraction: float = Field(default=0.3, gt=0, lt=1, description="latest share of examples held out for OPE")
+    gate_fraction: float = Field(
+        default=0.5, gt=0, lt=1, description="latest share of the held-out decisions that gates; the rest selects"
+    )
     min_examples: int = Field(default=50, ge=2, description="fewer examples: the run trains nothing")
     n_bootstrap: int = Field(default=300, ge=50, description="bootstrap resamples of each OPE interval")
     seed: int = 0
     gate_metric: Literal["dr", "snips", "ips"] = "dr"
     gate_margin: float = Field(
-        default=0.0, description="challenger's lower bound must beat the champion's estimate by this much"
+        default=0.0,
+        allow_inf_nan=False,
+        description="the lower bound of (challenger - reference) must exceed this to promote",
+    )
+    gate_level: float = Field(
+        default=0.98,
+        gt=0,
+        lt=1,
+        description="two-sided level of the paired interval; promotion needs its lower end above the margin",
+    )
+    gate_min_ess: float = Field(
+        default=100.0,
+        ge=1,
+        description="below this effective sample size (of the gate slice's importance weights) the gate refuses",
+    )
+    gate_min_users: int = Field(
+        default=5, ge=2, description="below this many users on the gate slice the gate refuses (users are resampled)"
+    )
+    weight_clip: float | None = Field(
+        default=None, gt=0, description="clip importance weights at this value (biased, steadier); None: no clip"
     )
 
 

@@ -52,9 +52,16 @@ def test_dag_test_trains_logs_runs_and_sets_aliases(airflow_db, tmp_path: Path, 
         challenger = registry.version_for("challenger")
         assert challenger is not None
         best = [r for r in runs if "gate.decision" in r.data.tags]
-        assert len(best) == 1 and best[0].data.tags["gate.decision"] in {"promoted", "refused"}
-        if best[0].data.tags["gate.decision"] == "promoted":
-            assert registry.version_for("champion") == challenger
+        assert len(best) == 1
+        # 500 decisions of 8 users: the gate slice (the latest 75) is far below the default minimum
+        # effective sample size, so the gate refuses for want of evidence, and says so with its numbers
+        tags, metrics = best[0].data.tags, best[0].data.metrics
+        assert tags["gate.decision"] == "refused" and registry.version_for("champion") is None
+        assert tags["gate.reason"].startswith("not enough evidence: effective sample size")
+        assert tags["gate.reference"] == "logged policy"
+        assert metrics["gate_ess"] < metrics["gate_min_ess"] == 100 and metrics["gate_n_decisions"] == 75
+        assert metrics["gate_n_users"] <= 8
+        assert tags["gate.selection_end"] <= tags["gate.slice_start"] < tags["gate.slice_end"] < end.isoformat()
         assert str(tmp_path / "mlartifacts") in best[0].info.artifact_uri
         assert all(r.data.metrics["skew_priority"] == pytest.approx(0.25) for r in runs)
 

@@ -1,4 +1,4 @@
-"""MLflow registry: one run per candidate, `@challenger` on the best, and the `@champion` gate."""
+"""MLflow registry: one run per candidate, `@challenger` on the best, the `@champion` gate, identity."""
 
 from __future__ import annotations
 
@@ -17,18 +17,22 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def examples():  # type: ignore[no-untyped-def]
-    return Simulator(n_users=10, seed=11).log(UniformRandom(seed=11), 1500)
+    return Simulator(n_users=30, seed=11).log(UniformRandom(seed=11), 3000)
 
 
-@pytest.fixture
-def registry(tmp_path: Path):  # type: ignore[no-untyped-def]
+def make_registry(tmp_path: Path, **training: object):  # type: ignore[no-untyped-def]
     from models.registry import Registry
 
     settings = Settings(
         mlflow=MlflowSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=tmp_path / "artifacts"),
-        training=TrainingSettings(n_bootstrap=200),
+        training=TrainingSettings(**{"n_bootstrap": 200, "gate_min_ess": 50, "gate_level": 0.9, **training}),  # type: ignore[arg-type]
     )
     return Registry(settings)
+
+
+@pytest.fixture
+def registry(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return make_registry(tmp_path)
 
 
 class Inverted(EpsilonGreedy):
@@ -38,56 +42,96 @@ class Inverted(EpsilonGreedy):
         super().learn_one(x, candidate, 1.0 - reward)
 
 
+@pytest.fixture(scope="module")
 def good_and_bad(examples):  # type: ignore[no-untyped-def]
     good = train_candidates(examples, grid=[CandidateSpec("softmax", 0.05, 0.05)], n_bootstrap=200)
     train, _ = split(examples, 0.3)
     bad_policy = warm_start(Inverted(epsilon=0.05, floor=0.01, seed=0, model=default_model(0.05)), train)
-    bad_report = evaluate_policy(bad_policy, good.holdout, q=good.q, n_bootstrap=200)
+    bad_report = evaluate_policy(bad_policy, good.selection, n_bootstrap=200)
     bad = TrainingOutcome(
         candidates=[TrainedCandidate(CandidateSpec("epsilon_greedy", 0.05, 0.05), bad_policy, bad_report, len(train))],
-        holdout=good.holdout,
-        q=good.q,
+        selection=good.selection,
+        gated=good.gated,
     )
     return good, bad
 
 
-def test_gate_refuses_a_worse_challenger_and_promotes_a_better_one(registry, examples) -> None:  # type: ignore[no-untyped-def]
-    good, bad = good_and_bad(examples)
-    assert good.best.report.dr.low > bad.best.report.dr.high  # the set-up: one is clearly better
+def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one_on_the_later_slice(registry, good_and_bad) -> None:  # type: ignore[no-untyped-def]
+    good, bad = good_and_bad
+    assert max(d.decided_at for d in good.selection) <= min(d.decided_at for d in good.gated)  # two slices in time
 
-    first = registry.register_outcome(bad, interval_key="i1", n_examples=len(examples))
+    first = registry.register_outcome(bad, interval_key="i1", n_examples=1)
     assert not first["promoted"] and registry.version_for("champion") is None
-    assert "logged policy" in first["gate"]
+    assert first["gate"].startswith("refused") and "challenger - logged policy" in first["gate"]
+    assert first["evidence"]["gate_difference_high"] < 0  # measurably worse than what was logged
     assert registry.version_for("challenger") == first["challenger"]
 
-    second = registry.register_outcome(good, interval_key="i2", n_examples=len(examples))
+    second = registry.register_outcome(good, interval_key="i2", n_examples=1)
     assert second["promoted"] and registry.version_for("champion") == second["challenger"]
+    assert second["evidence"]["gate_difference_low"] > 0 and second["evidence"]["gate.reference"] == "logged policy"
 
-    third = registry.register_outcome(bad, interval_key="i3", n_examples=len(examples))
-    assert not third["promoted"]
-    assert "champion" in third["gate"] and "does not beat" in third["gate"]
+    third = registry.register_outcome(bad, interval_key="i3", n_examples=1)
+    assert not third["promoted"] and third["gate"].startswith("refused")
+    assert third["evidence"]["gate.reference"] == f"champion v{second['challenger']}"
+    assert third["evidence"]["gate_difference_high"] < 0
     assert registry.version_for("challenger") == third["challenger"]
     assert registry.version_for("champion") == second["challenger"]  # unchanged
 
     run = registry.client.get_run(third["runs"][0])
-    assert run.data.tags["gate.decision"] == "refused"
-    assert {"ips", "ips_low", "snips_high", "dr", "dr_low", "dr_high", "gate_reference"} <= set(run.data.metrics)
+    tags, metrics = run.data.tags, run.data.metrics
+    assert tags["gate.decision"] == "refused" and tags["gate.reason"] == third["gate"]
+    assert tags["gate.slice_start"] == min(d.decided_at for d in good.gated).isoformat()
+    assert tags["gate.selection_end"] == max(d.decided_at for d in good.selection).isoformat()
+    assert metrics["gate_n_users"] == len({d.user_id for d in good.gated}) and metrics["gate_ess"] >= 50
+    assert metrics["gate_difference_low"] <= metrics["gate_difference"] <= metrics["gate_difference_high"]
+    assert {"ips", "ips_low", "snips_high", "dr", "dr_low", "dr_high", "ess", "max_weight"} <= set(metrics)
     assert registry.summary_for_interval("i3") == third
 
     champion = registry.load("champion")
-    holdout = good.holdout[0]
-    assert champion.probabilities(holdout.context, holdout.candidates) == good.best.policy.probabilities(
-        holdout.context, holdout.candidates
-    )
+    d = good.gated[0]
+    assert champion.probabilities(d.context, d.candidates) == good.best.policy.probabilities(d.context, d.candidates)
 
 
-def test_runs_log_params_features_plot_and_the_pickled_policy(registry, examples, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_too_little_evidence_is_refused_whatever_the_difference(tmp_path: Path, good_and_bad) -> None:  # type: ignore[no-untyped-def]
+    good, _ = good_and_bad
+    strict = make_registry(tmp_path, gate_min_ess=10_000)
+    summary = strict.register_outcome(good, interval_key="e", n_examples=1)
+    assert not summary["promoted"] and summary["gate"].startswith("not enough evidence: effective sample size")
+    assert summary["evidence"]["gate_difference_low"] > 0  # it would have passed on the difference alone
+    assert strict.version_for("champion") is None
+
+
+def test_a_registered_policy_carries_its_version_and_decisions_log_it(registry, good_and_bad) -> None:  # type: ignore[no-untyped-def]
+    good, _ = good_and_bad
+    assert good.best.policy.version == "dev"  # never registered
+    summary = registry.register_outcome(good, interval_key="v", n_examples=1)
+    version = summary["challenger"]
+    for name in ("challenger", version):
+        assert registry.load(name).version == f"tip-policy/{version}"
+    sim = Simulator(n_users=2, seed=1)
+    policy = registry.load("challenger")
+    rnd = sim.next_round()
+    choice = policy.choose(rnd.context, rnd.candidates)
+    decision = sim.records(rnd, choice, sim.react(rnd, choice.chosen_id), policy)[0]
+    assert decision.policy_version == f"tip-policy/{version}"
+    with pytest.raises(LookupError, match="no @nobody alias"):
+        registry.load("nobody")
+    with pytest.raises(LookupError, match="no version 99"):
+        registry.load("99")
+
+
+def test_runs_log_params_features_plot_and_the_pickled_policy(tmp_path: Path, examples) -> None:  # type: ignore[no-untyped-def]
     import mlflow
 
-    outcome = train_candidates(examples, grid=[CandidateSpec("bootstrap_thompson", 0.05, 4)], n_bootstrap=100)
-    summary = registry.register_outcome(outcome, interval_key="j", n_examples=len(examples), skew={"priority": 0.01})
+    registry = make_registry(tmp_path, weight_clip=20.0)
+    outcome = train_candidates(
+        examples[:1500], grid=[CandidateSpec("bootstrap_thompson", 0.05, 4)], n_bootstrap=100, clip=20.0
+    )
+    summary = registry.register_outcome(outcome, interval_key="j", n_examples=1500, skew={"priority": 0.01})
     run = registry.client.get_run(summary["runs"][0])
     assert run.data.params["explorer"] == "bootstrap_thompson" and "skew_priority" in run.data.metrics
+    assert run.data.params["ope_weight_clip"] == "20.0" and run.data.params["ope_slice"] == "selection"
+    assert run.data.metrics["max_weight"] > 0 and "n_clipped" in run.data.metrics
     artifacts = {a.path for a in registry.client.list_artifacts(run.info.run_id)}
     assert {"features.json", "ope.png"} <= artifacts
     assert str(tmp_path / "artifacts") in run.info.artifact_uri  # pinned, not ./mlruns
@@ -96,8 +140,8 @@ def test_runs_log_params_features_plot_and_the_pickled_policy(registry, examples
 
 
 def test_a_policy_pickled_by_other_code_fails_to_load_clearly(registry, examples, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    outcome = train_candidates(examples, grid=[CandidateSpec("epsilon_greedy", 0.05, 0.1)], n_bootstrap=100)
-    summary = registry.register_outcome(outcome, interval_key="k", n_examples=len(examples))
+    outcome = train_candidates(examples[:1500], grid=[CandidateSpec("epsilon_greedy", 0.05, 0.1)], n_bootstrap=100)
+    summary = registry.register_outcome(outcome, interval_key="k", n_examples=1500)
     registry.client.set_registered_model_alias(registry.model_name, "champion", summary["challenger"])
     import models.policies.base as base
 
@@ -105,5 +149,7 @@ def test_a_policy_pickled_by_other_code_fails_to_load_clearly(registry, examples
     with pytest.raises(PolicyFormatError, match="retrain"):
         registry.load("challenger")
     # a champion written by other code cannot be re-evaluated: the gate falls back to the logged policy
-    decision = registry.gate("999", outcome.best.report, outcome)
-    assert "unloadable" in decision.reason and decision.reference == outcome.best.report.logged
+    evidence = registry.gate("999", outcome)
+    assert evidence.reference == f"logged policy (champion v{summary['challenger']} unloadable)"
+    assert evidence.difference is not None
+    assert evidence.difference.reference == pytest.approx(sum(d.reward for d in outcome.gated) / len(outcome.gated))

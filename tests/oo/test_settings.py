@@ -53,3 +53,30 @@ def test_var_resolves_against_the_project_root_not_the_current_directory(
     absolute = Settings(paths={"var_dir": str(tmp_path / "state")})
     assert absolute.lake_root == tmp_path / "state" / "lake"  # an absolute setting is kept as it is
     assert Settings(paths={"root": str(tmp_path), "var_dir": "v"}).lake_root == tmp_path / "v" / "lake"
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("OO_REWARD__TABLE", '{"done": 1.0, "snooze": 1.5, "dismiss": 0.0}', r"'snooze' must be a number in \[0, 1\]"),
+        ("OO_REWARD__TABLE", '{"done": 1.0, "snooze": -0.2, "dismiss": 0.0}', r"'snooze' must be a number in \[0, 1\]"),
+        ("OO_REWARD__TABLE", '{"done": NaN, "snooze": 0.2, "dismiss": 0.0}', r"'done' must be a number in \[0, 1\]"),
+        ("OO_REWARD__TABLE", '{"done": 1.0, "dismiss": 0.0}', r"missing \['snooze'\]"),
+        ("OO_REWARD__TABLE", '{"done": 1.0, "snooze": 0.2, "dismiss": 0.0, "like": 1}', r"unknown \['like'\]"),
+        ("OO_REWARD__DEFAULT_REWARD", "2", "default_reward"),
+        ("OO_REWARD__DEFAULT_REWARD", "nan", "default_reward"),
+    ],
+)
+def test_a_reward_table_outside_the_reward_contract_fails_when_settings_load(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match=message):
+        Settings()
+
+
+def test_the_default_reward_table_satisfies_the_reward_contract() -> None:
+    from data_contracts.events import Reaction
+
+    s = Settings()
+    assert set(s.reward.table) == {r.value for r in Reaction}
+    assert all(0.0 <= v <= 1.0 for v in s.reward.table.values()) and 0.0 <= s.reward.default_reward <= 1.0
