@@ -214,6 +214,36 @@ class TrainingSettings(BaseModel):
     )
 
 
+class LLMSettings(BaseModel):
+    """The LLM gateway (``oo/llm``, a LiteLLM Router) and the LLM candidate pool of serving."""
+
+    enabled: bool = Field(default=True, description="false: no LLM pool at all (status 'disabled')")
+    config_path: Path | None = Field(
+        default=None, description="the aliases' YAML (tip-generator, embedder, judge); unset means oo/llm/models.yaml"
+    )
+    ollama_base_url: str = Field(
+        default="http://127.0.0.1:11434", description="api_base of every ollama/... deployment that names none"
+    )
+    cloud_api_key: SecretStr | None = Field(
+        default=None, description="enables the YAML's cloud deployments (marked requires: cloud_api_key)"
+    )
+    cloud_api_base: str | None = Field(default=None, description="api_base of the cloud deployments; unset: theirs")
+    timeout_s: float = Field(default=10.0, gt=0, description="LiteLLM timeout of one call")
+    num_retries: int = Field(default=1, ge=0, le=5, description="LiteLLM retries of a failed call, before fallbacks")
+    deadline_ms: float = Field(
+        default=300.0, gt=0, description="how long a decision waits for the LLM pool; late tips are cached"
+    )
+    prompt_version: str = Field(default="tips-v1", min_length=1, description="the tip prompt (oo/llm/prompts.py)")
+    tips_per_request: int = Field(default=3, ge=1, le=10)
+    cache_ttl_s: float = Field(default=3600.0, ge=0, description="how long a user's generated tips are reused")
+    cache_max_users: int = Field(default=10_000, ge=1, description="users whose tips and recent tips are kept")
+    recent_window_s: float = Field(default=7 * 86_400.0, ge=0, description="a tip this recent is not written again")
+    recent_per_user: int = Field(default=50, ge=1, description="recent tips remembered per user")
+    duplicate_similarity: float = Field(
+        default=0.85, gt=0, le=1, description="cosine similarity (embedder alias) at which a tip repeats another"
+    )
+
+
 class Settings(BaseSettings):
     """All configuration of oO."""
 
@@ -233,6 +263,7 @@ class Settings(BaseSettings):
     todoist: TodoistSettings = TodoistSettings()
     reward: RewardSettings = RewardSettings()
     training: TrainingSettings = TrainingSettings()
+    llm: LLMSettings = LLMSettings()
 
     @model_validator(mode="after")
     def _no_dev_secrets_outside_local(self) -> Settings:

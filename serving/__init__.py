@@ -1,0 +1,1 @@
+"""The BentoML serving deployable: rank, reward, activate, candidate generation and the learner."""
