@@ -1,0 +1,2 @@
+"""The decision service: BentoML ``rank`` / ``reward`` / ``activate``, candidate generation, the
+decision log, and the online learner with its snapshots (see README, "Serving")."""
