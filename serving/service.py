@@ -80,6 +80,18 @@ def build_engine() -> tuple[DecisionEngine, Any]:
     return engine, background
 
 
+def _own_log_lines() -> None:
+    """Our INFO lines (snapshot loads, champion moves) in the server's output: BentoML configures
+    its own loggers only, so ``serving.*`` gets a handler of its own."""
+    logger = logging.getLogger("serving")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(get_settings().log_level)
+
+
 def _translate(exc: Exception) -> BentoMLException:
     if isinstance(exc, NotFoundError):
         return NotFound(str(exc.args[0]) if exc.args else "not found")
@@ -99,6 +111,7 @@ class TipService:
 
     def __init__(self) -> None:
         configure()
+        _own_log_lines()
         self.engine, self.background = build_engine()
 
     @bentoml.api(input_spec=RankRequest)
