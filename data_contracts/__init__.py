@@ -7,6 +7,7 @@ are derived from these models and never typed out again.
 
 from data_contracts.base import Record
 from data_contracts.decisions import (
+    Activation,
     CandidateKind,
     Decision,
     ShadowPick,
@@ -36,6 +37,7 @@ CONTRACTS: tuple[type[Record], ...] = (
     RewardEvent,
     Decision,
     TipScore,
+    Activation,
     NotificationDelivery,
     QuarantinedRow,
     DeadLetter,
@@ -45,6 +47,7 @@ CONTRACTS: tuple[type[Record], ...] = (
 """Every record type with a JSON Schema file and a lake dataset."""
 
 __all__ = [
+    "Activation",
     "FeatureSkew",
     "CandidateFeatures",
     "TrainingExample",

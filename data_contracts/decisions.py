@@ -76,6 +76,9 @@ class Decision(Record):
     policy_version: str
     shadow: list[ShadowPick] = []
     features: dict[str, float] = Field(default={}, description="context features the policy saw")
+    defer_activation: bool = Field(
+        default=False, description="learned from only once an `Activation` says the user saw it"
+    )
 
     @model_validator(mode="after")
     def _chosen_is_a_candidate(self) -> Self:
@@ -107,3 +110,23 @@ class TipScore(Record):
     latency_ms: float = Field(ge=0.0)
     prompt_version: str | None = None
     llm_model: str | None = None
+
+
+class Activation(Record):
+    """A deferred decision's tip reached the user: its reward may now be learned from.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> from uuid import UUID
+    >>> Activation(decision_id=UUID(int=1), user_id="u1", activated_at=datetime(2026, 5, 1, tzinfo=UTC)).natural_key
+    (UUID('00000000-0000-0000-0000-000000000001'),)
+    """
+
+    key_fields = ("decision_id",)
+    partition_field = "activated_at"
+
+    schema_version: Literal[1] = 1
+    decision_id: UUID
+    user_id: str = Field(min_length=1)
+    activated_at: AwareDatetime

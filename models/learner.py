@@ -1,10 +1,23 @@
-"""The online learner: decides, remembers what it decided, and learns from rewards exactly once.
+"""The online learner: remembers decisions, and learns from each decision's reward exactly once.
 
 A reward names its decision by ``decision_id``. The learner keeps each pending decision (the
-context and the chosen candidate, as the policy saw them) until its reward window closes, then
-forgets it. A reward for a decision it never made (or already forgot) raises
-:class:`UnknownDecision`; the same reward twice is learned once; a reward after the window is
-reported late and not learned from. Nothing here does I/O: serving feeds it from the bus.
+context and the chosen candidate, as the policy saw them) until its reward window closes. The
+decision protocol's semantics (``../shared/ARCHITECTURE.md``, Personalizer's) hold here, the
+same as in the batch training join:
+
+- the first reward in the window is learned; the same reward again is a ``duplicate``; a reward
+  after the window is ``late`` and not learned;
+- a decision whose window closes unrewarded is learned with ``default_reward`` (when set);
+- a deferred decision is learned from only once activated; one never activated is skipped;
+- a reward (or an activation) may arrive before its decision (replicas and the bus do not keep
+  order): :meth:`OnlineLearner.offer_reward` holds it for ``hold`` and applies it when the
+  decision is :meth:`observed <OnlineLearner.observe>`.
+
+Apprentice mode: a decision may carry ``would_pick``, what the learning policy would have chosen
+while another (the rule baseline) served. :attr:`OnlineLearner.apprentice` compares the served
+rewards with the learner's over the latest decisions.
+
+Nothing here does I/O: serving feeds it from the event log and persists it.
 
 Examples
 --------
@@ -21,13 +34,17 @@ Examples
 Traceback (most recent call last):
 ...
 models.learner.UnknownDecision: 'no pending decision 00000000-...-000000000002 (never made, or its window closed)'
+>>> learner.offer_reward(UUID(int=3), 1.0, at)  # its decision may still arrive
+'waiting'
+>>> learner.observe(UUID(int=3), {}, Arm("a", {}), at)
+['learned']
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
@@ -36,7 +53,7 @@ from data_contracts.decisions import ShadowPick
 from models.policies.base import Candidate, Choice, Context, Policy, check_reward
 from models.policies.shadow import shadow_picks
 
-RewardStatus = Literal["learned", "duplicate", "late"]
+RewardStatus = Literal["learned", "duplicate", "late", "waiting", "deferred"]
 
 
 class UnknownDecision(KeyError):
@@ -53,6 +70,49 @@ class _Pending:
     chosen: Candidate
     decided_at: datetime
     rewarded: bool = False
+    deferred: bool = False
+    activated: bool = False
+    held: tuple[float, datetime] | None = None  # a deferred decision's reward, until activation
+    would_pick: str | None = None
+
+
+@dataclass
+class LearnerCounts:
+    """What the learner has done since it was created (persisted with it)."""
+
+    decisions: int = 0
+    learned: int = 0
+    defaults: int = 0
+    duplicates: int = 0
+    late: int = 0
+    skipped_deferred: int = 0
+    waited: int = 0
+    dropped_waiting: int = 0
+    forgotten: int = 0
+
+
+@dataclass(frozen=True)
+class ApprenticeStats:
+    """Served (baseline) reward against the learner's would-be reward over the latest decisions.
+
+    The learner's reward is a matching estimate: a reward is only observed for the served pick,
+    so the learner earns it where its pick agrees and nothing elsewhere (a lower bound).
+    """
+
+    decisions: int
+    baseline_reward: float
+    learner_reward: float
+
+    @property
+    def ratio(self) -> float | None:
+        """Learner over baseline (``None`` while the baseline earned nothing)."""
+        return self.learner_reward / self.baseline_reward if self.baseline_reward > 0 else None
+
+
+@dataclass
+class _Waiting:
+    rewards: OrderedDict[UUID, tuple[float, datetime, datetime]] = field(default_factory=OrderedDict)
+    activations: OrderedDict[UUID, datetime] = field(default_factory=OrderedDict)
 
 
 class OnlineLearner:
@@ -61,13 +121,21 @@ class OnlineLearner:
     Parameters
     ----------
     policy
-        The served policy; it learns from rewards.
+        The policy that learns (and, in the embedded default, serves).
     window
         How long after a decision its reward is still learned from.
     shadows
-        Policies whose picks are recorded with every decision (they do not learn here).
+        Policies whose picks :meth:`decide` records (they do not learn here).
     max_pending
         Pending decisions kept at most; the oldest are forgotten first.
+    default_reward
+        Learned for a decision whose window closes unrewarded; ``None`` learns nothing then.
+    hold
+        How long a reward (or activation) waits for a decision not seen yet.
+    max_waiting
+        Rewards waiting at most; the oldest are dropped first.
+    apprentice_window
+        Decisions over which :attr:`apprentice` compares.
     """
 
     def __init__(
@@ -76,13 +144,24 @@ class OnlineLearner:
         window: timedelta,
         shadows: Sequence[Policy] = (),
         max_pending: int = 100_000,
+        default_reward: float | None = None,
+        hold: timedelta = timedelta(minutes=10),
+        max_waiting: int = 10_000,
+        apprentice_window: int = 1000,
     ) -> None:
         self.policy = policy
         self.window = window
         self.shadows = list(shadows)
         self.max_pending = max_pending
+        self.default_reward = None if default_reward is None else check_reward(default_reward)
+        self.hold = hold
+        self.max_waiting = max_waiting
+        self.counts = LearnerCounts()
         self._pending: OrderedDict[UUID, _Pending] = OrderedDict()
+        self._waiting = _Waiting()
+        self._apprentice: deque[tuple[float, float]] = deque(maxlen=apprentice_window)
 
+    # -- decisions ---------------------------------------------------------------------------
     def decide(
         self, decision_id: UUID, x: Context, candidates: Sequence[Candidate], at: datetime
     ) -> tuple[Choice, list[ShadowPick]]:
@@ -92,33 +171,153 @@ class OnlineLearner:
         choice = self.policy.choose(x, candidates)
         picks = shadow_picks(self.shadows, x, candidates)
         chosen = next(c for c in candidates if c.candidate_id == choice.chosen_id)
-        self._pending[decision_id] = _Pending(context=dict(x), chosen=chosen, decided_at=at)
-        while len(self._pending) > self.max_pending:
-            self._pending.popitem(last=False)
+        self.observe(decision_id, x, chosen, at)
         return choice, picks
 
+    def observe(
+        self,
+        decision_id: UUID,
+        x: Context,
+        chosen: Candidate,
+        at: datetime,
+        *,
+        deferred: bool = False,
+        would_pick: str | None = None,
+    ) -> list[RewardStatus]:
+        """Remember a decision made elsewhere (a replica); apply what was waiting for it.
+
+        Returns the statuses of the waiting reward applied, if any. A decision already pending is
+        ignored (the event log may replay it).
+        """
+        if decision_id in self._pending:
+            return []
+        self.counts.decisions += 1
+        self._pending[decision_id] = _Pending(
+            context=dict(x), chosen=chosen, decided_at=at, deferred=deferred, would_pick=would_pick
+        )
+        while len(self._pending) > self.max_pending:
+            self._pending.popitem(last=False)
+            self.counts.forgotten += 1
+        out: list[RewardStatus] = []
+        activated_at = self._waiting.activations.pop(decision_id, None)
+        if activated_at is not None:
+            self.activate(decision_id, activated_at)
+        waiting = self._waiting.rewards.pop(decision_id, None)
+        if waiting is not None:
+            self.counts.waited += 1
+            out.append(self.reward(decision_id, waiting[0], waiting[1]))
+        return out
+
+    # -- rewards and activations -------------------------------------------------------------
     def reward(self, decision_id: UUID, reward: float, at: datetime) -> RewardStatus:
-        """Learn ``reward`` for ``decision_id`` unless it is a duplicate or late."""
+        """Learn ``reward`` (occurred at ``at``) for ``decision_id`` unless duplicate, late or deferred."""
         value = check_reward(reward)
         pending = self._pending.get(decision_id)
         if pending is None:
             raise UnknownDecision(f"no pending decision {decision_id} (never made, or its window closed)")
-        if pending.rewarded:
+        if pending.rewarded or pending.held is not None:
+            self.counts.duplicates += 1
             return "duplicate"
         if at - pending.decided_at > self.window:
+            self.counts.late += 1
             return "late"
-        self.policy.learn_one(pending.context, pending.chosen, value)
-        pending.rewarded = True
+        if pending.deferred and not pending.activated:
+            pending.held = (value, at)
+            return "deferred"
+        self._learn(pending, value)
         return "learned"
 
+    def offer_reward(
+        self, decision_id: UUID, reward: float, at: datetime, received_at: datetime | None = None
+    ) -> RewardStatus:
+        """:meth:`reward`, or hold the reward when its decision has not arrived yet (``waiting``)."""
+        value = check_reward(reward)
+        if decision_id in self._pending:
+            return self.reward(decision_id, value, at)
+        if decision_id in self._waiting.rewards:
+            self.counts.duplicates += 1
+            return "duplicate"
+        self._waiting.rewards[decision_id] = (value, at, received_at or at)
+        while len(self._waiting.rewards) > self.max_waiting:
+            self._waiting.rewards.popitem(last=False)
+            self.counts.dropped_waiting += 1
+        return "waiting"
+
+    def activate(self, decision_id: UUID, at: datetime) -> RewardStatus | None:
+        """The user saw deferred decision ``decision_id``; learn its held reward, if any.
+
+        An activation for a decision not seen yet waits for it like a reward does.
+        """
+        pending = self._pending.get(decision_id)
+        if pending is None:
+            self._waiting.activations[decision_id] = at
+            while len(self._waiting.activations) > self.max_waiting:
+                self._waiting.activations.popitem(last=False)
+            return None
+        pending.activated = True
+        if pending.held is not None and not pending.rewarded:
+            value, _ = pending.held
+            pending.held = None
+            self._learn(pending, value)
+            return "learned"
+        return None
+
+    def _learn(self, pending: _Pending, value: float, default: bool = False) -> None:
+        self.policy.learn_one(pending.context, pending.chosen, value)
+        pending.rewarded = True
+        if default:
+            self.counts.defaults += 1
+        else:
+            self.counts.learned += 1
+        if pending.would_pick is not None:
+            matched = value if pending.would_pick == pending.chosen.candidate_id else 0.0
+            self._apprentice.append((value, matched))
+
+    # -- windows -----------------------------------------------------------------------------
     def expire(self, now: datetime) -> int:
-        """Forget decisions whose window has closed; how many were forgotten."""
+        """Close the windows that ended by ``now``; how many decisions were closed.
+
+        An unrewarded decision is learned with ``default_reward`` (when set), unless it is
+        deferred and was never activated: then it is skipped. Rewards and activations that
+        waited longer than ``hold`` for their decision are dropped.
+        """
         stale = [k for k, p in self._pending.items() if now - p.decided_at > self.window]
         for k in stale:
-            del self._pending[k]
+            pending = self._pending.pop(k)
+            if pending.rewarded:
+                continue
+            if pending.deferred and not pending.activated:
+                self.counts.skipped_deferred += 1
+            elif self.default_reward is not None:
+                self._learn(pending, self.default_reward, default=True)
+        for key, (_, _, received_at) in list(self._waiting.rewards.items()):
+            if now - received_at > self.hold:
+                del self._waiting.rewards[key]
+                self.counts.dropped_waiting += 1
+        for key, at in list(self._waiting.activations.items()):
+            if now - at > self.hold:
+                del self._waiting.activations[key]
         return len(stale)
 
+    def replace_policy(self, policy: Policy) -> None:
+        """Restart the online state from ``policy`` (a new champion); pending decisions are kept."""
+        self.policy = policy
+
+    # -- views -------------------------------------------------------------------------------
     @property
     def pending(self) -> int:
         """How many decisions are remembered."""
         return len(self._pending)
+
+    @property
+    def waiting(self) -> int:
+        """How many rewards wait for their decision."""
+        return len(self._waiting.rewards)
+
+    @property
+    def apprentice(self) -> ApprenticeStats:
+        """Served against would-be reward over the latest decisions that carried ``would_pick``."""
+        n = len(self._apprentice)
+        if n == 0:
+            return ApprenticeStats(0, 0.0, 0.0)
+        return ApprenticeStats(n, sum(r for r, _ in self._apprentice) / n, sum(m for _, m in self._apprentice) / n)

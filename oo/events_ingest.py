@@ -22,18 +22,25 @@ import asyncio
 import fcntl
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_contracts import Decision, ReactionEvent, Record, RewardEvent
+from data_contracts import Activation, Decision, ReactionEvent, Record, RewardEvent, TipScore
 from data_contracts.validation import split
 from oo.bus import Bus
 from oo.lake import Lake
 
 log = logging.getLogger(__name__)
 
-TOPICS: dict[str, type[Record]] = {"decisions": Decision, "rewards": RewardEvent, "reactions": ReactionEvent}
+TOPICS: dict[str, type[Record]] = {
+    "decisions": Decision,
+    "tip_scores": TipScore,
+    "rewards": RewardEvent,
+    "reactions": ReactionEvent,
+    "activations": Activation,
+}
 """Bus topic (and event log, and lake dataset: the names are the same) to contract."""
 
 CONSUMER = "events_ingest"
@@ -68,9 +75,15 @@ class EventLog:
 
     def append(self, topic: str, record: Record) -> None:
         """Append one event durably (flushed and fsynced, under an exclusive lock)."""
+        self.append_many(topic, [record])
+
+    def append_many(self, topic: str, records: Sequence[Record]) -> None:
+        """Append events durably with one write and one fsync (a decision's tip scores, say)."""
+        if not records:
+            return
         path = self.path(topic)
         path.parent.mkdir(parents=True, exist_ok=True)
-        line = record.model_dump_json().encode() + b"\n"
+        line = b"".join(r.model_dump_json().encode() + b"\n" for r in records)
         with open(path, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:

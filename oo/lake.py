@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data_contracts import (
+    Activation,
     DeadLetter,
     Decision,
     FeatureSkew,
@@ -53,6 +54,7 @@ DATASETS: dict[str, type[Record]] = {
     "rewards": RewardEvent,
     "decisions": Decision,
     "tip_scores": TipScore,
+    "activations": Activation,
     "deliveries": NotificationDelivery,
     "quarantine": QuarantinedRow,
     "dead_letters": DeadLetter,

@@ -244,6 +244,36 @@ class LLMSettings(BaseModel):
     )
 
 
+class ServingSettings(BaseModel):
+    """The BentoML decision service, its online learner and the snapshots between them."""
+
+    learner: Literal["embedded", "separate"] = Field(
+        default="embedded",
+        description="embedded: the service learns in-process; separate: `python -m serving.learner` learns, "
+        "replicas load its snapshots",
+    )
+    mode: Literal["online", "apprentice"] = Field(
+        default="online", description="apprentice: serve the rule baseline's pick while the learner learns"
+    )
+    snapshot_dir: Path | None = Field(default=None, description="policy snapshots; unset means var/serving/snapshots")
+    state_dir: Path | None = Field(
+        default=None, description="decision index and learner checkpoint; unset means var/serving"
+    )
+    snapshot_every_rewards: int = Field(default=50, ge=1, description="publish a snapshot after this many rewards")
+    snapshot_every_s: float = Field(default=5.0, gt=0, description="... or after this many seconds with news")
+    snapshot_poll_s: float = Field(default=0.05, ge=0, description="how often a replica looks for a newer snapshot")
+    champion_poll_s: float = Field(default=30.0, gt=0, description="how often `@champion` is looked up in MLflow")
+    learner_poll_s: float = Field(default=0.02, gt=0, description="how often the learner reads the event log")
+    reward_hold_s: float = Field(
+        default=600.0, gt=0, description="how long a reward that arrived before its decision waits for it"
+    )
+    max_waiting_rewards: int = Field(default=10_000, ge=1)
+    max_pending: int = Field(default=100_000, ge=1, description="pending decisions the learner keeps at most")
+    candidates_ttl_s: float = Field(default=30.0, ge=0, description="how long a user's open tasks are cached")
+    mlflow_timeout_s: float = Field(default=3.0, gt=0, description="MLflow HTTP timeout (a dead server fails fast)")
+    apprentice_window: int = Field(default=1000, ge=1, description="decisions compared in apprentice mode")
+
+
 class Settings(BaseSettings):
     """All configuration of oO."""
 
@@ -264,6 +294,7 @@ class Settings(BaseSettings):
     reward: RewardSettings = RewardSettings()
     training: TrainingSettings = TrainingSettings()
     llm: LLMSettings = LLMSettings()
+    serving: ServingSettings = ServingSettings()
 
     @model_validator(mode="after")
     def _no_dev_secrets_outside_local(self) -> Settings:
@@ -288,6 +319,16 @@ class Settings(BaseSettings):
     def feast_dir(self) -> Path:
         """Where the Feast registry, SQLite online store and feature tables live."""
         return self.paths.anchor(self.feast.data_dir) if self.feast.data_dir else self.paths.resolve("feast")
+
+    @property
+    def serving_state_dir(self) -> Path:
+        """Serving's own state: the decision index and the learner's checkpoint."""
+        return self.paths.anchor(self.serving.state_dir) if self.serving.state_dir else self.paths.resolve("serving")
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """Where the learner publishes policy snapshots and replicas read them."""
+        return self.paths.anchor(self.serving.snapshot_dir) if self.serving.snapshot_dir else self.serving_state_dir / "snapshots"
 
     @property
     def mlflow_tracking_uri(self) -> str:

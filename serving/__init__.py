@@ -1,1 +1,2 @@
-"""The BentoML serving deployable: rank, reward, activate, candidate generation and the learner."""
+"""The decision service: BentoML ``rank`` / ``reward`` / ``activate``, candidate generation, the
+decision log, and the online learner with its snapshots (see README, "Serving")."""

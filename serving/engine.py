@@ -1,0 +1,306 @@
+"""The service's work, apart from HTTP: rank, reward and activate over the stores they need.
+
+BentoML (:mod:`serving.service`) only translates; everything here runs the same in a test.
+Durability: a decision and its tip scores are appended to the event log with one fsync each
+before the answer leaves; a reward and its reaction likewise before it is acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from data_contracts import Activation, CandidateKind, ReactionEvent, RewardEvent, TipCandidate
+from data_contracts.decisions import MAX_CANDIDATES
+from data_contracts.serving import ActivateRequest, RankRequest, RankResponse, RewardRequest, RewardResponse
+from models.features.online import OnlineFeatures, features_dict, llm_tip_features
+from models.policies import Policy, PolicyInputError
+from oo.events_ingest import EventLog
+from oo.settings import Settings
+from serving import lifecycle, metrics
+from serving.candidates import CandidateGenerator
+from serving.decision_index import DecisionIndex, IndexedDecision
+from serving.learning import LearnerLoop
+from serving.models_source import PolicySource
+from serving.ranking import empty_response, make_decision, request_hash
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(ValueError):
+    """A request the service refuses (400)."""
+
+
+class NotFoundError(KeyError):
+    """A decision id that is unknown, or not the caller's (404: the two look the same)."""
+
+
+class Conflict(ValueError):
+    """An event id already used for another request (409)."""
+
+
+def _merge_features(candidate: TipCandidate, base: dict[str, float], from_store: bool) -> TipCandidate:
+    """The store's features win over the caller's for a known task; the caller's win otherwise."""
+    features = {**candidate.features, **base} if from_store else {**base, **candidate.features}
+    return candidate.model_copy(update={"features": features})
+
+
+class DecisionEngine:
+    """Rank, reward, activate; the stores and the policy source are handed in."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        events: EventLog,
+        index: DecisionIndex,
+        source: PolicySource,
+        generator: CandidateGenerator,
+        features: OnlineFeatures | None,
+        loop: LearnerLoop | None = None,
+    ) -> None:
+        self.settings = settings
+        self.events = events
+        self.index = index
+        self.source = source
+        self.generator = generator
+        self.features = features
+        self.loop = loop
+        self.baseline = lifecycle.rule_baseline()
+        self.fallbacks = 0
+
+    # -- rank --------------------------------------------------------------------------------
+    async def rank(self, request: RankRequest, now: datetime | None = None) -> RankResponse:
+        """One decision for ``request`` (logged before it is returned)."""
+        start = time.perf_counter()
+        decided_at = now or datetime.now(UTC)
+        event_id = request.event_id or uuid.uuid4()
+        digest = request_hash(request)
+        if request.event_id is not None:
+            previous = self.index.get(request.event_id)
+            if previous is not None:
+                return self._repeat(previous, digest)
+        given = self._check_candidates(request.candidates)
+        pools = None
+        if request.include_todoist or request.llm_consent:
+            pools = await self.generator.gather(
+                request.user_id, llm_consent=request.llm_consent, now=decided_at, context=request.context
+            )
+            if pools.llm_status not in ("ok", "cached", "no_consent", "disabled"):
+                metrics.LLM_FAILURES.labels(status=pools.llm_status).inc()
+        gathered = (
+            []
+            if pools is None
+            else [c for c in pools.candidates if request.include_todoist or c.kind is CandidateKind.llm_tip]
+        )
+        candidates = self._combine(given, gathered)
+        context, candidates, store_ok, known = self._featurize(request, candidates, decided_at)
+        excluded_ids = set(request.excluded_ids)
+        eligible = [c for c in candidates if c.candidate_id not in excluded_ids]
+        excluded = [c for c in candidates if c.candidate_id in excluded_ids]
+        self.source.refresh()
+        with self.source.lock:
+            learning = self.source.policy()
+            unknown_user = store_ok and not known and not gathered
+            served, shadows = self._policies(learning, unknown_user)
+            if not eligible:
+                reason = "no candidates: the user has no open tasks and the request gave none"
+                if excluded:
+                    reason = "every candidate is excluded"
+                metrics.DECISIONS.labels(policy=served.name, outcome="empty").inc()
+                return empty_response(event_id, request, decided_at, served, reason, excluded)
+            made = make_decision(
+                event_id=event_id,
+                request=request,
+                decided_at=decided_at,
+                context=context,
+                eligible=eligible,
+                excluded=excluded,
+                served=served,
+                shadows=shadows,
+            )
+        # durable before the answer leaves: tip scores, then the decision (the learner reads decisions)
+        self.events.append_many("tip_scores", made.tip_scores)
+        self.events.append("decisions", made.decision)
+        response = made.response
+        if unknown_user:
+            response = response.model_copy(update={"reason": "unknown user: the rule baseline decided"})
+        self.index.add(
+            event_id,
+            request.user_id,
+            decided_at,
+            made.decision.chosen_id,
+            next(c.kind.value for c in eligible if c.candidate_id == made.decision.chosen_id),
+            request.defer_activation,
+            digest,
+            response.model_dump_json(),
+        )
+        if self.loop is not None:
+            self.loop.poll()
+        metrics.DECISIONS.labels(policy=served.name, outcome="served").inc()
+        metrics.DECISION_LATENCY.observe(time.perf_counter() - start)
+        return response
+
+    def _repeat(self, previous: IndexedDecision, digest: str) -> RankResponse:
+        if previous.request_hash != digest:
+            raise Conflict(f"event_id {previous.decision_id} was already used for another request")
+        return RankResponse.model_validate_json(previous.response)
+
+    @staticmethod
+    def _check_candidates(candidates: Sequence[TipCandidate]) -> list[TipCandidate]:
+        if len(candidates) > MAX_CANDIDATES:
+            raise BadRequest(f"{len(candidates)} candidates; at most {MAX_CANDIDATES} per request")
+        ids = [c.candidate_id for c in candidates]
+        if len(set(ids)) != len(ids):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            raise BadRequest(f"candidate ids must be unique; repeated: {dupes[:5]}")
+        return list(candidates)
+
+    @staticmethod
+    def _combine(given: list[TipCandidate], gathered: list[TipCandidate]) -> list[TipCandidate]:
+        """The caller's candidates, then the gathered ones not already given, at most MAX_CANDIDATES."""
+        seen = {c.candidate_id for c in given}
+        out = list(given)
+        for c in gathered:
+            if c.candidate_id not in seen and len(out) < MAX_CANDIDATES:
+                seen.add(c.candidate_id)
+                out.append(c)
+        return out
+
+    def _featurize(
+        self, request: RankRequest, candidates: list[TipCandidate], now: datetime
+    ) -> tuple[dict[str, float], list[TipCandidate], bool, bool]:
+        """Context and candidates with features; whether the store answered; whether it knew the user."""
+        from data_contracts import CandidateFeatures, UserContext
+
+        task_ids = [c.task_id for c in candidates if c.kind is CandidateKind.todoist_task and c.task_id]
+        store_ok = self.features is not None
+        ctx: UserContext = UserContext()
+        by_task: dict[str, CandidateFeatures] = {}
+        if self.features is not None:
+            try:
+                ctx, feats = self.features.get(request.user_id, task_ids, now=now)
+                by_task = dict(zip(task_ids, feats, strict=True))
+            except Exception as exc:  # store down or broken: serve on the contract defaults, counted
+                store_ok = False
+                log.warning("rank: feature store failed (%s: %s); contract defaults", type(exc).__name__, exc)
+        if not store_ok:
+            self.fallbacks += 1
+            metrics.FEATURE_FALLBACKS.inc()
+        context = {**features_dict(ctx), **request.context}
+        out = []
+        for c in candidates:
+            if c.kind is CandidateKind.llm_tip:
+                out.append(_merge_features(c, features_dict(llm_tip_features()), False))
+            elif c.task_id in by_task:
+                out.append(_merge_features(c, features_dict(by_task[c.task_id]), True))
+            else:
+                out.append(_merge_features(c, features_dict(CandidateFeatures()), False))
+        return context, out, store_ok, ctx.context_known > 0
+
+    def _policies(self, learning: Policy, unknown_user: bool) -> tuple[Policy, list[Policy]]:
+        """The served policy and the shadows: apprentice mode and unknown users get the baseline."""
+        is_baseline = learning.name == self.baseline.name
+        if self.settings.serving.mode == "apprentice" or unknown_user:
+            return self.baseline, [] if is_baseline else [learning]
+        return learning, [] if is_baseline else [self.baseline]
+
+    # -- reward and activate -----------------------------------------------------------------
+    def _owned(self, event_id: UUID, user_id: str) -> IndexedDecision:
+        found = self.index.get(event_id)
+        if found is None or found.user_id != user_id:
+            raise NotFoundError(f"no decision {event_id} for user {user_id!r}")
+        return found
+
+    def reward(self, request: RewardRequest, now: datetime | None = None) -> RewardResponse:
+        """Count the first reward of a decision; publish it; push the reaction counters."""
+        received = now or datetime.now(UTC)
+        decision = self._owned(request.event_id, request.user_id)
+        table = self.settings.reward.table
+        if request.reaction.value not in table:
+            raise BadRequest(f"reaction {request.reaction.value!r} has no reward; known: {sorted(table)}")
+        counted = self.index.reward_of(request.event_id)
+        if counted is not None:
+            metrics.REWARDS.labels(reaction=request.reaction.value, status="duplicate").inc()
+            return RewardResponse(event_id=request.event_id, reward=counted.reward, status="duplicate")
+        value = float(table[request.reaction.value])
+        occurred = request.occurred_at or received
+        late = occurred - decision.decided_at > timedelta(hours=self.settings.reward.window_hours)
+        reward = RewardEvent(
+            event_id=request.reaction_id,
+            decision_id=request.event_id,
+            user_id=request.user_id,
+            reaction=request.reaction,
+            reward=value,
+            occurred_at=occurred,
+            late=late,
+        )
+        reaction = ReactionEvent(
+            event_id=request.reaction_id,
+            decision_id=request.event_id,
+            user_id=request.user_id,
+            candidate_id=decision.chosen_id,
+            reaction=request.reaction,
+            occurred_at=occurred,
+        )
+        self.events.append("reactions", reaction)
+        self.events.append("rewards", reward)
+        status = "late" if late else "accepted"
+        if not self.index.add_reward(
+            request.event_id, request.reaction_id, request.reaction.value, value, status, occurred
+        ):
+            status = "duplicate"  # another replica counted one in between; the learner counts once too
+        if self.loop is not None:
+            self.loop.poll()
+        self._push(reaction, decision.chosen_kind)
+        metrics.REWARDS.labels(reaction=request.reaction.value, status=status).inc()
+        return RewardResponse(event_id=request.event_id, reward=value, status=status)
+
+    def _push(self, reaction: ReactionEvent, kind: str) -> None:
+        if self.features is None:
+            metrics.PUSH_FAILURES.inc()
+            return
+        try:
+            self.features.push_reaction(reaction, CandidateKind(kind))
+        except Exception as exc:  # the batch path recounts from the lake; the reward is already durable
+            metrics.PUSH_FAILURES.inc()
+            log.warning("reward: pushing reaction counters failed (%s: %s)", type(exc).__name__, exc)
+
+    def activate(self, request: ActivateRequest, now: datetime | None = None) -> dict[str, Any]:
+        """Mark a deferred decision seen (idempotent)."""
+        at = now or datetime.now(UTC)
+        decision = self._owned(request.event_id, request.user_id)
+        if not decision.deferred:
+            return {"event_id": str(request.event_id), "status": "not_deferred"}
+        if decision.activated_at is not None:
+            return {"event_id": str(request.event_id), "status": "already_activated"}
+        self.events.append(
+            "activations", Activation(decision_id=request.event_id, user_id=request.user_id, activated_at=at)
+        )
+        self.index.activate(request.event_id, at)
+        if self.loop is not None:
+            self.loop.poll()
+        return {"event_id": str(request.event_id), "status": "activated"}
+
+    def readiness(self) -> dict[str, Any]:
+        """Which model serves, where it came from, the learner's and apprentice mode's figures."""
+        described = self.source.describe()
+        apprentice = described.get("apprentice") or {}
+        if apprentice.get("decisions"):
+            metrics.APPRENTICE_REWARD.labels(policy="baseline").set(apprentice["baseline_reward"])
+            metrics.APPRENTICE_REWARD.labels(policy="learner").set(apprentice["learner_reward"])
+        return {
+            "ready": True,
+            "mode": self.settings.serving.mode,
+            **described,
+            "feature_store": "ok" if self.features is not None else "unavailable",
+            "feature_store_fallbacks": self.fallbacks,
+        }
+
+
+__all__ = ["BadRequest", "Conflict", "DecisionEngine", "NotFoundError", "PolicyInputError"]

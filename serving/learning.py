@@ -1,0 +1,256 @@
+"""The one learner: reads decisions, rewards and activations from the event log, feeds the
+:class:`models.learner.OnlineLearner`, publishes snapshots and checkpoints, follows ``@champion``.
+
+Every replica appends to the same event log (fsynced), so the learner sees every replica's
+decisions; it reads the three topics from its own offsets, in whatever order their lines
+arrive (the learner holds a reward that comes before its decision). Its whole state and the
+offsets are checkpointed together, atomically, so a restarted learner resumes exactly: pending
+decisions, waiting rewards and the learned policy intact, and the lines after the checkpoint
+replayed once.
+
+In the embedded default, the service owns a loop and calls :meth:`LearnerLoop.poll` right after
+it logs a decision or a reward (a reward reaches the next rank within milliseconds);
+``python -m serving.learner`` runs the same loop alone, for replicas that follow snapshots.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from data_contracts import Activation, Decision, RewardEvent
+from models.learner import OnlineLearner
+from models.policies import Policy
+from oo.events_ingest import EventLog
+from oo.settings import Settings
+from serving import lifecycle
+from serving.snapshots import Checkpoint, SnapshotStore, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+TOPICS = ("decisions", "rewards", "activations")
+"""What the learner reads (in this order on each poll)."""
+
+
+def would_pick(decision: Decision, learner_policy: Policy) -> str | None:
+    """In apprentice mode, the learner's own pick logged as the decision's first shadow."""
+    if decision.policy == learner_policy.name:
+        return None
+    for pick in decision.shadow:
+        if pick.policy == learner_policy.name:
+            return pick.chosen_id
+    return None
+
+
+class LearnerLoop:
+    """The learner's state and the I/O around it (event log in, snapshots and checkpoint out).
+
+    Thread-safe: :attr:`lock` guards the learner; the service holds it while the policy scores.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        events: EventLog,
+        snapshots: SnapshotStore,
+        *,
+        on_champion_change: Callable[[str | None, str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.events = events
+        self.snapshots = snapshots
+        self.checkpoint_path = settings.serving_state_dir / "learner.ckpt"
+        self.lock = threading.RLock()
+        self.on_champion_change = on_champion_change
+        self.champion_reloads = 0
+        self.malformed = 0
+        self._since_snapshot = 0
+        self._last_snapshot = time.monotonic()
+        self._last_champion_poll = time.monotonic()
+        cfg = settings.serving
+        restored = load_checkpoint(self.checkpoint_path)
+        loaded = lifecycle.initial_policy(settings, snapshots) if restored is None else None
+        if restored is not None:
+            self.learner = restored.learner
+            self.offsets = dict(restored.offsets)
+            self.source = restored.source
+            self.champion_version = restored.champion_version
+            log.info(
+                "learner: resumed from checkpoint (%d pending, %d waiting, offsets %s)",
+                self.learner.pending,
+                self.learner.waiting,
+                self.offsets,
+            )
+            self.poll_champion()
+        else:
+            assert loaded is not None
+            self.learner = OnlineLearner(
+                loaded.policy,
+                window=timedelta(hours=settings.reward.window_hours),
+                max_pending=cfg.max_pending,
+                default_reward=settings.reward.default_reward,
+                hold=timedelta(seconds=cfg.reward_hold_s),
+                max_waiting=cfg.max_waiting_rewards,
+                apprentice_window=cfg.apprentice_window,
+            )
+            self.offsets = {}
+            self.source = loaded.source
+            self.champion_version = loaded.champion_version
+
+    @property
+    def policy(self) -> Policy:
+        """The learning policy (served as is in the embedded online mode)."""
+        return self.learner.policy
+
+    # -- reading the log ---------------------------------------------------------------------
+    def poll(self, now: datetime | None = None) -> int:
+        """Apply every new line of the three topics; close windows due by ``now``. Lines applied."""
+        applied = 0
+        with self.lock:
+            for topic in TOPICS:
+                lines, end = self.events.read(topic, "learner", start=self.offsets.get(topic, 0))
+                for line in lines:
+                    applied += self._apply(topic, line)
+                self.offsets[topic] = end
+            self.learner.expire(now or datetime.now(UTC))
+        return applied
+
+    def _apply(self, topic: str, line: bytes) -> int:
+        try:
+            if topic == "decisions":
+                d = Decision.model_validate_json(line)
+                chosen = next(c for c in d.candidates if c.candidate_id == d.chosen_id)
+                statuses = self.learner.observe(
+                    d.decision_id,
+                    d.features,
+                    chosen,
+                    d.decided_at,
+                    deferred=d.defer_activation,
+                    would_pick=would_pick(d, self.learner.policy),
+                )
+                self._since_snapshot += statuses.count("learned")
+            elif topic == "rewards":
+                r = RewardEvent.model_validate_json(line)
+                if r.late:
+                    return 1
+                status = self.learner.offer_reward(r.decision_id, r.reward, r.occurred_at, datetime.now(UTC))
+                self._since_snapshot += status == "learned"
+            else:
+                a = Activation.model_validate_json(line)
+                self._since_snapshot += self.learner.activate(a.decision_id, a.activated_at) == "learned"
+        except ValidationError as exc:  # the ingest quarantines it; the learner skips it
+            self.malformed += 1
+            log.warning("learner: skipping a malformed %s line: %s", topic, exc.errors()[:1])
+            return 0
+        return 1
+
+    # -- snapshots, checkpoint, champion -----------------------------------------------------
+    def tick(self, now: float | None = None) -> bool:
+        """Snapshot and checkpoint when N rewards or S seconds have passed with news; poll
+        ``@champion`` when due. Whether a snapshot was published."""
+        cfg = self.settings.serving
+        mono = time.monotonic() if now is None else now
+        if mono - self._last_champion_poll >= cfg.champion_poll_s:
+            self.poll_champion()
+        due = self._since_snapshot >= cfg.snapshot_every_rewards or (
+            self._since_snapshot > 0 and mono - self._last_snapshot >= cfg.snapshot_every_s
+        )
+        if due:
+            self.publish()
+        return due
+
+    def publish(self) -> None:
+        """Publish the policy as a snapshot and checkpoint the learner."""
+        with self.lock:
+            info = self.snapshots.publish(
+                self.learner.policy,
+                source=self.source,
+                champion_version=self.champion_version,
+                learner=self.stats(),
+                apprentice=asdict(self.learner.apprentice),
+                written_at=time.time(),
+            )
+            self.checkpoint()
+            self._since_snapshot = 0
+            self._last_snapshot = time.monotonic()
+        log.debug("learner: snapshot %d", info.seq)
+
+    def checkpoint(self) -> None:
+        """Persist the learner and its offsets (atomic)."""
+        with self.lock:
+            save_checkpoint(
+                self.checkpoint_path, Checkpoint(self.learner, dict(self.offsets), self.source, self.champion_version)
+            )
+
+    def poll_champion(self) -> bool:
+        """Restart the online state from a new ``@champion``, if it moved; whether it did."""
+        self._last_champion_poll = time.monotonic()
+        try:
+            version = lifecycle.champion_version(self.settings)
+            if version is None or version == self.champion_version:
+                return False
+            policy = lifecycle.load_champion(self.settings, version)
+        except lifecycle.MlflowUnavailable as exc:
+            log.warning("learner: cannot look up @champion (%s); keeping %s", exc, self.learner.policy.version)
+            return False
+        previous = self.champion_version
+        with self.lock:
+            self.learner.replace_policy(policy)
+            self.champion_version = version
+            self.source = lifecycle.CHAMPION
+            self.champion_reloads += 1
+        log.info(
+            "learner: @champion moved from v%s to v%s; online state restarted from %s",
+            previous,
+            version,
+            policy.version,
+        )
+        if self.on_champion_change is not None:
+            self.on_champion_change(previous, version)
+        self.publish()
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for readiness and the snapshot metadata."""
+        return {
+            **asdict(self.learner.counts),
+            "pending": self.learner.pending,
+            "waiting": self.learner.waiting,
+            "champion_reloads": self.champion_reloads,
+            "malformed": self.malformed,
+        }
+
+
+class Background:
+    """Runs ``poll`` and ``tick`` of a loop every ``interval`` seconds in a daemon thread."""
+
+    def __init__(self, loop: LearnerLoop, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="oo-learner", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.loop.poll()
+                self.loop.tick()
+            except Exception:  # keep learning after a transient failure (disk full, MLflow blip)
+                log.exception("learner: poll failed; retrying in %.2f s", self.interval)
+
+    def stop(self) -> None:
+        """Stop the thread, then checkpoint."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.loop.checkpoint()

@@ -1,0 +1,42 @@
+"""The service's Prometheus metrics, served by BentoML on ``/metrics`` (``bentoml.metrics`` is
+prometheus_client wired to BentoML's multi-process registry)."""
+
+from __future__ import annotations
+
+import bentoml
+
+DECISION_LATENCY = bentoml.metrics.Histogram(
+    name="oo_decision_latency_seconds",
+    documentation="Time to serve one rank, from request to logged decision",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+DECISIONS = bentoml.metrics.Counter(
+    name="oo_decisions_total", documentation="Decisions served", labelnames=["policy", "outcome"]
+)
+REWARDS = bentoml.metrics.Counter(
+    name="oo_rewards_total", documentation="Rewards received, by reaction and status", labelnames=["reaction", "status"]
+)
+LLM_FAILURES = bentoml.metrics.Counter(
+    name="oo_llm_pool_total",
+    documentation="LLM candidate pool outcomes other than ok, by status",
+    labelnames=["status"],
+)
+FEATURE_FALLBACKS = bentoml.metrics.Counter(
+    name="oo_feature_store_fallbacks_total",
+    documentation="Decisions served on contract defaults because the online store failed",
+)
+PUSH_FAILURES = bentoml.metrics.Counter(
+    name="oo_feature_push_failures_total", documentation="Reaction counters that could not be pushed online"
+)
+CHAMPION_RELOADS = bentoml.metrics.Counter(
+    name="oo_champion_reloads_total", documentation="Times @champion moved and the online state restarted from it"
+)
+SNAPSHOT_LOADS = bentoml.metrics.Counter(
+    name="oo_snapshot_loads_total", documentation="Policy snapshots a replica loaded without a restart"
+)
+APPRENTICE_REWARD = bentoml.metrics.Gauge(
+    name="oo_apprentice_reward",
+    documentation="Average reward over the latest decisions in apprentice mode: the served baseline's and "
+    "the learner's would-be (matching estimate)",
+    labelnames=["policy"],
+)
