@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app_api import problems
 from app_api.edge import BodyLimit, SecurityHeaders
-from app_api.routes import auth, health
+from app_api.routes import auth, health, profile
 from app_api.services import Services, build
 
 API_PREFIX = "/v1"
@@ -47,6 +47,7 @@ def create_app(services: Services | None = None) -> FastAPI:
 
     v1 = APIRouter(prefix=API_PREFIX)
     v1.include_router(auth.router)
+    v1.include_router(profile.router)
     app.include_router(v1)
     app.include_router(health.router)
 
