@@ -15,7 +15,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app_api import problems
 from app_api.edge import BodyLimit, SecurityHeaders
-from app_api.routes import auth, health, profile
+from app_api.relay import RelayWorker
+from app_api.routes import auth, feedback, health, profile, tips
 from app_api.services import Services, build
 
 API_PREFIX = "/v1"
@@ -31,7 +32,16 @@ def create_app(services: Services | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        worker = RelayWorker(services) if settings.app.run_workers else None
+        if worker is not None:
+            services.extra["relay"] = worker
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+                services.extra.pop("relay", None)
 
     app = FastAPI(
         title="oO app API",
@@ -48,6 +58,8 @@ def create_app(services: Services | None = None) -> FastAPI:
     v1 = APIRouter(prefix=API_PREFIX)
     v1.include_router(auth.router)
     v1.include_router(profile.router)
+    v1.include_router(tips.router)
+    v1.include_router(feedback.router)
     app.include_router(v1)
     app.include_router(health.router)
 

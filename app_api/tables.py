@@ -103,7 +103,8 @@ class Reaction(Base):
 
 class OutboxMessage(Base):
     """A message to deliver (serving's reward, the bus) written in the transaction that caused
-    it; the relay delivers it until acknowledged. ``message_id`` is its idempotency key."""
+    it; the relay delivers it until acknowledged. ``message_id`` is its idempotency key.
+    ``status``: ``pending``, ``delivered``, or ``dead`` (refused as invalid; retrying cannot help)."""
 
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -111,6 +112,7 @@ class OutboxMessage(Base):
     destination: Mapped[str] = mapped_column(String(32))
     user_id: Mapped[str] = mapped_column(_user_fk(), index=True)
     payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

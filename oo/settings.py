@@ -177,6 +177,8 @@ class AppSettings(BaseModel):
     max_body_bytes: int = Field(default=65536, ge=1024, description="larger request bodies get 413")
     serving_url: str = "http://127.0.0.1:3000"
     serving_timeout_s: float = Field(default=2.0, gt=0)
+    run_workers: bool = Field(default=True, description="run the outbox relay in the API process")
+    relay_interval_s: float = Field(default=1.0, gt=0, description="how often the relay looks for due messages")
     relay_batch: int = Field(default=100, ge=1)
     relay_backoff_initial_s: float = Field(default=1.0, gt=0, description="first retry delay (doubles)")
     relay_backoff_max_s: float = Field(default=300.0, gt=0)

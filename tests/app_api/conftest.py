@@ -100,7 +100,7 @@ def make_settings(tmp_path: Path, db_url: str, fake_serving: FakeServingServer) 
             db=DBSettings(url=db_url),
             lake=LakeSettings(root=tmp_path / "lake"),
             vault=VaultSettings(keys=[SecretStr(Fernet.generate_key().decode())]),
-            app=AppSettings(serving_url=fake_serving.url, **app),
+            app=AppSettings(serving_url=fake_serving.url, **({"run_workers": False} | app)),
         )
 
     return make
@@ -135,6 +135,12 @@ class Account:
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens['access_token']}"}
+
+    def renew(self, client: TestClient) -> None:
+        """New tokens (after the test moved the clock past the access token's life)."""
+        r = client.post("/v1/auth/refresh", json={"refresh_token": self.tokens["refresh_token"]})
+        assert r.status_code == 200, r.text
+        self.tokens = r.json()
 
 
 def register(client: TestClient, email: str) -> Account:

@@ -77,6 +77,7 @@ def upgrade() -> None:
     sa.Column('destination', sa.String(length=32), nullable=False),
     sa.Column('user_id', sa.String(length=64), nullable=False),
     sa.Column('payload', sa.Text(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
@@ -88,6 +89,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_outbox_delivered_at'), 'outbox', ['delivered_at'], unique=False)
     op.create_index(op.f('ix_outbox_next_attempt_at'), 'outbox', ['next_attempt_at'], unique=False)
+    op.create_index(op.f('ix_outbox_status'), 'outbox', ['status'], unique=False)
     op.create_index(op.f('ix_outbox_user_id'), 'outbox', ['user_id'], unique=False)
     op.create_table('profiles',
     sa.Column('user_id', sa.String(length=64), nullable=False),
