@@ -137,13 +137,16 @@ class Delivery(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
-class OidcState(Base):
-    """A sign-in in progress: its ``state``, PKCE verifier and nonce, used once."""
+class AuthState(Base):
+    """An authorization flow in progress (Google sign-in, connecting Todoist): its ``state``, and
+    for sign-in the PKCE verifier and nonce; for connecting, the user who started it. Used once."""
 
-    __tablename__ = "oidc_states"
+    __tablename__ = "auth_states"
     state: Mapped[str] = mapped_column(String(128), primary_key=True)
-    code_verifier: Mapped[str] = mapped_column(String(128))
-    nonce: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str | None] = mapped_column(_user_fk(), index=True)
+    code_verifier: Mapped[str | None] = mapped_column(String(128))
+    nonce: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

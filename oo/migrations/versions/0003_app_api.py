@@ -1,5 +1,5 @@
 """app API tables: profiles, consents, refresh tokens, login failures, served decisions, reactions,
-outbox, deliveries, OIDC states, audit log, Todoist sync requests; users get a password hash and
+outbox, deliveries, auth states, audit log, Todoist sync requests; users get a password hash and
 an OIDC subject
 
 Revision ID: 0003_app_api
@@ -38,13 +38,17 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_login_failures_at'), 'login_failures', ['at'], unique=False)
     op.create_index(op.f('ix_login_failures_key'), 'login_failures', ['key'], unique=False)
-    op.create_table('oidc_states',
+    op.create_table('auth_states',
     sa.Column('state', sa.String(length=128), nullable=False),
-    sa.Column('code_verifier', sa.String(length=128), nullable=False),
-    sa.Column('nonce', sa.String(length=128), nullable=False),
+    sa.Column('purpose', sa.String(length=16), nullable=False),
+    sa.Column('user_id', sa.String(length=64), nullable=True),
+    sa.Column('code_verifier', sa.String(length=128), nullable=True),
+    sa.Column('nonce', sa.String(length=128), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('state', name=op.f('pk_oidc_states'))
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_auth_states_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('state', name=op.f('pk_auth_states'))
     )
+    op.create_index(op.f('ix_auth_states_user_id'), 'auth_states', ['user_id'], unique=False)
     op.create_table('consents',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('user_id', sa.String(length=64), nullable=False),
@@ -165,7 +169,7 @@ def downgrade() -> None:
     op.drop_table('outbox')
     op.drop_table('deliveries')
     op.drop_table('consents')
-    op.drop_table('oidc_states')
+    op.drop_table('auth_states')
     op.drop_table('login_failures')
     op.drop_table('audit_log')
     with op.batch_alter_table("users", schema=None) as batch_op:
