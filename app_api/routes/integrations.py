@@ -75,7 +75,7 @@ def _status(session: SessionDep, user_id: str) -> Status:
         return Status(status="not_connected")
     state = row.status if row.status in ("active", "needs_reauth", "revoked") else "needs_reauth"
     return Status(
-        status=state,  # type: ignore[arg-type]
+        status=state,
         last_synced_at=aware(row.last_synced_at) if row.last_synced_at else None,
         last_error=row.last_error,
     )
