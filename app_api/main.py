@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app_api import problems
 from app_api.edge import BodyLimit, SecurityHeaders
 from app_api.relay import RelayWorker
-from app_api.routes import auth, feedback, health, integrations, profile, tips
+from app_api.routes import auth, feedback, health, integrations, privacy, profile, tips
 from app_api.services import Services, build
 
 API_PREFIX = "/v1"
@@ -62,6 +62,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     v1.include_router(feedback.router)
     v1.include_router(integrations.router)
     v1.include_router(integrations.webhooks)
+    v1.include_router(privacy.router)
     app.include_router(v1)
     app.include_router(health.router)
 

@@ -22,7 +22,7 @@ from app_api.main import create_app
 from app_api.services import Services, build
 from oo.bus import InProcessBus
 from oo.fakes.serving import FakeServingServer
-from oo.settings import AppSettings, DBSettings, LakeSettings, Settings, VaultSettings
+from oo.settings import AppSettings, DBSettings, FeastSettings, LakeSettings, PathsSettings, Settings, VaultSettings
 from oo.tables import Base
 
 PASSWORD = "correct horse battery staple"
@@ -97,6 +97,8 @@ def clock() -> Clock:
 def make_settings(tmp_path: Path, db_url: str, fake_serving: FakeServingServer) -> Callable[..., Settings]:
     def make(**app: Any) -> Settings:
         return Settings(
+            paths=PathsSettings(var_dir=tmp_path / "var"),
+            feast=FeastSettings(project=f"t_{uuid.uuid4().hex[:10]}"),
             db=DBSettings(url=db_url),
             lake=LakeSettings(root=tmp_path / "lake"),
             vault=VaultSettings(keys=[SecretStr(Fernet.generate_key().decode())]),
