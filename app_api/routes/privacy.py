@@ -19,11 +19,13 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/me", tags=["privacy"])
 
 
-@router.get(
-    "/export",
-    responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}} | openapi_responses(401, 503),
-    response_class=JSONResponse,
-)
+EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+    **openapi_responses(401, 503),
+}
+
+
+@router.get("/export", responses=EXPORT_RESPONSES, response_class=JSONResponse)
 def export(user: CurrentUser, session: SessionDep, services: ServicesDep) -> Any:
     """Everything held about the caller: app database, lake, feature store, serving."""
     try:
