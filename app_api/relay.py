@@ -28,12 +28,13 @@ from sqlalchemy.orm import Session
 from app_api.services import Services
 from app_api.tables import OutboxMessage
 from data_contracts import ReactionEvent
-from data_contracts.serving import RewardRequest
+from data_contracts.serving import ActivateRequest, RewardRequest
 from oo.serving_client import ServingRefused
 
 log = logging.getLogger(__name__)
 
 SERVING_REWARD = "serving.reward"
+SERVING_ACTIVATE = "serving.activate"
 BUS_REACTIONS = "bus.reactions"
 
 
@@ -65,12 +66,21 @@ async def _to_serving(services: Services, payload: str) -> None:
         raise Refused(str(exc)) from None
 
 
+async def _activate(services: Services, payload: str) -> None:
+    request = ActivateRequest.model_validate_json(payload)
+    try:
+        await asyncio.to_thread(services.serving.activate, request)
+    except ServingRefused as exc:
+        raise Refused(str(exc)) from None
+
+
 async def _to_bus(services: Services, payload: str) -> None:
     await services.bus.publish("reactions", ReactionEvent.model_validate_json(payload))
 
 
 SENDERS: dict[str, Callable[[Services, str], Awaitable[None]]] = {
     SERVING_REWARD: _to_serving,
+    SERVING_ACTIVATE: _activate,
     BUS_REACTIONS: _to_bus,
 }
 
