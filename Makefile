@@ -18,7 +18,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
 .PHONY: help setup run test test-fast lint fmt contracts lock-check status clean \
-	bench-policy train-policy bench-features feast-plan fake-todoist todoist-sync bench-ingest dags-test
+	api bench-api bench-policy train-policy bench-features feast-plan fake-todoist todoist-sync bench-ingest dags-test
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -109,6 +109,9 @@ todoist-sync: setup ## sync every connected user's Todoist into the lake once (O
 
 bench-ingest: setup ## 1,000 users x 200 tasks from the fake API into the lake -> bench/results/ingest.json
 	$(RUN) python bench/ingest.py
+
+api: setup ## the app API (FastAPI) with uvicorn on 127.0.0.1:8000 (serving at OO_APP__SERVING_URL)
+	$(RUN) uvicorn --factory app_api.main:create_app --host 127.0.0.1 --port $${PORT:-8000}
 
 clean: ## remove local state (var/)
 	rm -rf var

@@ -107,3 +107,27 @@ class ActivateRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     event_id: UUID
     user_id: str = Field(min_length=1, max_length=256)
+
+
+class UserRequest(BaseModel):
+    """Names a user: the body of serving's privacy endpoints (``user_state``, ``forget``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    user_id: str = Field(min_length=1, max_length=256)
+
+
+class UserStateResponse(BaseModel):
+    """Everything serving holds about one user (for an export): decisions and rewards it keeps
+    in memory or in its learner state, as plain JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    user_id: str
+    state: dict[str, object] = {}
+
+
+class ForgetResponse(BaseModel):
+    """What serving removed of one user: how many items of its state held the user."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    user_id: str
+    removed: int = Field(ge=0)

@@ -223,6 +223,19 @@ class Lake:
                     os.close(fd)
         return WriteResult(dataset=dataset, written=written, skipped=skipped, files=tuple(files))
 
+    def delete_where(self, dataset: str, column: str, values: Sequence[str]) -> int:
+        """Remove every row whose ``column`` is in ``values`` (erasure). Each affected file is
+        rewritten to a temp file, fsynced and renamed over the old one (or removed when nothing
+        is left), under the dataset's lock: readers see the old file or the new one, never half.
+        Returns the number of rows removed."""
+        if column not in arrow_schema(contract_of(dataset)).names or not values:
+            return 0
+        removed = 0
+        with self._locked(dataset):
+            for path in self.files(dataset):
+                removed += rewrite_without(path, column, values)
+        return removed
+
     # -- reading -----------------------------------------------------------------------------
     def read(
         self,
@@ -260,6 +273,36 @@ class Lake:
                     "hive_partitioning = true, union_by_name = true)"
                 )
         return con
+
+
+def rewrite_without(path: Path, column: str, values: Sequence[str]) -> int:
+    """Rewrite the Parquet file ``path`` atomically without the rows whose ``column`` is in
+    ``values``; remove the file when no row is left. Returns the rows removed."""
+    if column not in pq.read_schema(path).names:
+        return 0
+    table = pq.read_table(path)
+    hit = pc.fill_null(
+        pc.is_in(pc.cast(table[column], pa.string()), value_set=pa.array(list(values), pa.string())), False
+    )
+    removed = int(pc.sum(hit).as_py() or 0)
+    if removed == 0:
+        return 0
+    kept = table.filter(pc.invert(hit))
+    if kept.num_rows == 0:
+        path.unlink()
+    else:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with open(tmp, "wb") as sink:
+            pq.write_table(kept, sink, compression="zstd")
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return removed
 
 
 def get_lake() -> Lake:

@@ -274,6 +274,65 @@ class ServingSettings(BaseModel):
     apprentice_window: int = Field(default=1000, ge=1, description="decisions compared in apprentice mode")
 
 
+DEV_AUTH_SECRET = "dev-auth-secret-never-use-outside-local-0123456789"
+"""JWT signing key used in local mode only; any other mode refuses it."""
+
+
+class AuthSettings(BaseModel):
+    """End-user authentication of the app API: JWTs, refresh tokens, login limits, Google sign-in."""
+
+    secret_key: SecretStr = Field(
+        default=SecretStr(DEV_AUTH_SECRET), description="HS256 key of access tokens (>= 32 bytes)"
+    )
+    algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    issuer: str = "oo-app"
+    access_ttl_s: int = Field(default=900, ge=30, le=3600, description="access token lifetime")
+    refresh_idle_ttl_s: int = Field(
+        default=14 * 86400, ge=60, description="a refresh token unused for this long expires"
+    )
+    refresh_max_ttl_s: int = Field(default=90 * 86400, ge=60, description="a token family's absolute lifetime")
+    login_max_failures: int = Field(default=5, ge=1, description="failed logins per email or address per window")
+    login_window_s: int = Field(default=900, ge=1)
+    google_client_id: str | None = Field(default=None, description="unset disables Google sign-in")
+    google_client_secret: SecretStr = SecretStr("")
+    google_metadata_url: str = "https://accounts.google.com/.well-known/openid-configuration"
+    google_redirect_uri: str = "http://127.0.0.1:8000/v1/auth/google/callback"
+    oidc_state_ttl_s: int = Field(default=600, ge=10, description="how long a sign-in may take")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value().encode()) < 32:
+            raise ValueError("OO_AUTH__SECRET_KEY must be at least 32 bytes (RFC 7518 §3.2)")
+        return v
+
+
+class AppSettings(BaseModel):
+    """The app API (FastAPI): its edge, the serving it asks, the outbox relay and the notifier."""
+
+    cors_origins: list[str] = Field(default=[], description="origins allowed to call from a browser; none by default")
+    max_body_bytes: int = Field(default=65536, ge=1024, description="larger request bodies get 413")
+    serving_url: str = "http://127.0.0.1:3000"
+    serving_timeout_s: float = Field(default=2.0, gt=0)
+    run_workers: bool = Field(default=True, description="run the outbox relay in the API process")
+    relay_interval_s: float = Field(default=1.0, gt=0, description="how often the relay looks for due messages")
+    relay_batch: int = Field(default=100, ge=1)
+    relay_backoff_initial_s: float = Field(default=1.0, gt=0, description="first retry delay (doubles)")
+    relay_backoff_max_s: float = Field(default=300.0, gt=0)
+    notify_every_hours: float = Field(default=24.0, gt=0, description="a user gets at most one tip per this long")
+    notify_max_attempts: int = Field(default=5, ge=1)
+    notify_backoff_initial_s: float = Field(default=60.0, gt=0)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_sender: str = "tips@oo.local"
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    todoist_client_id: str = "dev-client-id"
+    todoist_authorize_url: str = "https://app.todoist.com/oauth/authorize"
+    todoist_token_url: str = "https://api.todoist.com/oauth/access_token"
+    todoist_revoke_url: str = "https://api.todoist.com/api/v1/access_tokens/revoke"
+
+
 class Settings(BaseSettings):
     """All configuration of oO."""
 
@@ -295,6 +354,8 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     llm: LLMSettings = LLMSettings()
     serving: ServingSettings = ServingSettings()
+    auth: AuthSettings = AuthSettings()
+    app: AppSettings = AppSettings()
 
     @model_validator(mode="after")
     def _no_dev_secrets_outside_local(self) -> Settings:
@@ -303,6 +364,8 @@ class Settings(BaseSettings):
                 raise ValueError("OO_VAULT__KEYS holds the dev key; set real keys outside local")
             if self.todoist.client_secret.get_secret_value() == "dev-client-secret":
                 raise ValueError("OO_TODOIST__CLIENT_SECRET is the dev default outside local")
+            if self.auth.secret_key.get_secret_value() == DEV_AUTH_SECRET:
+                raise ValueError("OO_AUTH__SECRET_KEY is the dev default outside local")
         return self
 
     @property

@@ -45,6 +45,8 @@ class User(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     is_demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    oidc_subject: Mapped[str | None] = mapped_column(String(320), unique=True)
     integrations: Mapped[list[Integration]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
     )
@@ -74,6 +76,19 @@ class Integration(Base):
     api_base_url: Mapped[str | None] = mapped_column(String(300))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     user: Mapped[User] = relationship(back_populates="integrations")
+
+
+class SyncRequest(Base):
+    """A durable request to sync one user's Todoist (a verified webhook wrote it); the sync marks
+    it processed once that user's sync ran, so a crash in between leaves it pending."""
+
+    __tablename__ = "todoist_sync_requests"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(String(128), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    event_name: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class ProcessedEvent(Base):

@@ -67,6 +67,12 @@ def pg_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The local PostgreSQL server's URL (its ``test`` database), for session-scoped fixtures."""
+    return need_service("PostgreSQL", PG_URL)
+
+
 @pytest.fixture
 def nats_url() -> str:
     """The local NATS JetStream server."""

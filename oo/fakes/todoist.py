@@ -162,8 +162,19 @@ class FakeTodoist:
     True
     """
 
-    def __init__(self, seed: int = 0, clock: Clock | None = None, secret: str = "fake-todoist") -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        clock: Clock | None = None,
+        secret: str = "fake-todoist",
+        client_id: str = "dev-client-id",
+        client_secret: str = "dev-client-secret",
+    ) -> None:
         self.seed = seed
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self._codes: dict[str, FakeUser] = {}
+        self.revoked: list[str] = []
         self.clock = clock or Clock()
         self._secret = secret
         self._rng = random.Random(seed)
@@ -397,6 +408,32 @@ class FakeTodoist:
     def revoke(self, user: FakeUser, status: Literal[401, 403] = 403) -> None:
         """Revoke ``user``'s token for good."""
         self.inject(user, Fault("revoked", times=-1, revoked_status=status))
+
+    def authorization_code(self, user: FakeUser) -> str:
+        """A one-time OAuth code for ``user`` (what Todoist's consent screen would redirect with)."""
+        with self.lock:
+            code = "code-" + "".join(self._rng.choice("0123456789abcdef") for _ in range(24))
+            self._codes[code] = user
+            return code
+
+    def exchange(self, client_id: str, client_secret: str, code: str) -> str:
+        """The token of a code (used once); ValueError naming Todoist's error otherwise."""
+        with self.lock:
+            if (client_id, client_secret) != (self.client_id, self.client_secret):
+                raise ValueError("incorrect_application_credentials")
+            user = self._codes.pop(code, None)
+            if user is None:
+                raise ValueError("bad_authorization_code")
+            return user.token
+
+    def revoke_token(self, client_id: str, client_secret: str, token: str) -> bool:
+        """Revoke ``token`` (``DELETE /api/v1/access_tokens``); False for bad app credentials."""
+        with self.lock:
+            if (client_id, client_secret) != (self.client_id, self.client_secret):
+                return False
+            if self._by_token.pop(token, None) is not None:
+                self.revoked.append(token)
+            return True
 
     def inject(self, user: FakeUser, fault: Fault) -> None:
         """Answer ``user``'s next requests with ``fault``."""
@@ -656,6 +693,20 @@ def create_app(world: FakeTodoist) -> Starlette:
             rows = [world.rest_project(p) for p in user.projects.values() if p["is_archived"] and not p["is_deleted"]]
         return _page(rows, request, "results", f"archived:{user.todoist_id}")
 
+    async def oauth_token(request: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        try:
+            token = world.exchange(form.get("client_id", ""), form.get("client_secret", ""), form.get("code", ""))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"access_token": token, "token_type": "Bearer"})
+
+    async def revoke(request: Request) -> Response:
+        q = request.query_params
+        if not world.revoke_token(q.get("client_id", ""), q.get("client_secret", ""), q.get("access_token", "")):
+            return ApiError(401, "Invalid client credentials", 401, "AUTH_INVALID_CLIENT").response()
+        return Response(status_code=204)
+
     async def admin_users(request: Request) -> Response:
         return JSONResponse(
             [{"todoist_id": u.todoist_id, "token": u.token, "tasks": len(u.items)} for u in world.users]
@@ -678,6 +729,8 @@ def create_app(world: FakeTodoist) -> Starlette:
             Route("/api/v1/tasks/completed/by_completion_date", handler(completed), methods=["GET"]),
             Route("/api/v1/projects", handler(projects), methods=["GET"]),
             Route("/api/v1/projects/archived", handler(archived), methods=["GET"]),
+            Route("/oauth/access_token", oauth_token, methods=["POST"]),
+            Route("/api/v1/access_tokens", revoke, methods=["DELETE"]),
             Route("/__fake/users", admin_users, methods=["GET"]),
             Route("/__fake/evolve", admin_evolve, methods=["POST"]),
             Route("/__fake/faults", admin_fault, methods=["POST"]),

@@ -153,3 +153,30 @@ def test_a_read_can_select_columns(lake: Lake) -> None:
     table = lake.read("reactions", where="user_id = ?", params=["u1"], columns=["event_id"])
     assert table.column_names == ["event_id"] and table.column("event_id").to_pylist() == [str(UUID(int=1))]
     assert lake.read("decisions", columns=["decision_id"]).column_names == ["decision_id"]
+
+
+def test_delete_where_rewrites_files_without_the_rows(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+    from uuid import UUID
+
+    from data_contracts import ReactionEvent
+    from oo.lake import Lake
+
+    lake = Lake(tmp_path)
+
+    def event(n: int, user: str, day: int) -> ReactionEvent:
+        return ReactionEvent(
+            event_id=UUID(int=n), decision_id=UUID(int=100 + n), user_id=user, candidate_id="c",
+            reaction="done", occurred_at=datetime(2026, 5, day, tzinfo=UTC),
+        )  # fmt: skip
+
+    lake.write("reactions", [event(1, "a", 1), event(2, "b", 1), event(3, "a", 2)])
+    assert len(lake.files("reactions")) == 2
+    assert lake.delete_where("reactions", "user_id", ["a"]) == 2
+    assert lake.read("reactions")["user_id"].to_pylist() == ["b"]
+    assert len(lake.files("reactions")) == 1  # the day that held only "a" has no file left
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert lake.delete_where("reactions", "user_id", ["a"]) == 0
+    assert lake.delete_where("quarantine", "user_id", ["b"]) == 0  # no such column: nothing to do
+    lake.write("reactions", [event(1, "a", 1)])  # the key is free again once erased
+    assert lake.read("reactions").num_rows == 2

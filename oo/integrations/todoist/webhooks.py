@@ -1,14 +1,16 @@
-"""Todoist webhooks: verify the signature, turn a valid event into a sync trigger for its user.
+"""Todoist webhooks: verify the signature, turn a valid event into a durable sync request.
 
 Webhooks are notifications, never the data source: an event only says "this user changed
 something"; the sync reads the API. A verified event becomes a
-:class:`data_contracts.TodoistSyncTrigger` published on the bus (topic
-:data:`TRIGGER_TOPIC`); :func:`run_triggered_syncs` consumes triggers and syncs each user once.
+:class:`data_contracts.TodoistSyncTrigger`, stored as a :class:`oo.tables.SyncRequest` row in the
+app database before the webhook is acknowledged (so a crash or restart loses no trigger;
+Todoist's redelivery of the same ``X-Todoist-Delivery-ID`` is stored once).
+:func:`run_requested_syncs` syncs each requested user once and marks their requests processed.
 
 The signature is ``X-Todoist-Hmac-SHA256``: base64 of HMAC-SHA256 over the raw body, keyed with
 the app's client secret (``OO_TODOIST__CLIENT_SECRET``), compared in constant time. A missing or
-forged signature gets 401 and changes nothing. The app API mounts :data:`router`; its
-dependencies (:func:`bus_dependency`, :func:`engine_dependency`) can be overridden.
+forged signature raises :class:`BadSignature` and changes nothing. The HTTP endpoint is the app
+API's (``app_api/routes/integrations.py``), which calls :func:`receive`.
 """
 
 from __future__ import annotations
@@ -18,26 +20,26 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import SecretStr
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from data_contracts import TodoistSyncTrigger
-from oo.bus import Bus
-from oo.tables import Integration
+from oo.tables import Integration, SyncRequest
 
 log = logging.getLogger(__name__)
-
-TRIGGER_TOPIC = "todoist.sync_requested"
-"""The bus topic of :class:`TodoistSyncTrigger` events."""
 
 
 class BadWebhook(ValueError):
     """A webhook body that is not a Todoist event."""
+
+
+class BadSignature(BadWebhook):
+    """A webhook whose signature is missing or wrong (forged, or tampered with)."""
 
 
 def sign(body: bytes, secret: SecretStr) -> str:
@@ -108,91 +110,94 @@ def trigger_for(
     )
 
 
-_BUS: Bus[Any] | None = None
+def record_trigger(engine: Engine, trigger: TodoistSyncTrigger) -> bool:
+    """Store ``trigger`` durably as a :class:`SyncRequest` (committed before the webhook is
+    acknowledged). False when its delivery id is already stored (Todoist redelivered it)."""
+    from oo.db import session_scope
 
-
-def bus_dependency() -> Bus[Any]:
-    """The process's bus (override in the app: ``app.dependency_overrides[bus_dependency]``)."""
-    global _BUS
-    if _BUS is None:
-        from oo.bus import get_bus
-
-        _BUS = get_bus()
-    return _BUS
-
-
-def engine_dependency() -> Engine:
-    """The app database engine (overridable)."""
-    from oo.db import get_engine
-
-    return get_engine()
-
-
-def secret_dependency() -> SecretStr:
-    """The Todoist client secret (overridable)."""
-    from oo.settings import get_settings
-
-    return get_settings().todoist.client_secret
-
-
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
-
-
-@router.post("/todoist")
-async def todoist_webhook(
-    request: Request,
-    bus: Annotated[Bus[Any], Depends(bus_dependency)],
-    engine: Annotated[Engine, Depends(engine_dependency)],
-    secret: Annotated[SecretStr, Depends(secret_dependency)],
-) -> dict[str, Any]:
-    """Receive a Todoist webhook: verify it and ask for a sync of its user."""
-    body = await request.body()
-    if not verify(body, request.headers.get("X-Todoist-Hmac-SHA256"), secret):
-        log.warning("todoist webhook: bad signature, refused")
-        raise HTTPException(status_code=401, detail="invalid webhook signature")
     try:
-        event = parse_event(body)
-    except BadWebhook as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from None
-    trigger = trigger_for(engine, event, request.headers.get("X-Todoist-Delivery-ID"))
-    if trigger is None:  # acknowledged, so Todoist does not redeliver; nothing to sync
-        return {"accepted": False, "reason": "no connected user with this Todoist id"}
-    await bus.publish(TRIGGER_TOPIC, trigger)
-    return {"accepted": True, "user_id": trigger.user_id, "event_name": trigger.event_name}
+        with session_scope(engine) as s:
+            s.add(
+                SyncRequest(
+                    delivery_id=trigger.delivery_id,
+                    user_id=trigger.user_id,
+                    event_name=trigger.event_name[:64],
+                    requested_at=trigger.received_at,
+                )
+            )
+    except IntegrityError:
+        return False
+    return True
 
 
-async def run_triggered_syncs(
-    bus: Bus[Any],
-    sync: Callable[[list[str]], Any] | None = None,
-    *,
-    consumer: str = "todoist-sync",
-    idle_timeout: float = 0.5,
+def requested_users(engine: Engine) -> list[str]:
+    """Users with a pending sync request, oldest request first."""
+    from oo.db import session_scope
+
+    with session_scope(engine) as s:
+        rows = s.execute(
+            select(SyncRequest.user_id, func.min(SyncRequest.requested_at))
+            .where(SyncRequest.processed_at.is_(None))
+            .group_by(SyncRequest.user_id)
+            .order_by(func.min(SyncRequest.requested_at))
+        ).all()
+    return [r[0] for r in rows]
+
+
+def run_requested_syncs(
+    engine: Engine,
+    sync: Callable[[list[str]], Sequence[Any]] | None = None,
+    now: Callable[[], datetime] | None = None,
 ) -> list[str]:
-    """Consume pending triggers and sync each triggered user once (a trigger is acked only after
-    its user's sync ran, so a crash redelivers it). Returns the users synced."""
-    from oo.integrations.todoist.sync import sync_users
+    """Sync every user with pending requests once, then mark the requests that existed before the
+    sync as processed. A crash before the mark leaves them pending (the next run syncs again:
+    syncs are incremental and idempotent); a request arriving during the sync stays pending.
+    Returns the users synced."""
+    from oo.db import session_scope
 
-    run = sync or sync_users
-    users: list[str] = []
+    clock = now or (lambda: datetime.now(UTC))
+    started = clock()
+    users = requested_users(engine)
+    if not users:
+        return []
+    if sync is None:
+        from oo.integrations.todoist.sync import sync_users
 
-    async def handle(trigger: TodoistSyncTrigger) -> None:
-        if trigger.user_id not in users:
-            run([trigger.user_id])
-            users.append(trigger.user_id)
-
-    await bus.consume(TRIGGER_TOPIC, TodoistSyncTrigger, handle, consumer=consumer, idle_timeout=idle_timeout)
+        sync = sync_users
+    sync(users)
+    with session_scope(engine) as s:
+        s.execute(
+            update(SyncRequest)
+            .where(
+                SyncRequest.user_id.in_(users),
+                SyncRequest.processed_at.is_(None),
+                SyncRequest.requested_at <= started,
+            )
+            .values(processed_at=clock())
+        )
     return users
 
 
+def receive(engine: Engine, body: bytes, headers: Mapping[str, str], secret: SecretStr) -> TodoistSyncTrigger | None:
+    """Verify and record one webhook delivery: the trigger stored, or ``None`` for an event of no
+    connected user. Raises :class:`BadSignature` or :class:`BadWebhook`."""
+    if not verify(body, headers.get("X-Todoist-Hmac-SHA256"), secret):
+        raise BadSignature("invalid webhook signature")
+    event = parse_event(body)
+    trigger = trigger_for(engine, event, headers.get("X-Todoist-Delivery-ID"))
+    if trigger is not None:
+        record_trigger(engine, trigger)
+    return trigger
+
+
 __all__ = [
-    "TRIGGER_TOPIC",
+    "BadSignature",
     "BadWebhook",
-    "bus_dependency",
-    "engine_dependency",
     "parse_event",
-    "router",
-    "run_triggered_syncs",
-    "secret_dependency",
+    "receive",
+    "record_trigger",
+    "requested_users",
+    "run_requested_syncs",
     "sign",
     "trigger_for",
     "verify",

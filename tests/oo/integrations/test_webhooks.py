@@ -1,33 +1,28 @@
-"""Todoist webhooks: signed events become sync triggers on the bus; forged ones change nothing."""
+"""Todoist webhooks: signed events become durable sync requests; forged ones change nothing.
+(The HTTP endpoint is the app API's: tests/app_api/test_api_integrations.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
-from data_contracts import TodoistSyncTrigger
-from oo.bus import InProcessBus
 from oo.db import engine_for, migrate, session_scope
 from oo.integrations.todoist.sync import connect_user
 from oo.integrations.todoist.webhooks import (
-    TRIGGER_TOPIC,
-    bus_dependency,
-    engine_dependency,
-    router,
-    run_triggered_syncs,
-    secret_dependency,
+    BadSignature,
+    BadWebhook,
+    receive,
+    requested_users,
+    run_requested_syncs,
     sign,
     verify,
 )
-from oo.tables import Integration
+from oo.tables import Integration, SyncRequest
 from oo.vault import Vault
 
 SECRET = SecretStr("client-secret-for-tests")
@@ -44,21 +39,6 @@ def engine(tmp_path: Path) -> Engine:
     return eng
 
 
-@pytest.fixture
-def bus() -> InProcessBus:
-    return InProcessBus()
-
-
-@pytest.fixture
-def client(engine: Engine, bus: InProcessBus) -> TestClient:
-    app = FastAPI()
-    app.include_router(router)
-    app.dependency_overrides[bus_dependency] = lambda: bus
-    app.dependency_overrides[engine_dependency] = lambda: engine
-    app.dependency_overrides[secret_dependency] = lambda: SECRET
-    return TestClient(app)
-
-
 def event(user_id: str = "2671355", name: str = "item:added") -> bytes:
     return json.dumps(
         {
@@ -72,14 +52,14 @@ def event(user_id: str = "2671355", name: str = "item:added") -> bytes:
     ).encode()
 
 
-def pending(bus: InProcessBus) -> list[TodoistSyncTrigger]:
-    got: list[TodoistSyncTrigger] = []
+def signed(body: bytes, delivery: str | None = None) -> dict[str, str]:
+    headers = {"X-Todoist-Hmac-SHA256": sign(body, SECRET)}
+    return headers | ({"X-Todoist-Delivery-ID": delivery} if delivery else {})
 
-    async def handle(t: TodoistSyncTrigger) -> None:
-        got.append(t)
 
-    asyncio.run(bus.consume(TRIGGER_TOPIC, TodoistSyncTrigger, handle, consumer="probe", idle_timeout=0.05))
-    return got
+def stored(engine: Engine) -> list[tuple[str, str, str]]:
+    with session_scope(engine) as s:
+        return [(r.user_id, r.event_name, r.delivery_id) for r in s.execute(select(SyncRequest)).scalars()]
 
 
 def test_signature_is_base64_hmac_sha256_of_the_raw_body() -> None:
@@ -90,51 +70,47 @@ def test_signature_is_base64_hmac_sha256_of_the_raw_body() -> None:
     assert not verify(body, None, SECRET) and not verify(body, "", SECRET)
 
 
-def test_a_signed_event_becomes_a_sync_trigger_for_its_user(client: TestClient, bus: InProcessBus) -> None:
+def test_a_signed_event_becomes_a_durable_request_for_its_user(engine: Engine) -> None:
     body = event()
-    headers = {"X-Todoist-Hmac-SHA256": sign(body, SECRET), "X-Todoist-Delivery-ID": "d-1"}
-    response = client.post("/webhooks/todoist", content=body, headers=headers)
-    assert response.status_code == 200 and response.json()["user_id"] == "oo-user-1"
-    client.post("/webhooks/todoist", content=body, headers=headers)  # redelivered: same delivery id
-    triggers = pending(bus)
-    assert len(triggers) == 1  # the redelivery is deduplicated by its delivery id
-    assert [(t.user_id, t.todoist_user_id, t.event_name, t.delivery_id) for t in triggers][0] == (
-        "oo-user-1",
-        "2671355",
-        "item:added",
-        "d-1",
-    )
+    trigger = receive(engine, body, signed(body, "d-1"), SECRET)
+    assert trigger is not None and (trigger.user_id, trigger.todoist_user_id) == ("oo-user-1", "2671355")
+    receive(engine, body, signed(body, "d-1"), SECRET)  # redelivered: same delivery id
+    assert stored(engine) == [("oo-user-1", "item:added", "d-1")]
+    assert requested_users(engine) == ["oo-user-1"]
 
 
-def test_a_forged_signature_is_401_and_changes_nothing(client: TestClient, bus: InProcessBus) -> None:
+def test_a_forged_signature_is_refused_and_changes_nothing(engine: Engine) -> None:
     body = event()
-    forged = sign(body, SecretStr("guessed"))
-    for headers in ({"X-Todoist-Hmac-SHA256": forged}, {}):
-        assert client.post("/webhooks/todoist", content=body, headers=headers).status_code == 401
-    tampered = body.replace(b"item:added", b"item:deleted")
-    headers = {"X-Todoist-Hmac-SHA256": sign(body, SECRET)}
-    assert client.post("/webhooks/todoist", content=tampered, headers=headers).status_code == 401
-    assert pending(bus) == []
+    for headers in ({"X-Todoist-Hmac-SHA256": sign(body, SecretStr("guessed"))}, {}):
+        with pytest.raises(BadSignature):
+            receive(engine, body, headers, SECRET)
+    with pytest.raises(BadSignature):
+        receive(engine, body.replace(b"item:added", b"item:deleted"), signed(body), SECRET)
+    assert stored(engine) == []
 
 
-def test_malformed_and_unknown_user_events_trigger_nothing(client: TestClient, bus: InProcessBus) -> None:
+def test_malformed_and_unknown_user_events_request_nothing(engine: Engine) -> None:
     bad = b'{"event_name": "item:added", '
-    assert (
-        client.post("/webhooks/todoist", content=bad, headers={"X-Todoist-Hmac-SHA256": sign(bad, SECRET)}).status_code
-        == 400
-    )
+    with pytest.raises(BadWebhook) as raised:
+        receive(engine, bad, signed(bad), SECRET)
+    assert not isinstance(raised.value, BadSignature)
     stranger = event(user_id="999")
-    response = client.post(
-        "/webhooks/todoist", content=stranger, headers={"X-Todoist-Hmac-SHA256": sign(stranger, SECRET)}
-    )
-    assert response.status_code == 200 and response.json()["accepted"] is False
-    assert pending(bus) == []
+    assert receive(engine, stranger, signed(stranger), SECRET) is None
+    assert stored(engine) == []
 
 
-def test_triggers_sync_each_user_once(client: TestClient, bus: InProcessBus) -> None:
+def test_requests_sync_each_user_once_and_survive_a_failed_sync(engine: Engine) -> None:
     for i in range(3):
         body = event(name=f"item:updated{i}")
-        client.post("/webhooks/todoist", content=body, headers={"X-Todoist-Hmac-SHA256": sign(body, SECRET)})
+        receive(engine, body, signed(body), SECRET)
+
+    def crash(users: list[str]) -> list[object]:
+        raise RuntimeError("the sync died")
+
+    with pytest.raises(RuntimeError):
+        run_requested_syncs(engine, crash)
+    assert requested_users(engine) == ["oo-user-1"]  # nothing lost
     synced: list[list[str]] = []
-    users = asyncio.run(run_triggered_syncs(bus, synced.append, idle_timeout=0.05))
-    assert users == ["oo-user-1"] and synced == [["oo-user-1"]]
+    assert run_requested_syncs(engine, lambda users: synced.append(users) or []) == ["oo-user-1"]
+    assert synced == [["oo-user-1"]] and requested_users(engine) == []
+    assert run_requested_syncs(engine, lambda users: synced.append(users) or []) == []

@@ -1,0 +1,79 @@
+"""Passwords (argon2 through pwdlib) and short-lived access tokens (PyJWT, HS256 by default).
+
+An access token carries ``sub`` (the user id), ``iat``, ``exp``, ``iss``, a random ``jti`` and
+``typ: access``; decoding requires all of them and checks signature, issuer and expiry against
+the caller's clock. Refresh tokens are not JWTs: see :mod:`app_api.refresh`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+import jwt
+from pwdlib import PasswordHash
+
+from oo.settings import AuthSettings
+
+
+class InvalidToken(ValueError):
+    """An access token that is malformed, forged, expired or of the wrong kind."""
+
+
+@lru_cache(maxsize=1)
+def password_hasher() -> PasswordHash:
+    """pwdlib's recommended hasher (argon2id with its default parameters)."""
+    return PasswordHash.recommended()
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return password_hasher().hash("a password nobody has")
+
+
+def hash_password(password: str) -> str:
+    """The argon2id hash of ``password``."""
+    return password_hasher().hash(password)
+
+
+def verify_password(password: str, hashed: str | None) -> bool:
+    """Whether ``password`` matches ``hashed``; for a user without a password (``None``) a dummy
+    hash is checked so that the answer takes as long as for a real one."""
+    if hashed is None:
+        password_hasher().verify(password, _dummy_hash())
+        return False
+    return password_hasher().verify(password, hashed)
+
+
+def create_access_token(user_id: str, settings: AuthSettings, now: datetime) -> tuple[str, int]:
+    """A signed access token for ``user_id`` and its lifetime in seconds."""
+    claims = {
+        "sub": user_id,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=settings.access_ttl_s)).timestamp()),
+        "iss": settings.issuer,
+        "jti": uuid.uuid4().hex,
+        "typ": "access",
+    }
+    token = jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm=settings.algorithm)
+    return token, settings.access_ttl_s
+
+
+def decode_access_token(token: str, settings: AuthSettings, now: datetime) -> str:
+    """The user id of a valid access token; :class:`InvalidToken` otherwise."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.secret_key.get_secret_value(),
+            algorithms=[settings.algorithm],
+            issuer=settings.issuer,
+            options={"require": ["sub", "iat", "exp", "iss", "typ"], "verify_exp": False},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(f"invalid access token ({type(exc).__name__})") from None
+    if claims.get("typ") != "access" or not isinstance(claims.get("sub"), str):
+        raise InvalidToken("invalid access token (not an access token)")
+    if not isinstance(claims["exp"], int) or claims["exp"] <= now.timestamp():
+        raise InvalidToken("the access token has expired")
+    return str(claims["sub"])

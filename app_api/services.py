@@ -1,0 +1,78 @@
+"""What the app's routes use, built once per app: settings, database, serving client, bus, lake,
+vault, clock. Tests build their own (:func:`build`) and hand it to :func:`app_api.main.create_app`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine
+
+from oo.bus import Bus
+from oo.lake import Lake
+from oo.serving_client import ServingClient
+from oo.settings import Settings
+from oo.vault import Vault
+
+
+def utc_now() -> datetime:
+    """The wall clock, timezone-aware."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    """The app's collaborators. ``http`` calls outside services (Todoist OAuth, webhooks of users,
+    the OIDC provider)."""
+
+    settings: Settings
+    engine: Engine
+    serving: ServingClient
+    bus: Bus[Any]
+    lake: Lake
+    vault: Vault
+    http: httpx.Client
+    clock: Callable[[], datetime] = utc_now
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Close the pools this object opened."""
+        self.serving.close()
+        self.http.close()
+
+
+def build(settings: Settings, *, bus: Bus[Any] | None = None, migrate: bool = True) -> Services:
+    """Services for ``settings``; migrates the app database to head unless told not to."""
+    from oo import db
+    from oo.bus import DbDeduplicator, InProcessBus, NatsBus
+
+    if migrate:
+        db.migrate(settings.db_url)
+    engine = db.engine_for(settings.db_url, settings.db.echo)
+    if bus is None:
+        b = settings.bus
+        bus = (
+            NatsBus(
+                b.nats_url,
+                DbDeduplicator(engine),
+                stream=b.stream,
+                prefix=b.subject_prefix,
+                max_deliver=b.max_deliver,
+                ack_wait_s=b.ack_wait_s,
+            )
+            if b.nats_url
+            else InProcessBus(max_deliver=b.max_deliver)
+        )
+    return Services(
+        settings=settings,
+        engine=engine,
+        serving=ServingClient(settings.app.serving_url, settings.app.serving_timeout_s),
+        bus=bus,
+        lake=Lake(settings.lake_root),
+        vault=Vault(settings.vault.keys),
+        http=httpx.Client(timeout=httpx.Timeout(settings.app.webhook_timeout_s), follow_redirects=False),
+    )

@@ -1,0 +1,154 @@
+"""A typed HTTP client of the serving API (rank, reward, activate, and the privacy endpoints).
+
+The deployables are independent: the app API does not import serving, it calls it over HTTP
+with the bodies of :mod:`data_contracts.serving`. How those bodies travel on the wire lives in
+one constant, :data:`WIRE`: each endpoint's path and the name the body is wrapped under
+(BentoML 1.4 wraps a single pydantic parameter under its parameter name, ``{"request": {...}}``;
+a service declared with ``input_spec`` takes the model itself, which is ``wrap=None``).
+
+Failures are split in two so that callers can decide: :class:`ServingUnavailable` (connection
+refused, timeout, 5xx: retry later) and :class:`ServingRefused` (4xx: the request is wrong and
+retrying it will not help).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from data_contracts.serving import (
+    ActivateRequest,
+    ForgetResponse,
+    RankRequest,
+    RankResponse,
+    RewardRequest,
+    RewardResponse,
+    UserRequest,
+    UserStateResponse,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where an endpoint lives and how its body is wrapped (``None``: sent as is)."""
+
+    path: str
+    wrap: str | None = "request"
+
+
+WIRE: dict[str, Endpoint] = {
+    "rank": Endpoint("/rank"),
+    "reward": Endpoint("/reward"),
+    "activate": Endpoint("/activate"),
+    "user_state": Endpoint("/user_state"),
+    "forget": Endpoint("/forget"),
+}
+"""The serving API on the wire: the one place to change when the service's signature changes."""
+
+
+class ServingError(Exception):
+    """A call to serving did not succeed."""
+
+
+class ServingUnavailable(ServingError, ConnectionError):
+    """Serving could not be reached, timed out or failed (5xx): worth retrying later."""
+
+
+class ServingRefused(ServingError, ValueError):
+    """Serving refused the request (4xx): retrying the same request will not help."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def wire_body(endpoint: str, body: BaseModel) -> dict[str, Any]:
+    """The JSON body of ``endpoint`` carrying ``body``.
+
+    Examples
+    --------
+    >>> wire_body("activate", UserRequest(user_id="u1"))
+    {'request': {'user_id': 'u1'}}
+    """
+    payload = body.model_dump(mode="json")
+    wrap = WIRE[endpoint].wrap
+    return {wrap: payload} if wrap else payload
+
+
+def unwrap_body(endpoint: str, body: Any) -> Any:
+    """The inner body of a request sent as :func:`wire_body` makes it (for stand-in servers)."""
+    wrap = WIRE[endpoint].wrap
+    if wrap is None:
+        return body
+    if not isinstance(body, dict) or wrap not in body:
+        raise ValueError(f"the body must be an object with a {wrap!r} field")
+    return body[wrap]
+
+
+class ServingClient:
+    """Calls serving at ``base_url`` with a pooled, keep-alive ``httpx.Client``.
+
+    ``timeout_s`` bounds connecting, reading and writing of each call; no call retries by
+    itself (the outbox relay and the notifier retry with backoff; a tip request fails fast).
+    """
+
+    def __init__(self, base_url: str, timeout_s: float = 2.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __repr__(self) -> str:
+        return f"ServingClient({self.base_url!r})"
+
+    def _call(self, endpoint: str, body: BaseModel, answer: type[M]) -> M:
+        try:
+            response = self._http.post(WIRE[endpoint].path, json=wire_body(endpoint, body))
+        except httpx.HTTPError as exc:  # connect errors, timeouts, protocol errors
+            raise ServingUnavailable(f"serving {endpoint}: {type(exc).__name__}") from None
+        if response.status_code >= 500:
+            raise ServingUnavailable(f"serving {endpoint}: HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise ServingRefused(f"serving {endpoint}: HTTP {response.status_code}", response.status_code)
+        try:
+            return answer.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ServingUnavailable(f"serving {endpoint}: malformed answer ({exc.error_count()} errors)") from None
+
+    def rank(self, request: RankRequest) -> RankResponse:
+        """One decision for ``request.user_id``."""
+        return self._call("rank", request, RankResponse)
+
+    def reward(self, request: RewardRequest) -> RewardResponse:
+        """Report a reaction; the same ``reaction_id`` twice is counted once by serving."""
+        return self._call("reward", request, RewardResponse)
+
+    def activate(self, request: ActivateRequest) -> None:
+        """Say that the user saw a deferred decision's tip."""
+        self._call("activate", request, _Ignored)
+
+    def user_state(self, user_id: str) -> UserStateResponse:
+        """What serving holds about ``user_id``."""
+        return self._call("user_state", UserRequest(user_id=user_id), UserStateResponse)
+
+    def forget(self, user_id: str) -> ForgetResponse:
+        """Remove ``user_id`` from serving's state (decisions, rewards, learner state)."""
+        return self._call("forget", UserRequest(user_id=user_id), ForgetResponse)
+
+
+class _Ignored(BaseModel):
+    """An answer whose content does not matter (any JSON object)."""
+
+    model_config = {"extra": "allow"}

@@ -1,0 +1,78 @@
+"""GET /v1/tips/next: a decision from serving, within the user's consents, kinds and quiet hours."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from app_api.services import Services
+from app_api.tables import ServedDecision
+from oo.fakes.serving import FakeServingServer
+from tests.app_api.conftest import Account, Clock
+
+
+def kinds_ranked(fake: FakeServingServer, decision_id: str) -> set[str]:
+    return {c.kind.value for c in fake.world.decisions[decision_id].ranking}
+
+
+def test_a_tip_comes_with_its_decision_id(
+    client: TestClient, services: Services, fake_serving: FakeServingServer, alice: Account
+) -> None:
+    r = client.get("/v1/tips/next", headers=alice.auth)
+    assert r.status_code == 200
+    body = r.json()
+    decision = fake_serving.world.decisions[body["decision_id"]]
+    assert decision.user_id == alice.id and body["tip"]["candidate_id"] == decision.reward_action_id
+    with Session(services.engine) as s:
+        served = s.get(ServedDecision, body["decision_id"])
+        assert served is not None and served.user_id == alice.id and served.via == "api"
+
+
+def test_no_llm_tips_without_consent(client: TestClient, fake_serving: FakeServingServer, alice: Account) -> None:
+    before = client.get("/v1/tips/next", headers=alice.auth).json()
+    assert kinds_ranked(fake_serving, before["decision_id"]) == {"todoist_task"}
+    client.post("/v1/me/consents", json={"purpose": "llm_tips", "granted": True}, headers=alice.auth)
+    given = client.get("/v1/tips/next", headers=alice.auth).json()
+    assert kinds_ranked(fake_serving, given["decision_id"]) == {"todoist_task", "llm_tip"}
+    client.post("/v1/me/consents", json={"purpose": "llm_tips", "granted": False}, headers=alice.auth)
+    withdrawn = client.get("/v1/tips/next", headers=alice.auth).json()
+    assert kinds_ranked(fake_serving, withdrawn["decision_id"]) == {"todoist_task"}
+
+
+def test_preferred_kinds_limit_the_candidates(client: TestClient, alice: Account) -> None:
+    client.put("/v1/me/profile", json={"tip_kinds": ["llm_tip"]}, headers=alice.auth)
+    # LLM tips only, but no consent to them: nothing to suggest, and serving is told so.
+    r = client.get("/v1/tips/next", headers=alice.auth).json()
+    assert r["tip"] is None and r["reason"] == "no_candidates"
+    client.post("/v1/me/consents", json={"purpose": "llm_tips", "granted": True}, headers=alice.auth)
+    assert client.get("/v1/tips/next", headers=alice.auth).json()["tip"]["kind"] == "llm_tip"
+
+
+def test_quiet_hours_in_the_users_timezone(
+    client: TestClient, clock: Clock, fake_serving: FakeServingServer, alice: Account
+) -> None:
+    # The clock says 12:00 UTC = 21:00 in Tokyo: inside Alice's 20:00-08:00 quiet hours.
+    profile = {"timezone": "Asia/Tokyo", "quiet_hours": {"start": "20:00", "end": "08:00"}}
+    client.put("/v1/me/profile", json=profile, headers=alice.auth)
+    calls = fake_serving.world.calls.get("rank", 0)
+    r = client.get("/v1/tips/next", headers=alice.auth).json()
+    assert r == {"decision_id": None, "tip": None, "reason": "quiet_hours"}
+    assert fake_serving.world.calls.get("rank", 0) == calls  # serving was not asked
+    clock.advance(hours=11)  # 08:00 in Tokyo
+    alice.renew(client)
+    assert client.get("/v1/tips/next", headers=alice.auth).json()["tip"] is not None
+
+
+def test_serving_down_is_a_503_problem(client: TestClient, fake_serving: FakeServingServer, alice: Account) -> None:
+    fake_serving.stop()
+    try:
+        r = client.get("/v1/tips/next", headers=alice.auth)
+    finally:
+        fake_serving.start()
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+    assert r.headers["retry-after"] == "5"
+    assert client.get("/v1/tips/next", headers=alice.auth).status_code == 200
+
+
+def test_tips_need_a_user(client: TestClient) -> None:
+    assert client.get("/v1/tips/next").status_code == 401
