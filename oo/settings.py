@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     env: Literal["local", "staging", "prod"] = "local"
     require_services: bool = Field(default=False, description="integration tests fail instead of skipping")
     log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="json lines, a readable console, or auto (console on a terminal)"
+    )
     paths: PathsSettings = PathsSettings()
     db: DBSettings = DBSettings()
     lake: LakeSettings = LakeSettings()
