@@ -113,8 +113,8 @@ def run() -> None:
     console.print(
         "[bold]Started:[/] app database (migrated), lake, event bus; Todoist ingestion ran against the "
         "FAKE Todoist API (synthetic users).\n"
-        "[bold]Not built yet:[/] serving (BentoML) and the app API (FastAPI); `make run` goes on with "
-        "simulated traffic and the events_ingest, features and policy_training DAGs."
+        "[bold]Next:[/] simulated traffic and the events_ingest, features and policy_training DAGs "
+        "(`make demo-batch`); `make run` then starts the services."
     )
 
 
