@@ -18,7 +18,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION ?= False
 
-.PHONY: help setup run demo-batch up test test-fast lint fmt typecheck contracts contracts-check lock-check status clean \
+.PHONY: help setup run demo-batch test test-fast lint fmt typecheck contracts contracts-check lock-check status clean \
 	bench-policy train-policy bench-features feast-plan fake-todoist todoist-sync bench-ingest dags-test
 
 help: ## list targets
@@ -63,8 +63,8 @@ dags-test: setup ## run DAGS="a b" in order with `airflow dags test` (logs in va
 		if [ "$$state" != "state=success" ]; then tail -n 40 $$log; exit 1; fi; \
 	done
 
-status: setup ## where each store lives, lake row counts
-	$(RUN) python -m oo.cli status
+status: setup ## each store and service healthy or not (exit 1 when one is down), lake row counts
+	$(RUN) oo status
 
 test: setup ## lint, contracts check, then the whole suite (integration tests need PostgreSQL, Redis, NATS)
 	$(RUN) ruff check .

@@ -124,6 +124,7 @@ class Launcher:
         seed: list[str] | None = None,
         seed_marker: Path | None = None,
         seed_note: str = "",
+        seed_env: dict[str, str] | None = None,
         title: str = "services",
     ) -> None:
         self.services = list(services)
@@ -135,6 +136,7 @@ class Launcher:
         self.seed = seed
         self.seed_marker = seed_marker
         self.seed_note = seed_note
+        self.seed_env = {"PYTHONUNBUFFERED": "1", **(seed_env or {})}
         self.title = title
         self.pid_file = run_dir / "launcher.json"
         self.running: list[Running] = []
@@ -242,7 +244,7 @@ class Launcher:
         if not self.seed or self.seed_marker is None or self.seed_marker.exists():
             return
         self.console.print(f"[bold]First start: seeding[/] {self.seed_note}")
-        seeding = self._spawn(Service(name="seed", command=self.seed), live=True)
+        seeding = self._spawn(Service(name="seed", command=self.seed, env=self.seed_env), live=True)
         code = self._wait_exit(seeding)
         if code != 0:
             raise SystemExit(f"seeding failed (exit {code}); see {seeding.log_path}")

@@ -64,18 +64,23 @@ def airflow_password(settings: Settings) -> str | None:
     return passwords.get("admin")
 
 
-def platform_services(settings: Settings, root: Path = ROOT) -> list[Service]:
-    """The platform's services, as the settings and this checkout have them."""
-    p = settings.platform
-    external_todoist = todoist_is_external(settings)
-    fake_url = f"{p.url(p.todoist_port)}/api/v1/"
+def child_env() -> dict[str, str]:
+    """What every child gets: the venv first on PATH, unbuffered output, readable logs on a terminal."""
     venv_bin = str(Path(sys.executable).parent)
-    common = {
+    return {
         # `airflow standalone` starts its parts as `airflow ...` from PATH (stack-notes §2)
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         "OO_LOG_FORMAT": os.environ.get("OO_LOG_FORMAT", "console" if sys.stdout.isatty() else "json"),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def platform_services(settings: Settings, root: Path = ROOT) -> list[Service]:
+    """The platform's services, as the settings and this checkout have them."""
+    p = settings.platform
+    external_todoist = todoist_is_external(settings)
+    fake_url = f"{p.url(p.todoist_port)}/api/v1/"
+    common = child_env()
     if not external_todoist:
         common["OO_TODOIST__BASE_URL"] = fake_url
     todoist = Service(
@@ -194,8 +199,14 @@ def build_launcher(settings: Settings, seed: str | None = None, console: Console
         seed=shlex.split(seed) if seed else None,
         seed_marker=settings.paths.resolve("platform", "seeded"),
         seed_note=SEED_NOTE,
+        seed_env=child_env(),
         title="oO platform",
     )
+
+
+@app.callback()
+def main() -> None:
+    """Run the oO platform on one machine (`make run` is `up`)."""
 
 
 @app.command()
