@@ -16,8 +16,9 @@ export DO_NOT_TRACK ?= true
 export BENTOML_DO_NOT_TRACK ?= True
 export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION ?= False
 
-.PHONY: help setup run test test-fast lint fmt contracts lock-check status clean \
+.PHONY: help setup run demo-batch test test-fast lint fmt contracts lock-check status clean \
 	api bench-api bench-policy train-policy bench-features feast-plan fake-todoist todoist-sync bench-ingest dags-test
 
 help: ## list targets
@@ -30,13 +31,17 @@ help: ## list targets
 
 setup: .venv/.synced ## install uv if missing, then the locked environment
 
-# `make run`: simulated traffic of SIM_USERS users over SIM_DAYS days (seed SIM_SEED), then these DAGs.
+# `make demo-batch` (and the first `make run`): simulated traffic of SIM_USERS users over SIM_DAYS
+# days (seed SIM_SEED), then these DAGs.
 SIM_USERS ?= 20
 SIM_DAYS ?= 5
 SIM_SEED ?= 0
 RUN_DAGS ?= events_ingest features policy_training
 
-run: setup ## the platform's main job end to end on embedded defaults (fake Todoist, simulated traffic, real DAGs)
+run: setup ## the platform: fake Todoist, Airflow, MLflow, serving, app API until Ctrl-C (the first start seeds simulated history)
+	$(RUN) python -m oo.platform up --seed "$(MAKE) --no-print-directory demo-batch"
+
+demo-batch: setup ## the batch job end to end, no services (fake Todoist, simulated traffic, real DAGs, summary)
 	$(RUN) python -m oo.cli run
 	$(RUN) python -m models.cli simulate --users $(SIM_USERS) --days $(SIM_DAYS) --seed $(SIM_SEED)
 	@$(MAKE) --no-print-directory dags-test DAGS="$(RUN_DAGS)"
@@ -58,8 +63,8 @@ dags-test: setup ## run DAGS="a b" in order with `airflow dags test` (logs in va
 		if [ "$$state" != "state=success" ]; then tail -n 40 $$log; exit 1; fi; \
 	done
 
-status: setup ## where each store lives, lake row counts
-	$(RUN) python -m oo.cli status
+status: setup ## each store and service healthy or not (exit 1 when one is down), lake row counts
+	$(RUN) oo status
 
 test: setup ## lint, import contracts, contracts check, then the whole suite (integration tests need PostgreSQL, Redis, NATS)
 	$(RUN) ruff check .

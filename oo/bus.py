@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from data_contracts import DeadLetter, Record
 from data_contracts.validation import reasons_of
+from oo.logging import bound_decision
 from oo.tables import ProcessedEvent
 
 log = logging.getLogger(__name__)
@@ -166,10 +167,12 @@ class Bus(ABC, Generic[R]):
         if self.dedup.seen(consumer, key):
             return _Outcome("duplicate"), None
         try:
-            await handler(record)
+            with bound_decision(getattr(record, "decision_id", None)):
+                await handler(record)
         except Exception as exc:  # the handler's failure: redeliver, then dead-letter
             reason = f"handler failed on delivery {delivery}: {type(exc).__name__}: {exc}"
-            log.warning("bus %s/%s: %s", topic, consumer, reason)
+            with bound_decision(getattr(record, "decision_id", None)):
+                log.warning("bus %s/%s: %s", topic, consumer, reason)
             if delivery >= self.max_deliver:
                 return _Outcome("dead", reason), self._dead(topic, consumer, raw, reason, delivery)
             return _Outcome("retry", reason), None

@@ -30,26 +30,24 @@ def migrate() -> None:
 
 @app.command()
 def status() -> None:
-    """Show where each store lives and how many rows each lake dataset holds."""
-    from oo.lake import DATASETS, get_lake
+    """Whether each store and service is healthy (exit code 1 when one is down), then how many
+    rows each lake dataset holds."""
+    from oo.health import check_all
     from oo.runtime import configure
     from oo.settings import get_settings
 
     configure()
-    s = get_settings()
-    lake = get_lake()
-    stores = Table("store", "where", title="oO stores")
-    stores.add_row("app database", s.db_url)
-    stores.add_row("lake", str(s.lake_root))
-    stores.add_row("event bus", s.bus.nats_url or "in-process")
-    stores.add_row("MLflow", s.mlflow_tracking_uri)
-    console.print(stores)
-    rows = Table("dataset", "files", "rows", title="lake datasets")
-    for name in DATASETS:
-        files = lake.files(name)
-        count = lake.read(name, columns=DATASETS[name].key_fields[:1]).num_rows if files else 0
-        rows.add_row(name, str(len(files)), str(count))
-    console.print(rows)
+    checks = check_all(get_settings())
+    colour = {"ok": "green", "down": "red", "not configured": "dim", "not built": "yellow"}
+    health = Table("store or service", "state", "where", "detail", title="oO status")
+    for c in checks:
+        health.add_row(c.name, f"[{colour[c.state]}]{c.state}[/]", c.where, c.detail)
+    console.print(health)
+    _lake_table()
+    down = [c.name for c in checks if c.state == "down"]
+    if down:
+        console.print(f"[red]down:[/] {', '.join(down)}")
+        raise typer.Exit(1)
 
 
 @app.command("fake-todoist")
@@ -109,13 +107,25 @@ def run() -> None:
     asyncio.run(bus.close())
     console.print(f"event bus ready: {type(bus).__name__}")
     todoist_demo()
-    status()
+    _lake_table()
     console.print(
         "[bold]Started:[/] app database (migrated), lake, event bus; Todoist ingestion ran against the "
         "FAKE Todoist API (synthetic users).\n"
-        "[bold]Not built yet:[/] serving (BentoML) and the app API (FastAPI); `make run` goes on with "
-        "simulated traffic and the events_ingest, features and policy_training DAGs."
+        "[bold]Next:[/] simulated traffic and the events_ingest, features and policy_training DAGs "
+        "(`make demo-batch`); `make run` then starts the services."
     )
+
+
+def _lake_table() -> None:
+    from oo.lake import DATASETS, get_lake
+
+    lake = get_lake()
+    rows = Table("dataset", "files", "rows", title="lake datasets")
+    for name in DATASETS:
+        files = lake.files(name)
+        count = lake.read(name, columns=DATASETS[name].key_fields[:1]).num_rows if files else 0
+        rows.add_row(name, str(len(files)), str(count))
+    console.print(rows)
 
 
 @app.command("todoist-demo")

@@ -13,6 +13,8 @@ import os
 import warnings
 from pathlib import Path
 
+from oo.logging import LogFormat, configure_logging
+
 OFFLINE_SWITCHES: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",  # one DNS look-up per process otherwise
     "DO_NOT_TRACK": "true",
@@ -65,17 +67,19 @@ def tool_homes(var_dir: Path) -> dict[str, str]:
     }
 
 
-def configure(var_dir: Path | None = None, log_level: str | None = None) -> None:
-    """Set the offline switches and tool homes (as defaults) and tame library loggers."""
-    if var_dir is None or log_level is None:
+def configure(var_dir: Path | None = None, log_level: str | None = None, log_format: LogFormat | None = None) -> None:
+    """Set the offline switches and tool homes (as defaults), set up structured logs
+    (:func:`oo.logging.configure_logging`) and tame library loggers."""
+    if var_dir is None or log_level is None or log_format is None:
         from oo.settings import get_settings
 
         s = get_settings()
         var_dir = var_dir or s.paths.resolve()
         log_level = log_level or s.log_level
+        log_format = log_format or s.log_format
     for key, value in {**OFFLINE_SWITCHES, **tool_homes(var_dir)}.items():
         os.environ.setdefault(key, value)
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level=log_level, fmt=log_format)
     for name, level in NOISY_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
     for message, category in KNOWN_WARNINGS:

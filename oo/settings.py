@@ -333,6 +333,29 @@ class AppSettings(BaseModel):
     todoist_revoke_url: str = "https://api.todoist.com/api/v1/access_tokens/revoke"
 
 
+class PlatformSettings(BaseModel):
+    """What ``make run`` starts (:mod:`oo.platform`): where each service listens, how long to wait."""
+
+    host: str = Field(default="127.0.0.1", description="every service binds here")
+    app_api_port: int = Field(default=8000, ge=1, le=65535)
+    serving_port: int = Field(default=3000, ge=1, le=65535)
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    airflow_port: int = Field(default=8080, ge=1, le=65535)
+    todoist_port: int = Field(default=8765, ge=1, le=65535)
+    todoist_users: int = Field(default=3, ge=1, description="synthetic users of the FAKE Todoist API")
+    airflow_parallelism: int = Field(default=2, ge=1, description="Airflow's LocalExecutor workers")
+    health_timeout_s: float = Field(default=300.0, gt=0, description="how long to wait for every service")
+    stop_timeout_s: float = Field(default=15.0, gt=0, description="SIGTERM to SIGKILL")
+    commands: dict[str, str] = Field(
+        default_factory=dict, description='replace a service\'s command line, e.g. {"mlflow": "mlflow server ..."}'
+    )
+    skip: list[str] = Field(default_factory=list, description='services not to start, e.g. ["airflow"]')
+
+    def url(self, port: int) -> str:
+        """``http://host:port``."""
+        return f"http://{self.host}:{port}"
+
+
 class Settings(BaseSettings):
     """All configuration of oO."""
 
@@ -341,6 +364,9 @@ class Settings(BaseSettings):
     env: Literal["local", "staging", "prod"] = "local"
     require_services: bool = Field(default=False, description="integration tests fail instead of skipping")
     log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="json lines, a readable console, or auto (console on a terminal)"
+    )
     paths: PathsSettings = PathsSettings()
     db: DBSettings = DBSettings()
     lake: LakeSettings = LakeSettings()
@@ -356,6 +382,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     auth: AuthSettings = AuthSettings()
     app: AppSettings = AppSettings()
+    platform: PlatformSettings = PlatformSettings()
 
     @model_validator(mode="after")
     def _no_dev_secrets_outside_local(self) -> Settings:
