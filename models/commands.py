@@ -62,7 +62,7 @@ def train() -> None:
     from oo.runtime import configure
 
     configure()
-    from models.training import train_and_register
+    from models.policy_training import train_and_register
 
     with _progress() as progress:
         progress.add_task("training the candidate grid, evaluating off-policy, gating", total=None)

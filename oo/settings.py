@@ -418,7 +418,11 @@ class Settings(BaseSettings):
     @property
     def snapshot_dir(self) -> Path:
         """Where the learner publishes policy snapshots and replicas read them."""
-        return self.paths.anchor(self.serving.snapshot_dir) if self.serving.snapshot_dir else self.serving_state_dir / "snapshots"
+        return (
+            self.paths.anchor(self.serving.snapshot_dir)
+            if self.serving.snapshot_dir
+            else self.serving_state_dir / "snapshots"
+        )
 
     @property
     def mlflow_tracking_uri(self) -> str:

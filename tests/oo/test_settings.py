@@ -54,6 +54,7 @@ def test_var_resolves_against_the_project_root_not_the_current_directory(
     assert absolute.lake_root == tmp_path / "state" / "lake"  # an absolute setting is kept as it is
     assert Settings(paths={"root": str(tmp_path), "var_dir": "v"}).lake_root == tmp_path / "v" / "lake"
 
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
