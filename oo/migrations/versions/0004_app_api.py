@@ -2,8 +2,8 @@
 outbox, deliveries, auth states, audit log, Todoist sync requests; users get a password hash and
 an OIDC subject
 
-Revision ID: 0003_app_api
-Revises: 0002_todoist_external_id
+Revision ID: 0004_app_api
+Revises: 0003_todoist_demo_binding
 Create Date: 2026-12-02 01:45:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_app_api"
-down_revision: str | None = "0002_todoist_external_id"
+revision: str = "0004_app_api"
+down_revision: str | None = "0003_todoist_demo_binding"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
