@@ -91,8 +91,8 @@ class DecisionEngine:
             pools = await self.generator.gather(
                 request.user_id, llm_consent=request.llm_consent, now=decided_at, context=request.context
             )
-            if pools.llm_status not in ("ok", "cached", "no_consent", "disabled"):
-                metrics.LLM_FAILURES.labels(status=pools.llm_status).inc()
+            # LLM pool outcomes (timeouts, errors, malformed) are counted where they happen:
+            # serving.candidates.LLM_POOL, by status.
         gathered = (
             []
             if pools is None

@@ -16,11 +16,6 @@ DECISIONS = bentoml.metrics.Counter(
 REWARDS = bentoml.metrics.Counter(
     name="oo_rewards_total", documentation="Rewards received, by reaction and status", labelnames=["reaction", "status"]
 )
-LLM_FAILURES = bentoml.metrics.Counter(
-    name="oo_llm_pool_total",
-    documentation="LLM candidate pool outcomes other than ok, by status",
-    labelnames=["status"],
-)
 FEATURE_FALLBACKS = bentoml.metrics.Counter(
     name="oo_feature_store_fallbacks_total",
     documentation="Decisions served on contract defaults because the online store failed",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,8 +13,6 @@ from pathlib import Path
 import pytest
 
 from oo.settings import Settings, get_settings
-
-sys.path.insert(0, str(Path(__file__).parent))  # synthetic.py
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import settings_env
 
 from oo.feature_store import REPO_PATH, FeatureStoreConfigError, redis_connection_string, yaml_vars
+from tests.models.features.conftest import settings_env
 
 
 def load(settings):  # type: ignore[no-untyped-def]

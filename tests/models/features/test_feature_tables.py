@@ -8,11 +8,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
-from synthetic import T0, decision, llm_candidate, reaction, task
 
 from data_contracts import Decision, TodoistCompletion
 from models.features.tables import FeatureValidationError, build, compute, connect_lake, validate
 from oo.lake import Lake
+from tests.models.features.synthetic import T0, decision, llm_candidate, reaction, task
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import feature_env
-from synthetic import T0, decision, reaction, reward, task
 
 from data_contracts import CandidateFeatures, CandidateKind, UserContext
 from oo.lake import Lake
+from tests.models.features.conftest import feature_env
+from tests.models.features.synthetic import T0, decision, reaction, reward, task
 
 BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.integration)]
 AS_OF = T0 + timedelta(days=2)
