@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -192,8 +193,11 @@ async def test_on_nats_a_consumer_that_dies_before_acking_gets_the_event_again_a
             with open(out, "a") as f:
                 f.write(str(e.event_id) + "\n")
 
-        await asyncio.sleep(1.2)  # the unacked message's ack wait runs out
-        report = await bus.consume("reactions", ReactionEvent, handle, consumer="learner", idle_timeout=2)
+        # poll under a deadline until the unacked message's ack wait has run out and it comes back
+        deadline = time.monotonic() + 30
+        report = await bus.consume("reactions", ReactionEvent, handle, consumer="learner", idle_timeout=0.5)
+        while report.duplicates == 0 and report.processed == 0 and time.monotonic() < deadline:
+            report = await bus.consume("reactions", ReactionEvent, handle, consumer="learner", idle_timeout=0.5)
         assert report.duplicates == 1 and report.processed == 0, "redelivered, recognised, not processed again"
         assert out.read_text().split() == [str(UUID(int=7))]
         again = await bus.consume("reactions", ReactionEvent, handle, consumer="learner", idle_timeout=0.5)
