@@ -80,6 +80,16 @@ async def test_published_events_reach_the_consumer_once_each(bus: Bus[ReactionEv
     assert report.processed == 5
 
 
+async def publish_raw(bus: Bus[ReactionEvent], topic: str, payload: bytes) -> None:
+    """Put bytes that are not a valid record on ``topic``, as a broken producer would."""
+    if isinstance(bus, NatsBus):
+        js = await bus._jetstream()
+        await js.publish(bus.subject(topic), payload)
+    else:
+        assert isinstance(bus, InProcessBus)
+        bus._append(topic, payload)
+
+
 @pytest.mark.anyio
 async def test_a_malformed_event_is_dead_lettered_and_the_consumer_keeps_going(
     bus: Bus[ReactionEvent],
@@ -90,8 +100,8 @@ async def test_a_malformed_event_is_dead_lettered_and_the_consumer_keeps_going(
         seen.append(e.event_id.int)
 
     await bus.publish("reactions", reaction(1))
-    await bus.publish_raw("reactions", b"{not json")  # type: ignore[attr-defined]
-    await bus.publish_raw("reactions", reaction(2).model_dump_json().replace('"done"', '"meh"').encode())  # type: ignore[attr-defined]
+    await publish_raw(bus, "reactions", b"{not json")
+    await publish_raw(bus, "reactions", reaction(2).model_dump_json().replace('"done"', '"meh"').encode())
     await bus.publish("reactions", reaction(3))
     report = await bus.consume("reactions", ReactionEvent, handle, consumer="learner")
     assert seen == [1, 3]
