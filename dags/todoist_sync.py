@@ -1,12 +1,14 @@
 """Sync every connected user's Todoist into the lake, one mapped task per user.
 
-- `connected_users` lists users whose Todoist integration is active.
+- `connected_users` lists users whose Todoist integration is active (demo users, whose fake
+  tokens belong to the fake server, are left out).
 - `sync_user` (dynamically mapped over them) runs `oo.integrations.todoist.sync.sync_user`: incremental sync
   with the stored `sync_token` (a full sync the first time or when the token is refused),
   raw JSON kept, rows validated by the contract (pydantic + Great Expectations; bad rows to
   `quarantine`), changes written to `todoist_tasks`, `todoist_projects`, `todoist_completions`.
-  A user's API failure (rate limits past the bound, 5xx, a refused token) is that user's result,
-  never an error of the others; a refused token marks the integration `needs_reauth`.
+  A user's failure (rate limits past the bound, 5xx, an answer of the wrong shape, any error while
+  staging or writing) is that user's result, recorded on the integration, never an error of the
+  others; a refused token marks the integration `needs_reauth`. Deletions need positive evidence.
 - `summary` runs whatever happened upstream, logs `todoist sync: N ok, M failed (K users)` with
   the row and quarantine counts, and updates the `TODOIST_SNAPSHOTS` asset.
 

@@ -215,10 +215,10 @@ class InProcessBus(Bus[Any]):
         self._arrived = asyncio.Event()
 
     async def publish(self, topic: str, record: Record) -> None:
-        await self.publish_raw(topic, record.model_dump_json().encode())
+        self._append(topic, record.model_dump_json().encode())
 
-    async def publish_raw(self, topic: str, payload: bytes) -> None:
-        """Append raw bytes to ``topic`` (tests use it to send malformed messages)."""
+    def _append(self, topic: str, payload: bytes) -> None:
+        """Append one message's bytes to ``topic``."""
         self._log[topic].append(payload)
         self._arrived.set()
 
@@ -309,11 +309,6 @@ class NatsBus(Bus[Any]):
         await js.publish(
             self.subject(topic), record.model_dump_json().encode(), headers={"Nats-Msg-Id": event_key(record)}
         )
-
-    async def publish_raw(self, topic: str, payload: bytes) -> None:
-        """Publish raw bytes to ``topic`` (tests use it to send malformed messages)."""
-        js = await self._jetstream()
-        await js.publish(self.subject(topic), payload)
 
     async def consume(
         self,

@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -79,6 +80,16 @@ async def test_published_events_reach_the_consumer_once_each(bus: Bus[ReactionEv
     assert report.processed == 5
 
 
+async def publish_raw(bus: Bus[ReactionEvent], topic: str, payload: bytes) -> None:
+    """Put bytes that are not a valid record on ``topic``, as a broken producer would."""
+    if isinstance(bus, NatsBus):
+        js = await bus._jetstream()
+        await js.publish(bus.subject(topic), payload)
+    else:
+        assert isinstance(bus, InProcessBus)
+        bus._append(topic, payload)
+
+
 @pytest.mark.anyio
 async def test_a_malformed_event_is_dead_lettered_and_the_consumer_keeps_going(
     bus: Bus[ReactionEvent],
@@ -89,8 +100,8 @@ async def test_a_malformed_event_is_dead_lettered_and_the_consumer_keeps_going(
         seen.append(e.event_id.int)
 
     await bus.publish("reactions", reaction(1))
-    await bus.publish_raw("reactions", b"{not json")  # type: ignore[attr-defined]
-    await bus.publish_raw("reactions", reaction(2).model_dump_json().replace('"done"', '"meh"').encode())  # type: ignore[attr-defined]
+    await publish_raw(bus, "reactions", b"{not json")
+    await publish_raw(bus, "reactions", reaction(2).model_dump_json().replace('"done"', '"meh"').encode())
     await bus.publish("reactions", reaction(3))
     report = await bus.consume("reactions", ReactionEvent, handle, consumer="learner")
     assert seen == [1, 3]
@@ -192,8 +203,11 @@ async def test_on_nats_a_consumer_that_dies_before_acking_gets_the_event_again_a
             with open(out, "a") as f:
                 f.write(str(e.event_id) + "\n")
 
-        await asyncio.sleep(1.2)  # the unacked message's ack wait runs out
-        report = await bus.consume("reactions", ReactionEvent, handle, consumer="learner", idle_timeout=2)
+        # poll under a deadline until the unacked message's ack wait has run out and it comes back
+        deadline = time.monotonic() + 30
+        report = await bus.consume("reactions", ReactionEvent, handle, consumer="learner", idle_timeout=0.5)
+        while report.duplicates == 0 and report.processed == 0 and time.monotonic() < deadline:
+            report = await bus.consume("reactions", ReactionEvent, handle, consumer="learner", idle_timeout=0.5)
         assert report.duplicates == 1 and report.processed == 0, "redelivered, recognised, not processed again"
         assert out.read_text().split() == [str(UUID(int=7))]
         again = await bus.consume("reactions", ReactionEvent, handle, consumer="learner", idle_timeout=0.5)
