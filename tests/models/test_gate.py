@@ -97,12 +97,13 @@ def runs() -> list[tuple[GateEvidence, GateEvidence, float]]:
         champion = position(gated, 0)
         q = fit_reward_model(selection, seed=seed)
         picks = {j: doubly_robust(selection, position(selection, j), q, n_bootstrap=1).value for j in (1, 2, 3, 4)}
-        null = gate(gated, position(gated, choose(picks)), champion, RULE, reference_name="champion")
+        q_gated = fit_reward_model(gated, seed=RULE.seed)  # what gate() would fit; shared by both runs
+        null = gate(gated, position(gated, choose(picks)), champion, RULE, reference_name="champion", q=q_gated)
         better_target = [
             {a: (1 - BETA) * c[a] + BETA * o[a] for a in c}
             for c, o in zip(champion, oracle(gated, expected_gated), strict=True)
         ]
-        better = gate(gated, better_target, champion, RULE, reference_name="champion")
+        better = gate(gated, better_target, champion, RULE, reference_name="champion", q=q_gated)
         out.append((null, better, value(better_target, expected_gated) - value(champion, expected_gated)))
     return out
 
