@@ -195,6 +195,7 @@ class GateEvidence:
             "gate.reason": self.reason,
             "gate.reference": self.reference,
             "gate.metric": self.rule.metric,
+            "gate.weight_clip": str(self.rule.clip),
         }
         for name, span in (("selection", self.selection), ("slice", self.gated)):
             if span is not None:
