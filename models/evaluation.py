@@ -539,9 +539,12 @@ def fit_reward_model(
 
 
 def _matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str]) -> FloatArray:
-    """Feature dicts as a dense matrix over ``names`` (absent: 0). Written out rather than with
-    scikit-learn's ``DictVectorizer``, which type-checks every value and is ~10x slower here."""
-    x = np.asarray([[row.get(k, 0.0) for k in names] for row in rows], dtype=np.float64).reshape(len(rows), len(names))
+    """Feature dicts as a dense matrix over ``names`` (absent: 0), through pandas' C record reader
+    (scikit-learn's ``DictVectorizer`` type-checks every value in Python and is ~10x slower here)."""
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(rows, columns=list(names)) if rows else pd.DataFrame(columns=list(names))
+    x = frame.reindex(columns=list(names)).fillna(0.0).to_numpy(dtype=np.float64).reshape(len(rows), len(names))
     if not np.isfinite(x).all():
         raise InvalidLog("a feature of the reward model is NaN or infinite")
     return x

@@ -195,6 +195,7 @@ class GateEvidence:
             "gate.reason": self.reason,
             "gate.reference": self.reference,
             "gate.metric": self.rule.metric,
+            "gate.weight_clip": str(self.rule.clip),
         }
         for name, span in (("selection", self.selection), ("slice", self.gated)):
             if span is not None:
@@ -283,15 +284,17 @@ def gate(
     features: FeatureFn | None = None,
     reference_name: str = "logged policy",
     selection: tuple[datetime, datetime] | None = None,
+    q: Sequence[Mapping[str, float]] | None = None,
 ) -> GateEvidence:
     """Gate a challenger's target distributions on the gate slice ``logs`` against ``reference``.
 
     The DR reward model is cross-fitted on ``logs`` with ``features`` (the challenger's own
-    ``features_one``) and shared by both terms of the difference. Too little overlap to estimate
-    at all refuses with "not enough evidence" too.
+    ``features_one``) and shared by both terms of the difference, unless ``q`` is given. Too little
+    overlap to estimate at all refuses with "not enough evidence" too.
     """
     try:
-        q = fit_reward_model(logs, features=features, seed=rule.seed) if rule.metric == "dr" else None
+        if q is None and rule.metric == "dr":
+            q = fit_reward_model(logs, features=features, seed=rule.seed)
         difference = paired_difference(
             logs,
             challenger,

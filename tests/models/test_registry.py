@@ -80,6 +80,7 @@ def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one_on_the_later_
     run = registry.client.get_run(third["runs"][0])
     tags, metrics = run.data.tags, run.data.metrics
     assert tags["gate.decision"] == "refused" and tags["gate.reason"] == third["gate"]
+    assert tags["gate.metric"] == "dr" and tags["gate.weight_clip"] == "None"
     assert tags["gate.slice_start"] == min(d.decided_at for d in good.gated).isoformat()
     assert tags["gate.selection_end"] == max(d.decided_at for d in good.selection).isoformat()
     assert metrics["gate_n_users"] == len({d.user_id for d in good.gated}) and metrics["gate_ess"] >= 50
