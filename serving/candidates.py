@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -122,6 +123,10 @@ class CandidateGenerator:
             max_users=self.cfg.cache_max_users,
         )
         self._inflight: dict[str, asyncio.Task[_Generated]] = {}
+        self._tasks: BoundedLRU[str, tuple[tuple[tuple[str, int, int], ...], list[TodoistTask]]] = BoundedLRU(
+            self.cfg.cache_max_users
+        )
+        self._tasks_lock = threading.Lock()  # _open_tasks runs in worker threads
 
     # -- the one entry point -------------------------------------------------------------------
     async def gather(
@@ -162,14 +167,32 @@ class CandidateGenerator:
 
     # -- Todoist pool --------------------------------------------------------------------------
     def _open_tasks(self, user_id: str) -> list[TodoistTask]:
+        """The user's open tasks, most urgent first; re-read only when the lake's task files changed
+        (a read scans every file of ``todoist_tasks``: hundreds of milliseconds on a large lake)."""
         try:
+            version = self._lake_version()
+            with self._tasks_lock:
+                hit = self._tasks.get(user_id)
+            if hit is not None and hit[0] == version:
+                return list(hit[1])
             tasks = current_tasks(self.lake, user_id)
         except Exception:  # a lake read failure serves around the Todoist pool, never fails the decision
             log.exception("Todoist pool: cannot read %s's tasks from the lake; serving without them", user_id)
             POOL_FAILURES.labels("lake").inc()
             return []
         open_tasks = [t for t in tasks.values() if not t.checked]
-        return sorted(open_tasks, key=lambda t: (-t.priority, t.due.date if t.due else "~", t.child_order, t.id))
+        ranked = sorted(open_tasks, key=lambda t: (-t.priority, t.due.date if t.due else "~", t.child_order, t.id))
+        with self._tasks_lock:
+            self._tasks[user_id] = (version, ranked)
+        return list(ranked)
+
+    def _lake_version(self) -> tuple[tuple[str, int, int], ...]:
+        """Name, modification time and size of every committed ``todoist_tasks`` file."""
+        out = []
+        for path in self.lake.files("todoist_tasks"):
+            st = path.stat()
+            out.append((str(path), st.st_mtime_ns, st.st_size))
+        return tuple(out)
 
     async def _todoist_pool(
         self, user_id: str, reading: asyncio.Task[list[TodoistTask]], now: datetime, tz: str
