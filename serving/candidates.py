@@ -15,6 +15,8 @@ pools fetched concurrently.
   ``OO_LLM__CACHE_TTL_S``. No consent, no LLM pool.
 
 A failing or slow pool never fails the decision: each failure becomes a status and a metric.
+Late tips are finished by a background task on the caller's event loop: call :meth:`gather` from
+one long-lived loop (BentoML's), not from a fresh ``asyncio.run`` per request.
 """
 
 from __future__ import annotations
@@ -245,6 +247,8 @@ class CandidateGenerator:
         if cached is not None:
             return _as_cached(cached)
         job = self._inflight.get(user_id)
+        if job is not None and job.get_loop() is not asyncio.get_running_loop():
+            job = None  # started on a loop that is gone (a caller using asyncio.run per request)
         ours = job is None
         if job is None:
             job = asyncio.create_task(self._generate(user_id, now, dict(context or {}), reading))
@@ -259,6 +263,8 @@ class CandidateGenerator:
                 self.cfg.deadline_ms,
             )
             return _Generated("timeout", now, prompt_version=self.cfg.prompt_version)
+        if job.cancelled():  # its loop was closed under it
+            return _Generated("error", now, prompt_version=self.cfg.prompt_version)
         result = job.result()
         return result if ours or result.status != "ok" else _as_cached(result)
 
