@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -128,7 +127,6 @@ class CandidateGenerator:
         self._tasks: BoundedLRU[str, tuple[tuple[tuple[str, int, int], ...], list[TodoistTask]]] = BoundedLRU(
             self.cfg.cache_max_users
         )
-        self._tasks_lock = threading.Lock()  # _open_tasks runs in worker threads
 
     # -- the one entry point -------------------------------------------------------------------
     async def gather(
@@ -144,7 +142,7 @@ class CandidateGenerator:
         tips; at most ``MAX_CANDIDATES`` in all. ``context`` (the user's features) goes into the
         tip prompt; ``tz`` is the user's timezone for the request-time task features."""
         started = time.monotonic()
-        tasks = asyncio.create_task(asyncio.to_thread(self._open_tasks, user_id))
+        tasks = asyncio.create_task(self._read_tasks(user_id))
         (todoist, user_context), llm = await asyncio.gather(
             self._todoist_pool(user_id, tasks, now, tz),
             self._llm_pool(user_id, llm_consent, now, context, tasks, started),
@@ -168,25 +166,35 @@ class CandidateGenerator:
             await asyncio.wait(pending, timeout=timeout_s)
 
     # -- Todoist pool --------------------------------------------------------------------------
-    def _open_tasks(self, user_id: str) -> list[TodoistTask]:
-        """The user's open tasks, most urgent first; re-read only when the lake's task files changed
-        (a read scans every file of ``todoist_tasks``: hundreds of milliseconds on a large lake)."""
+    async def _read_tasks(self, user_id: str) -> list[TodoistTask]:
+        """The user's open tasks, most urgent first; re-read (in a worker thread) only when the
+        lake's task files changed: a read scans every file of ``todoist_tasks``, hundreds of
+        milliseconds on a large lake, while the check is a few ``stat`` calls."""
         try:
             version = self._lake_version()
-            with self._tasks_lock:
-                hit = self._tasks.get(user_id)
-            if hit is not None and hit[0] == version:
-                return list(hit[1])
+        except OSError:
+            log.exception("Todoist pool: cannot list the lake's task files; serving without tasks")
+            POOL_FAILURES.labels("lake").inc()
+            return []
+        hit = self._tasks.get(user_id)
+        if hit is not None and hit[0] == version:
+            return list(hit[1])
+        ranked = await asyncio.to_thread(self._open_tasks, user_id)
+        if ranked is None:
+            return []
+        self._tasks[user_id] = (version, ranked)
+        return list(ranked)
+
+    def _open_tasks(self, user_id: str) -> list[TodoistTask] | None:
+        """The user's open tasks from the lake, most urgent first; None when the lake is unreadable."""
+        try:
             tasks = current_tasks(self.lake, user_id)
         except Exception:  # a lake read failure serves around the Todoist pool, never fails the decision
             log.exception("Todoist pool: cannot read %s's tasks from the lake; serving without them", user_id)
             POOL_FAILURES.labels("lake").inc()
-            return []
+            return None
         open_tasks = [t for t in tasks.values() if not t.checked]
-        ranked = sorted(open_tasks, key=lambda t: (-t.priority, t.due.date if t.due else "~", t.child_order, t.id))
-        with self._tasks_lock:
-            self._tasks[user_id] = (version, ranked)
-        return list(ranked)
+        return sorted(open_tasks, key=lambda t: (-t.priority, t.due.date if t.due else "~", t.child_order, t.id))
 
     def _lake_version(self) -> tuple[tuple[str, int, int], ...]:
         """Name, modification time and size of every committed ``todoist_tasks`` file."""
