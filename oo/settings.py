@@ -236,7 +236,9 @@ class LLMSettings(BaseModel):
     prompt_version: str = Field(default="tips-v1", min_length=1, description="the tip prompt (oo/llm/prompts.py)")
     tips_per_request: int = Field(default=3, ge=1, le=10)
     cache_ttl_s: float = Field(default=3600.0, ge=0, description="how long a user's generated tips are reused")
-    cache_max_users: int = Field(default=10_000, ge=1, description="users whose tips and recent tips are kept")
+    cache_max_users: int = Field(
+        default=10_000, ge=1, description="users whose open tasks, tips and recent tips are kept in memory"
+    )
     recent_window_s: float = Field(default=7 * 86_400.0, ge=0, description="a tip this recent is not written again")
     recent_per_user: int = Field(default=50, ge=1, description="recent tips remembered per user")
     duplicate_similarity: float = Field(

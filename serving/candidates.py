@@ -15,6 +15,8 @@ pools fetched concurrently.
   ``OO_LLM__CACHE_TTL_S``. No consent, no LLM pool.
 
 A failing or slow pool never fails the decision: each failure becomes a status and a metric.
+Late tips are finished by a background task on the caller's event loop: call :meth:`gather` from
+one long-lived loop (BentoML's), not from a fresh ``asyncio.run`` per request.
 """
 
 from __future__ import annotations
@@ -122,6 +124,9 @@ class CandidateGenerator:
             max_users=self.cfg.cache_max_users,
         )
         self._inflight: dict[str, asyncio.Task[_Generated]] = {}
+        self._tasks: BoundedLRU[str, tuple[tuple[tuple[str, int, int], ...], list[TodoistTask]]] = BoundedLRU(
+            self.cfg.cache_max_users
+        )
 
     # -- the one entry point -------------------------------------------------------------------
     async def gather(
@@ -137,7 +142,7 @@ class CandidateGenerator:
         tips; at most ``MAX_CANDIDATES`` in all. ``context`` (the user's features) goes into the
         tip prompt; ``tz`` is the user's timezone for the request-time task features."""
         started = time.monotonic()
-        tasks = asyncio.create_task(asyncio.to_thread(self._open_tasks, user_id))
+        tasks = asyncio.create_task(self._read_tasks(user_id))
         (todoist, user_context), llm = await asyncio.gather(
             self._todoist_pool(user_id, tasks, now, tz),
             self._llm_pool(user_id, llm_consent, now, context, tasks, started),
@@ -161,15 +166,43 @@ class CandidateGenerator:
             await asyncio.wait(pending, timeout=timeout_s)
 
     # -- Todoist pool --------------------------------------------------------------------------
-    def _open_tasks(self, user_id: str) -> list[TodoistTask]:
+    async def _read_tasks(self, user_id: str) -> list[TodoistTask]:
+        """The user's open tasks, most urgent first; re-read (in a worker thread) only when the
+        lake's task files changed: a read scans every file of ``todoist_tasks``, hundreds of
+        milliseconds on a large lake, while the check is a few ``stat`` calls."""
+        try:
+            version = self._lake_version()
+        except OSError:
+            log.exception("Todoist pool: cannot list the lake's task files; serving without tasks")
+            POOL_FAILURES.labels("lake").inc()
+            return []
+        hit = self._tasks.get(user_id)
+        if hit is not None and hit[0] == version:
+            return list(hit[1])
+        ranked = await asyncio.to_thread(self._open_tasks, user_id)
+        if ranked is None:
+            return []
+        self._tasks[user_id] = (version, ranked)
+        return list(ranked)
+
+    def _open_tasks(self, user_id: str) -> list[TodoistTask] | None:
+        """The user's open tasks from the lake, most urgent first; None when the lake is unreadable."""
         try:
             tasks = current_tasks(self.lake, user_id)
         except Exception:  # a lake read failure serves around the Todoist pool, never fails the decision
             log.exception("Todoist pool: cannot read %s's tasks from the lake; serving without them", user_id)
             POOL_FAILURES.labels("lake").inc()
-            return []
+            return None
         open_tasks = [t for t in tasks.values() if not t.checked]
         return sorted(open_tasks, key=lambda t: (-t.priority, t.due.date if t.due else "~", t.child_order, t.id))
+
+    def _lake_version(self) -> tuple[tuple[str, int, int], ...]:
+        """Name, modification time and size of every committed ``todoist_tasks`` file."""
+        out = []
+        for path in self.lake.files("todoist_tasks"):
+            st = path.stat()
+            out.append((str(path), st.st_mtime_ns, st.st_size))
+        return tuple(out)
 
     async def _todoist_pool(
         self, user_id: str, reading: asyncio.Task[list[TodoistTask]], now: datetime, tz: str
@@ -222,6 +255,8 @@ class CandidateGenerator:
         if cached is not None:
             return _as_cached(cached)
         job = self._inflight.get(user_id)
+        if job is not None and job.get_loop() is not asyncio.get_running_loop():
+            job = None  # started on a loop that is gone (a caller using asyncio.run per request)
         ours = job is None
         if job is None:
             job = asyncio.create_task(self._generate(user_id, now, dict(context or {}), reading))
@@ -236,6 +271,8 @@ class CandidateGenerator:
                 self.cfg.deadline_ms,
             )
             return _Generated("timeout", now, prompt_version=self.cfg.prompt_version)
+        if job.cancelled():  # its loop was closed under it
+            return _Generated("error", now, prompt_version=self.cfg.prompt_version)
         result = job.result()
         return result if ours or result.status != "ok" else _as_cached(result)
 

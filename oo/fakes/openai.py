@@ -193,3 +193,21 @@ def serve_in_thread(fake: FakeOpenAI, host: str = "127.0.0.1", port: int = 0) ->
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def main(host: str = "127.0.0.1", port: int = 8766, mode: Mode = "ok") -> None:
+    """Serve the fake until interrupted: ``python -m oo.fakes.openai [port] [mode]``."""
+    import uvicorn
+
+    fake = FakeOpenAI(mode=mode)
+    print(f"fake OpenAI API at http://{host}:{port}/v1 (mode {mode}; POST /__fake/mode to change)")  # noqa: T201
+    uvicorn.run(create_app(fake), host=host, port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    import sys
+
+    args = sys.argv[1:]
+    if len(args) > 1 and args[1] not in MODES:
+        raise SystemExit(f"mode must be one of {MODES}")
+    main(port=int(args[0]) if args else 8766, mode=args[1] if len(args) > 1 else "ok")  # type: ignore[arg-type]

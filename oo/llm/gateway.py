@@ -176,7 +176,10 @@ class LLMGateway:
             response: Any = await self.router.acompletion(model=alias, messages=chat, **extra)
         except Exception as exc:  # LiteLLM raises many types (mapped provider errors, timeouts): one for callers
             raise LLMCallError(f"{alias}: {type(exc).__name__}: {exc}") from exc
-        text = response.choices[0].message.content
+        try:
+            text = response.choices[0].message.content
+        except (AttributeError, IndexError) as exc:
+            raise LLMCallError(f"{alias}: an answer without a message: {response!r:.200}") from exc
         return Completion(text="" if text is None else str(text), model=self._resolved(response, alias))
 
     async def embed(self, texts: Sequence[str], alias: str = "embedder", **kwargs: Any) -> Embeddings:
@@ -187,7 +190,10 @@ class LLMGateway:
             response: Any = await self.router.aembedding(model=alias, input=list(texts), **kwargs)
         except Exception as exc:  # LiteLLM raises many types (mapped provider errors, timeouts): one for callers
             raise LLMCallError(f"{alias}: {type(exc).__name__}: {exc}") from exc
-        vectors = [[float(v) for v in item["embedding"]] for item in response.data]
+        try:
+            vectors = [[float(v) for v in item["embedding"]] for item in response.data]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LLMCallError(f"{alias}: embeddings that are not lists of numbers") from exc
         if len(vectors) != len(texts):
             raise LLMCallError(f"{alias}: {len(vectors)} embeddings for {len(texts)} texts")
         return Embeddings(vectors=vectors, model=self._resolved(response, alias))

@@ -116,6 +116,17 @@ def test_swapping_a_model_is_configuration(tmp_path: Path) -> None:
     assert (answer.text, answer.model) == ('{"tips": []}', "openai/gpt-4o-mini")
 
 
+def test_llm_settings_come_from_oo_llm_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from oo.settings import Settings
+
+    monkeypatch.setenv("OO_LLM__DEADLINE_MS", "120")
+    monkeypatch.setenv("OO_LLM__CLOUD_API_KEY", "sk-secret")
+    monkeypatch.setenv("OO_LLM__CONFIG_PATH", str(OLLAMA_YAML))
+    llm = Settings().llm
+    assert (llm.deadline_ms, llm.config_path, llm.cloud_api_key is not None) == (120.0, OLLAMA_YAML, True)
+    assert "sk-secret" not in repr(llm) and llm.cloud_api_key.get_secret_value() == "sk-secret"  # type: ignore[union-attr]
+
+
 def test_unknown_prompt_versions_are_refused() -> None:
     with pytest.raises(UnknownPrompt, match="tips-v0"):
         tip_messages("tips-v0", 3)

@@ -362,3 +362,19 @@ def test_the_llm_call_overlaps_the_feature_store_read(world: World, fake: FakeOp
     gen._task_features = observing  # type: ignore[method-assign]
     pools = gather(gen)
     assert seen == [1] and pools.llm_status == "ok" and task_ids(pools) == ["t4", "t2", "t1"]
+
+
+def test_tasks_are_read_again_once_the_lake_changed(world: World) -> None:
+    gen = world.generator(enabled=False)
+    bob = {"user_id": "bob", "synced_at": NOW - timedelta(hours=2)}
+    world.lake.write("todoist_tasks", [todoist_task("b1", 2, content="Book the train", **bob)])
+    assert task_ids(gather(gen, user="bob")) == ["b1"]
+    assert task_ids(gather(gen, user="bob")) == ["b1"]  # from memory: the lake did not change
+    world.lake.write(
+        "todoist_tasks",
+        [
+            todoist_task("b2", 4, content="Pay the rent", **bob),
+            todoist_task("b1", 2, content="Book the train", checked=True, **{**bob, "synced_at": NOW}),
+        ],
+    )
+    assert task_ids(gather(gen, user="bob")) == ["b2"]
