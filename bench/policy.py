@@ -35,7 +35,7 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,7 @@ EXPLORERS: dict[str, type[ScoringPolicy]] = {
 VW_ARGS = {"vw_epsilon": "", "vw_softmax": "--softmax", "vw_bag": "--bag 5"}
 RIVER_EPSILON = 0.05
 SYNTH_ROWS = int(os.environ.get("BENCH_SYNTH_ROWS", "50000"))
+SYNTH_SHUFFLES = int(os.environ.get("BENCH_SYNTH_SHUFFLES", str(SHUFFLES)))
 ONLY = [n for n in os.environ.get("BENCH_DATASETS", "").split(",") if n]
 
 
@@ -115,7 +116,10 @@ def zscore(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def datasets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+DATASETS = ("iris", "wine", "breast_cancer", "digits", "synth")
+
+
+def datasets(names: Sequence[str] = DATASETS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from sklearn import datasets as sk
 
     raw = {
@@ -228,12 +232,12 @@ def learners() -> dict[str, Callable[[np.ndarray, np.ndarray, int], float]]:
     return out
 
 
-def bakeoff() -> dict[str, dict[str, float]]:
+def bakeoff(names: Sequence[str] = DATASETS) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    for name, (x, y) in datasets().items():
+    for name, (x, y) in datasets(names).items():
         scores: dict[str, list[float]] = {}
         seconds: dict[str, float] = {}
-        for s in range(SHUFFLES):
+        for s in range(SYNTH_SHUFFLES if name == "synth" else SHUFFLES):
             order = np.random.default_rng(s).permutation(len(y))
             xs, ys = x[order], y[order]
             for learner, run in learners().items():
@@ -316,18 +320,44 @@ def throughput_vw(pool: list[Arm], contexts: list[dict[str, float]], rounds: int
     return rate
 
 
+PARTS = [p for p in os.environ.get("BENCH_PARTS", "throughput,bakeoff,simulator").split(",") if p]
+"""The parts to run; a part not run keeps its previous results in the file."""
+
+
 def main() -> None:
+    """Run the parts, updating the results file after each (a long run keeps what it finished)."""
     t = time.perf_counter()
-    result = {
-        "simulator": simulator(),
-        "bakeoff": bakeoff(),
-        "throughput": throughput(),
-        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count()},
-    }
-    result["seconds"] = round(time.perf_counter() - t, 1)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
-    log(f"wrote {OUT} in {result['seconds']} s")
+    done: dict[str, Any] = {}
+
+    def save() -> None:
+        previous = json.loads(OUT.read_text()) if OUT.exists() else {}
+        previous = previous if isinstance(previous, dict) else {}
+        if "bakeoff" in done:
+            done["bakeoff"] = {**previous.get("bakeoff", {}), **done["bakeoff"]}
+        result = {**previous, **done}
+        result["machine"] = {"python": platform.python_version(), "cpu_count": os.cpu_count()}
+        result["settings"] = {
+            "best_setting": BEST_SETTING,
+            "shuffles": SHUFFLES,
+            "synth_shuffles": SYNTH_SHUFFLES,
+            "synth_rows": SYNTH_ROWS,
+            "simulator_rounds": SIM_ROUNDS,
+        }
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(json.dumps(result, indent=2) + "\n")
+
+    if "throughput" in PARTS:
+        done["throughput"] = throughput()
+        save()
+    if "bakeoff" in PARTS:
+        done["bakeoff"] = {}
+        for name in [n for n in DATASETS if not ONLY or n in ONLY]:
+            done["bakeoff"].update(bakeoff([name]))
+            save()
+    if "simulator" in PARTS:
+        done["simulator"] = simulator()
+        save()
+    log(f"updated {OUT} ({', '.join(PARTS)}) in {time.perf_counter() - t:.0f} s")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -184,6 +185,10 @@ class Featurizer:
         """Every feature a pair can have: candidate, context, then interactions."""
         self._ctx = self._plan(self.context_fields)
         self._cand = self._plan(self.candidate_fields)
+        fields = self.candidate_fields
+        self._getter: Callable[[Mapping[str, float]], Sequence[float]] = (
+            operator.itemgetter(*fields) if len(fields) > 1 else (lambda f: [f[fields[0]]] if fields else [])
+        )
 
     def _plan(self, fields: tuple[str, ...]) -> tuple[FloatArray, list[tuple[int, Transform]]]:
         defaults = np.asarray([self.defaults.get(n, 0.0) for n in fields], dtype=np.float64)
@@ -244,9 +249,8 @@ class Featurizer:
 
     def candidate_matrix(self, candidates: Sequence[Mapping[str, float]]) -> FloatArray:
         """The transformed features of many candidates, one row each, over :attr:`all_candidate_fields`."""
-        nan = math.nan
+        raw = np.asarray([self._candidate_row(f) for f in candidates], dtype=np.float64)
         fields = self.candidate_fields
-        raw = np.asarray([[f.get(n, nan) for n in fields] for f in candidates], dtype=np.float64)
         imputed = self._impute(raw.reshape(len(candidates), len(fields)), self._cand)
         if not self._derive_due:
             return self._transform(imputed, self._cand)
@@ -255,6 +259,13 @@ class Featurizer:
             [has_due * np.exp(-np.maximum(hours, 0.0) / 48.0), has_deadline * np.exp(-np.maximum(days, 0.0) / 7.0)]
         )
         return np.hstack([self._transform(imputed.copy(), self._cand), np.clip(derived, -CLIP, CLIP)])
+
+    def _candidate_row(self, features: Mapping[str, float]) -> Sequence[float]:
+        try:  # every field present (the usual case): one C-level look-up
+            row: Sequence[float] = self._getter(features)
+        except KeyError:
+            row = [features.get(n, math.nan) for n in self.candidate_fields]
+        return row
 
     def candidate_vector(self, features: Mapping[str, float]) -> FloatArray:
         """The transformed candidate features as a vector over :attr:`all_candidate_fields`."""
@@ -291,8 +302,9 @@ class Featurizer:
         effective = w[:d]
         if self.interactions:
             effective = effective + w[d + c : d + c + d * c].reshape(d, c) @ ctx
-        base = float(w[d : d + c] @ ctx) + intercept
-        out: FloatArray = cands @ effective + base
+        with np.errstate(invalid="ignore", over="ignore"):  # a corrupted weight gives NaN, which the policy refuses
+            base = float(w[d : d + c] @ ctx) + intercept
+            out: FloatArray = cands @ effective + base
         return out
 
 

@@ -321,15 +321,24 @@ class BlockRidge(LinearScorer):
         d, c = self._d, self._c
         if not (d or c):
             raise ValueError(f"{type(self).__name__} needs bind_layout before learning")
-        v = np.concatenate([[1.0], x[d : d + c]])
+        v = np.empty(c + 1)
+        v[0] = 1.0
+        v[1:] = x[d : d + c]
         scale = np.append(x[:d], 1.0)
         active = np.flatnonzero(scale)
-        s = scale[active]
-        cov = self._cov[active]
-        gain = cov @ v  # (k, c + 1): each active block's A^-1 v
-        quad = gain @ v  # v' A^-1 v per block
-        err = y - (float(s @ (self._blocks[active] @ v)) + self.intercept_init)
-        denom = 1.0 / weight + float((s * s) @ quad)
-        self._blocks[active] += (s * (err / denom))[:, None] * gain
-        self._cov[active] = cov - ((s * s) / denom)[:, None, None] * (gain[:, :, None] * gain[:, None, :])
+        everyone = len(active) == d + 1
+        s = scale if everyone else scale[active]
+        cov = self._cov if everyone else self._cov[active]
+        blocks = self._blocks if everyone else self._blocks[active]
+        k = len(s)
+        gain = (cov.reshape(k * (c + 1), c + 1) @ v).reshape(k, c + 1)  # each active block's A^-1 v
+        err = y - (float(s @ (blocks @ v)) + self.intercept_init)
+        s2 = s * s
+        denom = 1.0 / weight + float(s2 @ (gain @ v))
+        blocks += (s * (err / denom))[:, None] * gain
+        scaled = gain * (s2 / denom)[:, None]
+        cov -= scaled[:, :, None] * gain[:, None, :]
+        if not everyone:
+            self._blocks[active] = blocks
+            self._cov[active] = cov
         self.n_updates += 1
