@@ -3,8 +3,9 @@ and round throughput against Vowpal Wabbit. Writes bench/results/policy.json.
 
 - simulator: 50,000 rounds per policy on one seeded simulator (every policy faces the same
   rounds and learns online from the start); the oracle picks each round's best expected
-  candidate. Our learners run at their constructor defaults. `best_over_oracle` compares
-  expected rewards (the realised ones are listed too).
+  candidate. Our learners run at their constructor defaults (block ridge scorer; epsilon 0.05,
+  temperature 0.1 with floor 0.05, 10 bootstrap members with floor 0.05). `best_over_oracle`
+  compares expected rewards (the realised ones are listed too).
 - bake-off: the protocol of Bietti, Agarwal and Langford (*A Contextual Bandit Bake-off*):
   each class an action, reward 1 for the right class, the learner sees only its own action's
   reward, progressive validation over one pass (the average reward of the actions taken while
@@ -19,7 +20,8 @@ and round throughput against Vowpal Wabbit. Writes bench/results/policy.json.
   (River's bandit policies take no context, so this peer is written here). Ours:
   `ours_default_<explorer>` at constructor defaults (only the featurizer naming the dataset's
   fields is given), and `ours_best_<explorer>`, one fixed setting for every dataset:
-  BEST_SETTING below.
+  BEST_SETTING below (explorer knobs only; the scorer stays the default block ridge). Both are
+  handed the propensity of each choice, which the defaults do not use (no importance weights).
 - throughput: rounds per second, a round being one `choose` over 30 candidates with 32
   features each (UserContext context, ~1,000 pair features with interactions) plus one
   `learn_one` of the chosen candidate, in one process on one core; in the same run VW's Python
@@ -47,7 +49,7 @@ from models.policies import BootstrapThompson, EpsilonGreedy, Policy, RuleBased,
 from models.policies.base import Arm
 from models.simulation import Simulator
 
-OUT = Path(__file__).resolve().parent / "results" / "policy.json"
+OUT = Path(os.environ.get("BENCH_OUT", Path(__file__).resolve().parent / "results" / "policy.json"))
 SIM_ROUNDS = int(os.environ.get("BENCH_SIM_ROUNDS", "50000"))
 SHUFFLES = int(os.environ.get("BENCH_SHUFFLES", "5"))
 
@@ -66,6 +68,9 @@ def simulator() -> dict[str, Any]:
         "softmax": lambda: Softmax(seed=1),
         "bootstrap_thompson": lambda: BootstrapThompson(seed=1),
     }
+    only = [n for n in os.environ.get("BENCH_SIM_POLICIES", "").split(",") if n]
+    keep = {"oracle", "rule_based", *only}
+    policies = {n: make for n, make in policies.items() if not only or n in keep}
     rewards, expected, seconds = {}, {}, {}
     for name, make in policies.items():
         t = time.perf_counter()
@@ -334,15 +339,11 @@ def main() -> None:
         previous = previous if isinstance(previous, dict) else {}
         if "bakeoff" in done:
             done["bakeoff"] = {**previous.get("bakeoff", {}), **done["bakeoff"]}
+        if "bakeoff_runs" in done:
+            done["bakeoff_runs"] = {**previous.get("bakeoff_runs", {}), **done["bakeoff_runs"]}
         result = {**previous, **done}
         result["machine"] = {"python": platform.python_version(), "cpu_count": os.cpu_count()}
-        result["settings"] = {
-            "best_setting": BEST_SETTING,
-            "shuffles": SHUFFLES,
-            "synth_shuffles": SYNTH_SHUFFLES,
-            "synth_rows": SYNTH_ROWS,
-            "simulator_rounds": SIM_ROUNDS,
-        }
+        result["best_setting"] = BEST_SETTING
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -350,9 +351,12 @@ def main() -> None:
         done["throughput"] = throughput()
         save()
     if "bakeoff" in PARTS:
-        done["bakeoff"] = {}
+        done["bakeoff"], done["bakeoff_runs"] = {}, {}
         for name in [n for n in DATASETS if not ONLY or n in ONLY]:
             done["bakeoff"].update(bakeoff([name]))
+            rows = SYNTH_ROWS if name == "synth" else None
+            shuffles = SYNTH_SHUFFLES if name == "synth" else SHUFFLES
+            done["bakeoff_runs"][name] = {"shuffles": shuffles, **({"rows": rows} if rows else {})}
             save()
     if "simulator" in PARTS:
         done["simulator"] = simulator()

@@ -4,12 +4,14 @@ Each returns the exact probability of every candidate (epsilon-greedy, softmax, 
 Thompson), so that a decision logs the propensity of what it chose. They do not build on
 ``river.bandit``, whose policies give no probabilities.
 
-The default scorer is :class:`~models.policies.linear.AdaptiveLinear` (VW's normalised
-adaptive importance-invariant steps). With it, :meth:`ScoringPolicy.scores` scores all
-candidates as one bilinear form over the model's weight vector, and :meth:`ScoringPolicy.learn_one`
-steps on one dense pair vector; no feature dict is built (``predict_one`` equals the fast
-scores, which a test checks). Any other River regressor (a pipeline with a scaler, a tree) is
-scored pair by pair through :meth:`ScoringPolicy.features_one`.
+The default scorer is :class:`~models.policies.linear.BlockRidge` (ridge regression, one exact
+block per candidate feature); :class:`~models.policies.linear.AdaptiveLinear` (VW's normalised
+adaptive importance-invariant steps) is the first-order alternative. With either,
+:meth:`ScoringPolicy.scores` scores all candidates as one bilinear form over the model's
+weights, and :meth:`ScoringPolicy.learn_one` steps on one dense pair vector; no feature dict is
+built (the fast scores equal ``predict_one`` and the scorer on :meth:`ScoringPolicy.features_one`,
+which a test checks). Any other River regressor (a pipeline with a scaler, a tree) is scored
+pair by pair through :meth:`ScoringPolicy.features_one`.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class ScoringPolicy(Policy):
     Parameters
     ----------
     model
-        The scorer: :class:`AdaptiveLinear` (``None`` means :func:`default_model`), scored as a
+        The scorer: a :class:`LinearScorer` (``None`` means :func:`default_model`), scored as a
         bilinear form, or any River regressor, scored pair by pair.
     featurizer
         ``None`` means the contracts' featurizer (``UserContext`` x ``CandidateFeatures``).

@@ -1,7 +1,11 @@
-"""The default scorer: a linear model with normalised, adaptive, importance-invariant steps.
+"""Dense linear scorers of pair features: :class:`BlockRidge` (the default) and :class:`AdaptiveLinear`.
 
-This is the update Vowpal Wabbit runs by default (``--adaptive --normalized --invariant``),
-written over dense NumPy vectors so that a policy can score a context x candidate interaction
+:class:`BlockRidge` is ridge regression with one exact posterior block per candidate feature
+(see its docstring); it needs no learning rate, which is why it is the default: on the
+bake-off, the first-order scorer below needs a per-dataset rate to come near it.
+
+:class:`AdaptiveLinear` is the update Vowpal Wabbit runs by default (``--adaptive --normalized
+--invariant``), written over dense NumPy vectors so that a policy can score a context x candidate interaction
 as a bilinear form (see :meth:`models.featurize.Featurizer.bilinear_scores`) instead of
 building one feature dict per candidate. River's linear models keep their weights in dicts
 and take one global step size, which is why this one is written here rather than taken from
@@ -16,8 +20,8 @@ with importance weight ``h`` moves the prediction ``p`` towards ``y`` along the 
 ``d_i = x_i / (N_i sqrt(G_i))`` by the closed-form *importance-invariant* amount
 ``(y - p) (1 - exp(-eta h s))`` with ``s = x . d`` (Karampatziakis and Langford, 2011): it
 never overshoots ``y``, whatever the number of features or the weight, and a weight of ``k``
-equals ``k`` tiny steps. These choices are made on principle (no per-dataset tuning): they
-make one learning rate suit features of any scale and any count.
+equals ``k`` tiny steps. As in VW, the rate is also divided by the running root mean square of
+the normalised example norm, so that it does not grow with the number of features.
 
 Examples
 --------
