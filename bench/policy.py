@@ -139,7 +139,7 @@ def datasets(names: Sequence[str] = DATASETS) -> dict[str, tuple[np.ndarray, np.
     return {
         name: (zscore(np.asarray(x, dtype=np.float64)), np.asarray(y, dtype=int))
         for name, (x, y) in raw.items()
-        if not ONLY or name in ONLY
+        if name in names
     }
 
 
