@@ -1,21 +1,32 @@
-"""`make bench-policy`: simulator rewards, the Contextual Bandit Bake-off protocol against Vowpal
-Wabbit, and decision throughput. Writes bench/results/policy.json.
+"""`make bench-policy`: simulator rewards, the Contextual Bandit Bake-off protocol against peers,
+and round throughput against Vowpal Wabbit. Writes bench/results/policy.json.
 
 - simulator: 50,000 rounds per policy on one seeded simulator (every policy faces the same
   rounds and learns online from the start); the oracle picks each round's best expected
-  candidate. Learners use the default scorer (normalised SGD, step 0.1 / (1 + t) ** 0.25) with
-  epsilon 0.02, temperature 0.02 or 5 bootstrap members. `best_over_oracle` compares expected rewards
-  (the realised ones are listed too).
-- bake-off: multiclass -> bandit (each class an action, reward 1 for the right class, only the
-  chosen action's reward is seen), progressive validation (the average reward of the actions
-  taken while learning), datasets bundled with scikit-learn, averaged over shuffles. Both
-  learners get the same scaled features (context scaled by each feature's max |value|; one
-  indicator per action) and the same context x action interactions (`-q sa` for VW), and the
-  same exploration settings: epsilon 0.05, softmax lambda 10 (temperature 0.1), bag / bootstrap
-  of 5 members. Our scorer uses one fixed setting on every dataset (normalised SGD, constant step
-  0.5); VW uses its defaults.
-- throughput: `choose` over 30 candidates with 32 features each (UserContext context, 960
-  interaction features) plus one `learn_one`, in one process on one core.
+  candidate. Our learners run at their constructor defaults (block ridge scorer; epsilon 0.05,
+  temperature 0.1 with floor 0.05, 10 bootstrap members with floor 0.05). `best_over_oracle`
+  compares expected rewards (the realised ones are listed too).
+- bake-off: the protocol of Bietti, Agarwal and Langford (*A Contextual Bandit Bake-off*):
+  each class an action, reward 1 for the right class, the learner sees only its own action's
+  reward, progressive validation over one pass (the average reward of the actions taken while
+  learning), features z-scored with each dataset's mean and standard deviation, five shuffles.
+  Datasets: digits, wine, iris, breast cancer (bundled with scikit-learn) and `synth`, a
+  50,000-row `make_classification` stream (20 features, 10 informative, 8 classes). Every
+  learner gets the same z-scored context and one indicator per action; ours and VW also their
+  context x action interactions (`-q sa`). Peers, each at its library defaults: VW
+  `--cb_explore_adf` with epsilon (VW's default 0.05), `--softmax` (default lambda) and
+  `--bag 5` (bag needs a size; 5 as in VW's documentation), MABWiser `LinUCB()` (alpha 1,
+  lambda 1), and River per-arm `LogisticRegression()` with epsilon-greedy at VW's epsilon 0.05
+  (River's bandit policies take no context, so this peer is written here). Ours:
+  `ours_default_<explorer>` at constructor defaults (only the featurizer naming the dataset's
+  fields is given), and `ours_best_<explorer>`, one fixed setting for every dataset:
+  BEST_SETTING below (explorer knobs only; the scorer stays the default block ridge). Both are
+  handed the propensity of each choice, which the defaults do not use (no importance weights).
+- throughput: rounds per second, a round being one `choose` over 30 candidates with 32
+  features each (UserContext context, ~1,000 pair features with interactions) plus one
+  `learn_one` of the chosen candidate, in one process on one core; in the same run VW's Python
+  API on the same work (`--cb_explore_adf --epsilon 0.1 -q ca`, the same feature values, one
+  `predict` and one `learn` per round).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +45,13 @@ import numpy as np
 
 from data_contracts.features import UserContext
 from models.featurize import Featurizer
-from models.policies import BootstrapThompson, EpsilonGreedy, Policy, RuleBased, Softmax, UniformRandom, default_model
+from models.policies import BootstrapThompson, EpsilonGreedy, Policy, RuleBased, ScoringPolicy, Softmax, UniformRandom
 from models.policies.base import Arm
 from models.simulation import Simulator
 
-OUT = Path(__file__).resolve().parent / "results" / "policy.json"
+OUT = Path(os.environ.get("BENCH_OUT", Path(__file__).resolve().parent / "results" / "policy.json"))
 SIM_ROUNDS = int(os.environ.get("BENCH_SIM_ROUNDS", "50000"))
 SHUFFLES = int(os.environ.get("BENCH_SHUFFLES", "5"))
-EPSILON, TEMPERATURE, MEMBERS = 0.05, 0.1, 5
 
 
 def log(msg: str) -> None:
@@ -54,10 +64,13 @@ def simulator() -> dict[str, Any]:
         "oracle": lambda: None,
         "rule_based": lambda: RuleBased(),
         "uniform_random": lambda: UniformRandom(seed=1),
-        "epsilon_greedy": lambda: EpsilonGreedy(epsilon=0.02, seed=1),
-        "softmax": lambda: Softmax(temperature=0.02, seed=1),
-        "bootstrap_thompson": lambda: BootstrapThompson(n_members=MEMBERS, seed=1),
+        "epsilon_greedy": lambda: EpsilonGreedy(seed=1),
+        "softmax": lambda: Softmax(seed=1),
+        "bootstrap_thompson": lambda: BootstrapThompson(seed=1),
     }
+    only = [n for n in os.environ.get("BENCH_SIM_POLICIES", "").split(",") if n]
+    keep = {"oracle", "rule_based", *only}
+    policies = {n: make for n, make in policies.items() if not only or n in keep}
     rewards, expected, seconds = {}, {}, {}
     for name, make in policies.items():
         t = time.perf_counter()
@@ -82,56 +95,72 @@ def simulator() -> dict[str, Any]:
 
 
 # -- bake-off --------------------------------------------------------------------------------
-def datasets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from sklearn import datasets as sk
+BEST_SETTING: dict[str, dict[str, Any]] = {
+    "epsilon_greedy": {"epsilon": 0.02},
+    "softmax": {"temperature": 0.05, "floor": 0.02},
+    "bootstrap_thompson": {"n_members": 5, "floor": 0.02},
+}
+"""Our one fixed setting for every dataset (explorer knobs; the scorer stays the default)."""
 
-    out = {}
-    for name, loader in {
-        "iris": sk.load_iris,
-        "wine": sk.load_wine,
-        "breast_cancer": sk.load_breast_cancer,
-        "digits": sk.load_digits,
-    }.items():
-        x, y = loader(return_X_y=True)
-        scale = np.abs(x).max(axis=0)
-        scale[scale == 0] = 1.0
-        out[name] = (x / scale, y.astype(int))
+EXPLORERS: dict[str, type[ScoringPolicy]] = {
+    "epsilon_greedy": EpsilonGreedy,
+    "softmax": Softmax,
+    "bootstrap_thompson": BootstrapThompson,
+}
+VW_ARGS = {"vw_epsilon": "", "vw_softmax": "--softmax", "vw_bag": "--bag 5"}
+RIVER_EPSILON = 0.05
+SYNTH_ROWS = int(os.environ.get("BENCH_SYNTH_ROWS", "50000"))
+SYNTH_SHUFFLES = int(os.environ.get("BENCH_SYNTH_SHUFFLES", str(SHUFFLES)))
+ONLY = [n for n in os.environ.get("BENCH_DATASETS", "").split(",") if n]
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    std = x.std(axis=0)
+    std[std == 0] = 1.0
+    out: np.ndarray = (x - x.mean(axis=0)) / std
     return out
 
 
-def _ours(kind: str, n_features: int, n_actions: int, seed: int) -> Policy:
+DATASETS = ("iris", "wine", "breast_cancer", "digits", "synth")
+
+
+def datasets(names: Sequence[str] = DATASETS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from sklearn import datasets as sk
+
+    raw = {
+        "digits": sk.load_digits(return_X_y=True),
+        "wine": sk.load_wine(return_X_y=True),
+        "iris": sk.load_iris(return_X_y=True),
+        "breast_cancer": sk.load_breast_cancer(return_X_y=True),
+        "synth": sk.make_classification(
+            n_samples=SYNTH_ROWS, n_features=20, n_informative=10, n_classes=8, random_state=0
+        ),
+    }
+    return {
+        name: (zscore(np.asarray(x, dtype=np.float64)), np.asarray(y, dtype=int))
+        for name, (x, y) in raw.items()
+        if name in names
+    }
+
+
+def run_ours(kind: str, setting: dict[str, Any], x: np.ndarray, y: np.ndarray, seed: int) -> float:
+    n_actions = int(y.max()) + 1
     featurizer = Featurizer(
-        context_fields=tuple(f"x{j}" for j in range(n_features)),
+        context_fields=tuple(f"x{j}" for j in range(x.shape[1])),
         candidate_fields=tuple(f"a{k}" for k in range(n_actions)),
     )
-    common: dict[str, Any] = {"model": default_model(0.5, decay=0.0), "featurizer": featurizer, "seed": seed}
-    if kind == "epsilon_greedy":
-        return EpsilonGreedy(epsilon=EPSILON, **common)
-    if kind == "softmax":
-        return Softmax(temperature=TEMPERATURE, **common)
-    return BootstrapThompson(n_members=MEMBERS, floor=EPSILON / n_actions, **common)
-
-
-def run_ours(kind: str, x: np.ndarray, y: np.ndarray, seed: int) -> float:
-    n_actions = int(y.max()) + 1
-    policy = _ours(kind, x.shape[1], n_actions, seed)
+    policy = EXPLORERS[kind](featurizer=featurizer, seed=seed, **setting)
     arms = [Arm(str(k), {f"a{k}": 1.0}) for k in range(n_actions)]
+    names = [f"x{j}" for j in range(x.shape[1])]
     total = 0.0
-    for row, label in zip(x, y, strict=True):
-        ctx = {f"x{j}": float(v) for j, v in enumerate(row) if v != 0.0}
+    for row, label in zip(x.tolist(), y.tolist(), strict=True):
+        ctx = dict(zip(names, row, strict=True))
         choice = policy.choose(ctx, arms)
         a = int(choice.chosen_id)
         reward = 1.0 if a == label else 0.0
-        policy.learn_one(ctx, arms[a], reward)
+        policy.learn_one(ctx, arms[a], reward, choice.propensity)
         total += reward
     return total / len(y)
-
-
-VW_ARGS = {
-    "vw_epsilon_greedy": f"--epsilon {EPSILON}",
-    "vw_softmax": f"--softmax --lambda {1 / TEMPERATURE:g}",
-    "vw_bag": f"--bag {MEMBERS} --epsilon {EPSILON}",
-}
 
 
 def run_vw(kind: str, x: np.ndarray, y: np.ndarray, seed: int) -> float:
@@ -141,55 +170,120 @@ def run_vw(kind: str, x: np.ndarray, y: np.ndarray, seed: int) -> float:
     vw = vowpalwabbit.Workspace(f"--cb_explore_adf {VW_ARGS[kind]} -q sa --quiet --random_seed {seed}")
     rng = random.Random(seed)
     total = 0.0
-    for row, label in zip(x, y, strict=True):
-        shared = "shared |s " + " ".join(f"x{j}:{v:.6g}" for j, v in enumerate(row) if v != 0.0)
-        actions = [f"|a a{k}" for k in range(n_actions)]
+    actions = [f"|a a{k}" for k in range(n_actions)]
+    for row, label in zip(x.tolist(), y.tolist(), strict=True):
+        shared = "shared |s " + " ".join(f"x{j}:{v:.6g}" for j, v in enumerate(row))
         pmf = vw.predict([shared, *actions])
         a = rng.choices(range(n_actions), weights=pmf)[0]
         reward = 1.0 if a == label else 0.0
-        actions[a] = f"{a}:{1.0 - reward}:{pmf[a]} |a a{a}"  # VW minimises cost = 1 - reward
-        vw.learn([shared, *actions])
+        labelled = list(actions)
+        labelled[a] = f"{a}:{1.0 - reward}:{pmf[a]} |a a{a}"  # VW minimises cost = 1 - reward
+        vw.learn([shared, *labelled])
         total += reward
     vw.finish()
     return total / len(y)
 
 
-def bakeoff() -> dict[str, dict[str, float]]:
+def run_linucb(x: np.ndarray, y: np.ndarray, seed: int) -> float:
+    from mabwiser.mab import MAB, LearningPolicy
+
+    n_actions = int(y.max()) + 1
+    mab = MAB(arms=list(range(n_actions)), learning_policy=LearningPolicy.LinUCB(), seed=seed)
+    rng = random.Random(seed)
+    total = 0.0
+    for i in range(len(y)):
+        row = x[i : i + 1]
+        a = rng.randrange(n_actions) if i == 0 else int(mab.predict(row))
+        reward = 1.0 if a == y[i] else 0.0
+        if i == 0:
+            mab.fit([a], [reward], row)
+        else:
+            mab.partial_fit([a], [reward], row)
+        total += reward
+    return total / len(y)
+
+
+def run_river_per_arm(x: np.ndarray, y: np.ndarray, seed: int) -> float:
+    from river import linear_model
+
+    n_actions = int(y.max()) + 1
+    models = [linear_model.LogisticRegression() for _ in range(n_actions)]
+    rng = random.Random(seed)
+    names = [f"x{j}" for j in range(x.shape[1])]
+    total = 0.0
+    for row, label in zip(x.tolist(), y.tolist(), strict=True):
+        ctx = dict(zip(names, row, strict=True))
+        if rng.random() < RIVER_EPSILON:
+            a = rng.randrange(n_actions)
+        else:
+            probs = [m.predict_proba_one(ctx).get(True, 0.0) for m in models]
+            best = max(probs)
+            a = rng.choice([k for k, p in enumerate(probs) if p == best])
+        reward = 1.0 if a == label else 0.0
+        models[a].learn_one(ctx, reward == 1.0)
+        total += reward
+    return total / len(y)
+
+
+def learners() -> dict[str, Callable[[np.ndarray, np.ndarray, int], float]]:
+    out: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {}
+    for kind in EXPLORERS:
+        out[f"ours_default_{kind}"] = lambda x, y, s, kind=kind: run_ours(kind, {}, x, y, s)
+        out[f"ours_best_{kind}"] = lambda x, y, s, kind=kind: run_ours(kind, BEST_SETTING[kind], x, y, s)
+    for kind in VW_ARGS:
+        out[kind] = lambda x, y, s, kind=kind: run_vw(kind, x, y, s)
+    out["linucb"] = run_linucb
+    out["river_per_arm"] = run_river_per_arm
+    return out
+
+
+def bakeoff(names: Sequence[str] = DATASETS) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    for name, (x, y) in datasets().items():
+    for name, (x, y) in datasets(names).items():
         scores: dict[str, list[float]] = {}
-        for s in range(SHUFFLES):
+        seconds: dict[str, float] = {}
+        for s in range(SYNTH_SHUFFLES if name == "synth" else SHUFFLES):
             order = np.random.default_rng(s).permutation(len(y))
             xs, ys = x[order], y[order]
-            for kind in ("epsilon_greedy", "softmax", "bootstrap_thompson"):
-                scores.setdefault(kind, []).append(run_ours(kind, xs, ys, s))
-            for kind in VW_ARGS:
-                scores.setdefault(kind, []).append(run_vw(kind, xs, ys, s))
+            for learner, run in learners().items():
+                t = time.perf_counter()
+                scores.setdefault(learner, []).append(run(xs, ys, s))
+                seconds[learner] = seconds.get(learner, 0.0) + time.perf_counter() - t
         out[name] = {k: round(float(np.mean(v)), 4) for k, v in scores.items()}
-        ours = max(v for k, v in out[name].items() if not k.startswith("vw_"))
-        vw_best = max(v for k, v in out[name].items() if k.startswith("vw_"))
-        log(f"bakeoff {name}: {out[name]} ours best {ours:.4f} vs VW best {vw_best:.4f}")
+        peer = max(v for k, v in out[name].items() if not k.startswith("ours_"))
+        default = max(v for k, v in out[name].items() if k.startswith("ours_default_"))
+        best = max(v for k, v in out[name].items() if k.startswith("ours_best_"))
+        log(f"bakeoff {name}: {out[name]}")
+        log(f"  best peer {peer:.4f}, ours default {default:.4f} ({default / peer:.3f}), best {best:.4f}")
+        log(f"  seconds { ({k: round(v, 1) for k, v in seconds.items()}) }")
     return out
 
 
 # -- throughput ------------------------------------------------------------------------------
-def throughput() -> dict[str, Any]:
+def _throughput_work() -> tuple[Featurizer, list[Arm], list[dict[str, float]]]:
     rng = random.Random(0)
     context_fields = tuple(n for n in UserContext.model_fields if n != "schema_version")
     candidate_fields = tuple(f"f{j}" for j in range(32))
     featurizer = Featurizer(context_fields=context_fields, candidate_fields=candidate_fields)
     pool = [Arm(f"c{i}", {n: rng.random() for n in candidate_fields}) for i in range(600)]
     contexts = [{n: rng.uniform(0, 6) for n in context_fields} for _ in range(100)]
+    return featurizer, pool, contexts
+
+
+def throughput() -> dict[str, Any]:
+    featurizer, pool, contexts = _throughput_work()
+    rng = random.Random(1)
     out: dict[str, Any] = {
         "candidates": 30,
         "features_per_candidate": 32,
         "features_per_pair": len(featurizer.feature_names),
     }
-    rounds = 3000
+    rounds = 5000
+    per_explorer = {}
     for name, policy in {
-        "epsilon_greedy": EpsilonGreedy(epsilon=EPSILON, featurizer=featurizer, seed=0),
-        "softmax": Softmax(temperature=TEMPERATURE, featurizer=featurizer, seed=0),
-        "bootstrap_thompson": BootstrapThompson(n_members=MEMBERS, featurizer=featurizer, seed=0),
+        "epsilon_greedy": EpsilonGreedy(featurizer=featurizer, seed=0),
+        "softmax": Softmax(featurizer=featurizer, seed=0),
+        "bootstrap_thompson": BootstrapThompson(featurizer=featurizer, seed=0),
     }.items():
         t = time.perf_counter()
         for i in range(rounds):
@@ -198,26 +292,76 @@ def throughput() -> dict[str, Any]:
             ctx = contexts[i % 100]
             choice = policy.choose(ctx, cands)
             policy.learn_one(ctx, next(c for c in cands if c.candidate_id == choice.chosen_id), rng.random())
-        dt = time.perf_counter() - t
-        out[name] = {"rounds_per_s": round(rounds / dt), "decisions_per_s": round(2 * rounds / dt)}
-        log(f"throughput {name}: {out[name]}")
-    out["decisions_per_s"] = out["epsilon_greedy"]["decisions_per_s"]
-    out["note"] = "decisions_per_s counts decisions plus updates (one of each per round), epsilon-greedy"
+        per_explorer[name] = round(rounds / (time.perf_counter() - t))
+        log(f"throughput {name}: {per_explorer[name]} rounds/s")
+    out["per_explorer_rounds_per_s"] = per_explorer
+    out["rounds_per_s"] = per_explorer["epsilon_greedy"]
+    out["vw_rounds_per_s"] = throughput_vw(pool, contexts, rounds)
+    out["ratio"] = round(out["rounds_per_s"] / out["vw_rounds_per_s"], 2)
+    out["note"] = "rounds_per_s: epsilon-greedy at defaults; VW: --cb_explore_adf --epsilon 0.1 -q ca, same rounds"
+    log(f"throughput VW: {out['vw_rounds_per_s']} rounds/s; ours / VW = {out['ratio']}")
     return out
 
 
-def main() -> None:
+def throughput_vw(pool: list[Arm], contexts: list[dict[str, float]], rounds: int) -> int:
+    import vowpalwabbit
+
+    rng = random.Random(1)
+    vw = vowpalwabbit.Workspace("--cb_explore_adf --epsilon 0.1 -q ca --quiet --random_seed 0")
     t = time.perf_counter()
-    result = {
-        "simulator": simulator(),
-        "bakeoff": bakeoff(),
-        "throughput": throughput(),
-        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count()},
-    }
-    result["seconds"] = round(time.perf_counter() - t, 1)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
-    log(f"wrote {OUT} in {result['seconds']} s")
+    for i in range(rounds):
+        start = (i * 37) % 570
+        cands = pool[start : start + 30]
+        ctx = contexts[i % 100]
+        shared = "shared |c " + " ".join(f"{k}:{v:.6g}" for k, v in ctx.items())
+        actions = ["|a " + " ".join(f"{k}:{v:.6g}" for k, v in c.features.items()) for c in cands]
+        pmf = vw.predict([shared, *actions])
+        a = rng.choices(range(len(cands)), weights=pmf)[0]
+        labelled = list(actions)
+        labelled[a] = f"0:{1.0 - rng.random()}:{pmf[a]} {actions[a]}"
+        vw.learn([shared, *labelled])
+    rate = round(rounds / (time.perf_counter() - t))
+    vw.finish()
+    return rate
+
+
+PARTS = [p for p in os.environ.get("BENCH_PARTS", "throughput,bakeoff,simulator").split(",") if p]
+"""The parts to run; a part not run keeps its previous results in the file."""
+
+
+def main() -> None:
+    """Run the parts, updating the results file after each (a long run keeps what it finished)."""
+    t = time.perf_counter()
+    done: dict[str, Any] = {}
+
+    def save() -> None:
+        previous = json.loads(OUT.read_text()) if OUT.exists() else {}
+        previous = previous if isinstance(previous, dict) else {}
+        if "bakeoff" in done:
+            done["bakeoff"] = {**previous.get("bakeoff", {}), **done["bakeoff"]}
+        if "bakeoff_runs" in done:
+            done["bakeoff_runs"] = {**previous.get("bakeoff_runs", {}), **done["bakeoff_runs"]}
+        result = {**previous, **done}
+        result["machine"] = {"python": platform.python_version(), "cpu_count": os.cpu_count()}
+        result["best_setting"] = BEST_SETTING
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(json.dumps(result, indent=2) + "\n")
+
+    if "throughput" in PARTS:
+        done["throughput"] = throughput()
+        save()
+    if "bakeoff" in PARTS:
+        done["bakeoff"], done["bakeoff_runs"] = {}, {}
+        for name in [n for n in DATASETS if not ONLY or n in ONLY]:
+            done["bakeoff"].update(bakeoff([name]))
+            rows = SYNTH_ROWS if name == "synth" else None
+            shuffles = SYNTH_SHUFFLES if name == "synth" else SHUFFLES
+            done["bakeoff_runs"][name] = {"shuffles": shuffles, **({"rows": rows} if rows else {})}
+            save()
+    if "simulator" in PARTS:
+        done["simulator"] = simulator()
+        save()
+    log(f"updated {OUT} ({', '.join(PARTS)}) in {time.perf_counter() - t:.0f} s")
 
 
 if __name__ == "__main__":

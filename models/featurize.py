@@ -14,6 +14,10 @@ same pair always gives the same features, online and offline:
 - **Scaling**: counts go through ``log1p``, hours and days are divided by their caps, priority
   maps 1..4 to 0..1; the transforms are listed in :data:`CONTEXT_TRANSFORMS` and
   :data:`CANDIDATE_TRANSFORMS`.
+- **Clipping**: every transformed feature is clipped to ``[-CLIP, CLIP]`` (:data:`CLIP`, 5), so
+  that one absurd value (a priority of 1e308) weighs at most as much as a value five times the
+  ordinary range and cannot take a decision's whole probability mass. The transforms put
+  ordinary values in [-1, 1]; z-scored features leave it only beyond five standard deviations.
 - **Derived context features**: ``hour_sin``, ``hour_cos`` (the hour on a circle) and
   ``active_now`` (cosine of the distance between now and the user's usual active hour).
 - **Derived candidate features**: ``due_soon`` and ``deadline_soon``, which rise smoothly to 1
@@ -26,14 +30,18 @@ Examples
 >>> ctx["active_now"]
 1.0
 >>> cand = f.candidate({"priority": 4.0, "is_llm_tip": 0.0})
->>> x = f.pair(ctx, cand)
+>>> x = f.pair_dict(f.context_vector({"hour_of_day": 8.0, "usual_active_hour": 8.0}),
+...                 f.candidate_vector({"priority": 4.0}))
 >>> x["priority"], x["priority*active_now"]
 (1.0, 1.0)
+>>> f.candidate({"priority": 1e308})["priority"]
+5.0
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,6 +52,9 @@ import numpy.typing as npt
 from data_contracts.features import CandidateFeatures, UserContext
 
 FloatArray = npt.NDArray[np.float64]
+
+CLIP = 5.0
+"""Every transformed feature (and so every derived one) lies in ``[-CLIP, CLIP]``."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +147,7 @@ class Featurizer:
     Examples
     --------
     >>> f = Featurizer(context_fields=("x",), candidate_fields=("a", "b"))
-    >>> f.pair(f.context({"x": 2.0}), f.candidate({"a": 1.0, "b": float("nan")}))
+    >>> f.pair_dict(f.context_vector({"x": 2.0}), f.candidate_vector({"a": 1.0, "b": float("nan")}))
     {'a': 1.0, 'x': 2.0, 'a*x': 2.0}
     >>> len(f.feature_names)
     5
@@ -174,6 +185,10 @@ class Featurizer:
         """Every feature a pair can have: candidate, context, then interactions."""
         self._ctx = self._plan(self.context_fields)
         self._cand = self._plan(self.candidate_fields)
+        fields = self.candidate_fields
+        self._getter: Callable[[Mapping[str, float]], Sequence[float]] = (
+            operator.itemgetter(*fields) if len(fields) > 1 else (lambda f: [f[fields[0]]] if fields else [])
+        )
 
     def _plan(self, fields: tuple[str, ...]) -> tuple[FloatArray, list[tuple[int, Transform]]]:
         defaults = np.asarray([self.defaults.get(n, 0.0) for n in fields], dtype=np.float64)
@@ -208,9 +223,11 @@ class Featurizer:
 
     @staticmethod
     def _transform(values: FloatArray, plan: tuple[FloatArray, list[tuple[int, Transform]]]) -> FloatArray:
-        for i, t in plan[1]:
-            values[..., i] = t.array(values[..., i])
-        return values
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e308 / cap overflows to inf, then clipped
+            for i, t in plan[1]:
+                values[..., i] = t.array(values[..., i])
+        clipped: FloatArray = np.clip(values, -CLIP, CLIP, out=values)
+        return clipped
 
     def _impute_transform(self, raw: FloatArray, plan: tuple[FloatArray, list[tuple[int, Transform]]]) -> FloatArray:
         return self._transform(self._impute(raw, plan), plan)
@@ -232,9 +249,8 @@ class Featurizer:
 
     def candidate_matrix(self, candidates: Sequence[Mapping[str, float]]) -> FloatArray:
         """The transformed features of many candidates, one row each, over :attr:`all_candidate_fields`."""
-        nan = math.nan
+        raw = np.asarray([self._candidate_row(f) for f in candidates], dtype=np.float64)
         fields = self.candidate_fields
-        raw = np.asarray([[f.get(n, nan) for n in fields] for f in candidates], dtype=np.float64)
         imputed = self._impute(raw.reshape(len(candidates), len(fields)), self._cand)
         if not self._derive_due:
             return self._transform(imputed, self._cand)
@@ -242,7 +258,14 @@ class Featurizer:
         derived = np.column_stack(
             [has_due * np.exp(-np.maximum(hours, 0.0) / 48.0), has_deadline * np.exp(-np.maximum(days, 0.0) / 7.0)]
         )
-        return np.hstack([self._transform(imputed.copy(), self._cand), derived])
+        return np.hstack([self._transform(imputed.copy(), self._cand), np.clip(derived, -CLIP, CLIP)])
+
+    def _candidate_row(self, features: Mapping[str, float]) -> Sequence[float]:
+        try:  # every field present (the usual case): one C-level look-up
+            row: Sequence[float] = self._getter(features)
+        except KeyError:
+            row = [features.get(n, math.nan) for n in self.candidate_fields]
+        return row
 
     def candidate_vector(self, features: Mapping[str, float]) -> FloatArray:
         """The transformed candidate features as a vector over :attr:`all_candidate_fields`."""
@@ -257,46 +280,37 @@ class Featurizer:
         """The transformed candidate features as a dict (zeros kept)."""
         return dict(zip(self.all_candidate_fields, self.candidate_vector(features).tolist(), strict=True))
 
-    def pair_from_vectors(self, ctx: FloatArray, cand: FloatArray) -> dict[str, float]:
+    def pair_vector(self, ctx: FloatArray, cand: FloatArray) -> FloatArray:
+        """The dense features of one pair, in the order of :attr:`feature_names`."""
+        if not self.interactions:
+            return np.concatenate([cand, ctx])
+        return np.concatenate([cand, ctx, np.outer(cand, ctx).ravel()])
+
+    def pair_dict(self, ctx: FloatArray, cand: FloatArray) -> dict[str, float]:
         """The sparse feature dict of one pair from its transformed vectors (zeros dropped)."""
-        parts = [cand, ctx]
-        if self.interactions:
-            parts.append(np.outer(cand, ctx).ravel())
-        values = np.concatenate(parts).tolist()
+        values = self.pair_vector(ctx, cand).tolist()
         return {name: v for name, v in zip(self.feature_names, values, strict=True) if v != 0.0}
 
-    def squared_norm(self, ctx: FloatArray, cand: FloatArray) -> float:
-        """``|pair|^2`` from the vectors (the interactions' part is ``|cand|^2 |ctx|^2``)."""
-        m2, c2 = float(cand @ cand), float(ctx @ ctx)
-        return m2 + c2 + (m2 * c2 if self.interactions else 0.0)
-
-    def pair(self, context: Mapping[str, float], candidate: Mapping[str, float]) -> dict[str, float]:
-        """The features of one pair from already transformed dicts (see :meth:`context`)."""
-        ctx = np.asarray([context.get(n, 0.0) for n in self.all_context_fields], dtype=np.float64)
-        cand = np.asarray([candidate.get(n, 0.0) for n in self.all_candidate_fields], dtype=np.float64)
-        return self.pair_from_vectors(ctx, cand)
-
-    def linear_scores(
-        self, weights: Callable[[list[str]], FloatArray], intercept: float, ctx: FloatArray, cands: FloatArray
-    ) -> FloatArray:
+    def bilinear_scores(self, w: FloatArray, intercept: float, ctx: FloatArray, cands: FloatArray) -> FloatArray:
         """Scores of a linear model over pair features for every candidate at once.
 
-        Equal to ``intercept + w . pair(ctx, cand)`` for each row of ``cands``, computed as
-        ``cands @ (w_cand + W_cross @ ctx) + w_ctx . ctx + intercept`` (one matrix product
-        instead of one dict per candidate). ``weights(names)`` returns the weights of ``names``.
+        Equal to ``intercept + w . pair_vector(ctx, cand)`` for each row of ``cands``, computed
+        as the bilinear form ``cands @ (w_cand + W_cross @ ctx) + w_ctx . ctx + intercept``
+        (one matrix product instead of one feature vector per candidate).
         """
-        w = np.asarray(weights(self.feature_names), dtype=np.float64)
         d, c = len(self.all_candidate_fields), len(self.all_context_fields)
         effective = w[:d]
         if self.interactions:
-            effective = effective + w[d + c :].reshape(d, c) @ ctx
-        base = float(w[d : d + c] @ ctx) + intercept
-        out: FloatArray = cands @ effective + base
+            effective = effective + w[d + c : d + c + d * c].reshape(d, c) @ ctx
+        with np.errstate(invalid="ignore", over="ignore"):  # a corrupted weight gives NaN, which the policy refuses
+            base = float(w[d : d + c] @ ctx) + intercept
+            out: FloatArray = cands @ effective + base
         return out
 
 
 __all__ = [
     "CANDIDATE_TRANSFORMS",
+    "CLIP",
     "CONTEXT_TRANSFORMS",
     "DERIVED_CANDIDATE",
     "DERIVED_CONTEXT",

@@ -6,31 +6,43 @@ from models.policies.base import (
     Choice,
     Context,
     DuplicateCandidate,
+    InvalidDistribution,
+    InvalidPropensity,
     InvalidReward,
     NoCandidates,
+    NonFiniteScore,
     Policy,
     PolicyFormatError,
     PolicyInputError,
+    PolicyNumericError,
     TooManyCandidates,
     dumps,
     loads,
 )
 from models.policies.baseline import RuleBased, UniformRandom
 from models.policies.explore import BootstrapThompson, EpsilonGreedy, ScoringPolicy, Softmax, default_model
+from models.policies.linear import AdaptiveLinear, BlockRidge, LinearScorer
 from models.policies.shadow import shadow_picks
 
 __all__ = [
+    "AdaptiveLinear",
+    "BlockRidge",
     "BootstrapThompson",
     "Candidate",
     "Choice",
     "Context",
     "DuplicateCandidate",
     "EpsilonGreedy",
+    "InvalidDistribution",
+    "InvalidPropensity",
     "InvalidReward",
+    "LinearScorer",
     "NoCandidates",
+    "NonFiniteScore",
     "Policy",
     "PolicyFormatError",
     "PolicyInputError",
+    "PolicyNumericError",
     "RuleBased",
     "ScoringPolicy",
     "Softmax",

@@ -26,7 +26,7 @@ Context = Mapping[str, float]
 RIVER_VERSION = _dist_version("river")
 """River's version; a pickled River model only loads under the version that wrote it."""
 
-POLICY_FORMAT = 1
+POLICY_FORMAT = 2
 """Version of the pickled policy envelope; bump it when a policy's pickled state changes shape."""
 
 
@@ -72,6 +72,26 @@ class DuplicateCandidate(PolicyInputError):
 
 class InvalidReward(PolicyInputError):
     """A reward that is NaN or infinite."""
+
+
+class InvalidPropensity(PolicyInputError):
+    """A propensity outside (0, 1]."""
+
+
+class PolicyNumericError(ArithmeticError):
+    """A policy produced numbers it must not serve; nothing is chosen from them."""
+
+
+class NonFiniteScore(PolicyNumericError):
+    """A candidate's score is NaN or infinite (a diverged or corrupted scorer)."""
+
+
+class InvalidDistribution(PolicyNumericError):
+    """Probabilities that are negative, not finite, or do not sum to 1 within :data:`SUM_TOLERANCE`."""
+
+
+SUM_TOLERANCE = 1e-9
+"""How far from 1 a served distribution's sum may be."""
 
 
 class PolicyFormatError(RuntimeError):
@@ -120,6 +140,22 @@ def check_candidates(candidates: Sequence[Candidate]) -> None:
         raise DuplicateCandidate("candidate ids must be unique within a decision")
 
 
+def check_propensity(propensity: float | None) -> float:
+    """The importance weight ``1 / propensity`` (1 when unknown), or :class:`InvalidPropensity`.
+
+    Examples
+    --------
+    >>> check_propensity(0.25), check_propensity(None)
+    (4.0, 1.0)
+    """
+    if propensity is None:
+        return 1.0
+    p = float(propensity)
+    if not (0.0 < p <= 1.0):
+        raise InvalidPropensity(f"propensity must be in (0, 1], got {propensity!r}")
+    return 1.0 / p
+
+
 def check_reward(reward: float) -> float:
     """A finite reward as float, or :class:`InvalidReward`."""
     value = float(reward)
@@ -128,19 +164,55 @@ def check_reward(reward: float) -> float:
     return value
 
 
-def apply_floor(probabilities: Sequence[float], floor: float) -> list[float]:
-    """Mix with the uniform so that every probability is at least ``floor`` (capped at 1/K).
+def check_scores(scores: Sequence[float]) -> None:
+    """Refuse NaN or infinite scores with :class:`NonFiniteScore`.
 
     Examples
     --------
-    >>> [round(p, 6) for p in apply_floor([1.0, 0.0, 0.0, 0.0], 0.05)]
+    >>> check_scores([0.1, float("nan")])
+    Traceback (most recent call last):
+    ...
+    models.policies.base.NonFiniteScore: 1 of 2 scores are not finite (first at position 1)
+    """
+    bad = [i for i, s in enumerate(scores) if not math.isfinite(s)]
+    if bad:
+        raise NonFiniteScore(f"{len(bad)} of {len(scores)} scores are not finite (first at position {bad[0]})")
+
+
+def check_distribution(probabilities: Sequence[float]) -> None:
+    """Refuse a distribution that is not finite, has a negative entry or does not sum to 1.
+
+    Examples
+    --------
+    >>> check_distribution([0.5, 0.5])
+    >>> check_distribution([0.5, 0.6])
+    Traceback (most recent call last):
+    ...
+    models.policies.base.InvalidDistribution: probabilities sum to 1.1, not 1
+    """
+    if not all(math.isfinite(p) and p >= 0.0 for p in probabilities):
+        raise InvalidDistribution(f"probabilities must be finite and non-negative, got {list(probabilities)}")
+    total = math.fsum(probabilities)
+    if abs(total - 1.0) > SUM_TOLERANCE:
+        raise InvalidDistribution(f"probabilities sum to {total:.12g}, not 1")
+
+
+def apply_floor(probabilities: Sequence[float], floor: float) -> list[float]:
+    """Mix with the uniform: ``p' = (1 - floor) p + floor / K``.
+
+    ``floor`` is the *total* mass spread uniformly, so every probability is at least
+    ``floor / K`` and the explorer's own distribution keeps ``1 - floor`` of the mass, at any
+    number of candidates K.
+
+    Examples
+    --------
+    >>> [round(p, 6) for p in apply_floor([1.0, 0.0, 0.0, 0.0], 0.2)]
     [0.85, 0.05, 0.05, 0.05]
     """
-    k = len(probabilities)
-    f = min(max(floor, 0.0), 1.0 / k)
-    if f == 0.0:
+    if floor == 0.0:
         return list(probabilities)
-    return [(1.0 - k * f) * p + f for p in probabilities]
+    k = len(probabilities)
+    return [(1.0 - floor) * p + floor / k for p in probabilities]
 
 
 def argmax_shares(scores: Sequence[float]) -> list[float]:
@@ -169,11 +241,14 @@ class Policy(ABC):
     Parameters
     ----------
     floor
-        Every candidate's probability is at least ``min(floor, 1/K)``.
+        Total probability mass spread uniformly over the candidates (``p' = (1 - floor) p +
+        floor / K``): every candidate gets at least ``floor / K`` and the policy's own choice
+        keeps at least ``1 - floor``.
     seed
         Seed of the policy's own random generator.
     version
-        Free-form version recorded with each decision.
+        Recorded with each decision: ``"dev"`` for a policy never registered; the registry sets
+        it (an attribute) to the registered version.
     """
 
     name = "policy"
@@ -193,8 +268,13 @@ class Policy(ABC):
         """The score of ``candidate`` in context ``x`` (higher is better)."""
 
     @abstractmethod
-    def learn_one(self, x: Context, candidate: Candidate, reward: float) -> None:
-        """Learn that ``candidate``, shown in context ``x``, earned ``reward``."""
+    def learn_one(self, x: Context, candidate: Candidate, reward: float, propensity: float | None = None) -> None:
+        """Learn that ``candidate``, shown in context ``x``, earned ``reward``.
+
+        ``propensity`` is the probability with which ``candidate`` was chosen, when known;
+        scoring policies then weigh the example by ``1 / propensity`` (importance-weighted
+        regression, which keeps the scorer's estimates unbiased under their own exploration).
+        """
 
     @abstractmethod
     def _probabilities(self, x: Context, candidates: Sequence[Candidate], scores: list[float]) -> list[float]:
@@ -206,10 +286,16 @@ class Policy(ABC):
         return [self.predict_one(x, c) for c in candidates]
 
     def distribution(self, x: Context, candidates: Sequence[Candidate]) -> tuple[list[float], list[float]]:
-        """Scores and floored probabilities of every candidate; draws no random number."""
+        """Scores and floored probabilities of every candidate; draws no random number.
+
+        Raises :class:`NonFiniteScore` or :class:`InvalidDistribution` rather than return
+        numbers that must not be served.
+        """
         check_candidates(candidates)
         scores = self.scores(x, candidates)
+        check_scores(scores)
         probs = apply_floor(self._probabilities(x, candidates, scores), self.floor)
+        check_distribution(probs)
         return scores, probs
 
     def probabilities(self, x: Context, candidates: Sequence[Candidate]) -> dict[str, float]:
@@ -221,13 +307,14 @@ class Policy(ABC):
         """Candidate ids from best to worst score (ties keep the input order)."""
         check_candidates(candidates)
         scores = self.scores(x, candidates)
+        check_scores(scores)
         order = sorted(range(len(candidates)), key=lambda i: -scores[i])
         return [candidates[i].candidate_id for i in order]
 
     def choose(self, x: Context, candidates: Sequence[Candidate]) -> Choice:
         """Draw one candidate from the policy's distribution; the choice carries every probability."""
         scores, probs = self.distribution(x, candidates)
-        u = self._rng.random() * math.fsum(probs)
+        u = self._rng.random()
         chosen = len(candidates) - 1
         acc = 0.0
         for i, p in enumerate(probs):

@@ -54,7 +54,7 @@ class RuleBased(Policy):
             urgency = min(1.0, max(0.0, 1.0 - hours / self.urgency_hours))
         return get("priority", 1.0) + 2.0 * get("is_overdue", 0.0) + urgency - 3.0 * get("is_llm_tip", 0.0)
 
-    def learn_one(self, x: Context, candidate: Candidate, reward: float) -> None:
+    def learn_one(self, x: Context, candidate: Candidate, reward: float, propensity: float | None = None) -> None:
         """Rules learn nothing."""
 
     def _probabilities(self, x: Context, candidates: Sequence[Candidate], scores: list[float]) -> list[float]:
@@ -81,7 +81,7 @@ class UniformRandom(Policy):
         """Every candidate scores 0."""
         return 0.0
 
-    def learn_one(self, x: Context, candidate: Candidate, reward: float) -> None:
+    def learn_one(self, x: Context, candidate: Candidate, reward: float, propensity: float | None = None) -> None:
         """Learns nothing."""
 
     def _probabilities(self, x: Context, candidates: Sequence[Candidate], scores: list[float]) -> list[float]:
