@@ -46,21 +46,25 @@ class NotEnoughExamples(ValueError):
 
 @dataclass(frozen=True)
 class CandidateSpec:
-    """One point of the grid: an explorer, its scorer's learning rate and its exploration knob.
+    """One point of the grid: an explorer, its scorer and its exploration knob.
+
+    ``learning_rate`` None means the default scorer (:class:`~models.policies.linear.BlockRidge`,
+    which has none); a rate means the first-order ``AdaptiveLinear`` scorer with that rate.
 
     ``knob`` is epsilon (epsilon-greedy), the temperature (softmax) or the number of members
     (bootstrap Thompson).
     """
 
     explorer: Explorer
-    learning_rate: float
+    learning_rate: float | None
     knob: float
     floor: float = 0.01
 
     @property
     def name(self) -> str:
         """A short, stable name for the run."""
-        return f"{self.explorer}-lr{self.learning_rate:g}-k{self.knob:g}"
+        scorer = "ridge" if self.learning_rate is None else f"lr{self.learning_rate:g}"
+        return f"{self.explorer}-{scorer}-k{self.knob:g}"
 
     def build(self, seed: int = 0, version: str = "dev") -> Policy:
         """A fresh policy for this spec."""
@@ -78,11 +82,11 @@ class CandidateSpec:
 
 
 DEFAULT_GRID: tuple[CandidateSpec, ...] = (
-    CandidateSpec("epsilon_greedy", 0.1, 0.02),
-    CandidateSpec("epsilon_greedy", 0.2, 0.05),
-    CandidateSpec("softmax", 0.1, 0.02),
-    CandidateSpec("softmax", 0.2, 0.05),
-    CandidateSpec("bootstrap_thompson", 0.1, 5),
+    CandidateSpec("epsilon_greedy", None, 0.02),
+    CandidateSpec("epsilon_greedy", None, 0.05),
+    CandidateSpec("softmax", None, 0.05),
+    CandidateSpec("bootstrap_thompson", None, 5),
+    CandidateSpec("epsilon_greedy", 0.1, 0.05),
 )
 """The small grid trained on every run."""
 
