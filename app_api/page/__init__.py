@@ -33,6 +33,7 @@ PAGE_CSP = (
 MEDIA_TYPES = {
     "app.js": "text/javascript; charset=utf-8",
     "page.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 ASSETS: dict[str, bytes] = {name: (STATIC / name).read_bytes() for name in MEDIA_TYPES}
 INDEX: bytes = (STATIC / "index.html").read_bytes()

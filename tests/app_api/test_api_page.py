@@ -25,6 +25,7 @@ def test_assets_have_their_content_types_and_anything_else_is_404(client: TestCl
     css = client.get("/page/page.css")
     assert (js.status_code, js.headers["content-type"]) == (200, "text/javascript; charset=utf-8")
     assert (css.status_code, css.headers["content-type"]) == (200, "text/css; charset=utf-8")
+    assert client.get("/page/favicon.svg").headers["content-type"] == "image/svg+xml"
     assert "localStorage" not in js.text.replace("never in cookies or web storage", "")
     for name in ("index.html", "../__init__.py", "..%2F__init__.py", "missing.js"):
         r = client.get(f"/page/{name}")
