@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app_api import problems
 from app_api.edge import BodyLimit, SecurityHeaders
+from app_api.page import router as page_router
 from app_api.relay import RelayWorker
 from app_api.routes import auth, feedback, health, integrations, privacy, profile, tips
 from app_api.services import Services, build
@@ -65,6 +66,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     v1.include_router(privacy.router)
     app.include_router(v1)
     app.include_router(health.router)
+    app.include_router(page_router)  # the end-user page at / (not in the OpenAPI schema)
 
     # Outermost last: the body limit runs first, then CORS, then the headers on every answer.
     app.add_middleware(
