@@ -7,8 +7,9 @@ the protocol stand-in ``oo.fakes.serving`` in its own process (the lead points
 are sent on a fixed schedule of ``RPS`` per second whatever the answers' latency (so a slow
 answer cannot hide the queue behind it), from ``USERS`` signed-in users, for ``SECONDS`` per
 endpoint. Latency is measured per request from its scheduled send time. ``rps`` is the rate of
-answered (2xx) requests; ``failed`` counts errors and timeouts (60 s). Goal: tips/next p99 <=
-30 ms and feedback p99 <= 10 ms at 100 requests per second.
+answered (2xx) requests; ``failed`` counts errors and timeouts (60 s). ``sequential`` is the
+same endpoints one request at a time (service time, no queue). Goal: tips/next p99 <= 30 ms and
+feedback p99 <= 10 ms at 100 requests per second.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-RPS, SECONDS, USERS, WARMUP = 100, 10, 20, 100
+RPS, SECONDS, USERS, WARMUP, SEQUENTIAL = 100, 10, 20, 100, 200
 
 
 def free_port() -> int:
@@ -112,10 +113,29 @@ async def run(api: str) -> dict[str, Any]:
 
         for i in range(WARMUP):  # connections, imports and caches warm
             await tip(client, i)
+        # Service time: one request at a time (no queue), what a request costs the app.
+        sequential = {"tips_next": await one_at_a_time(client, tip, SEQUENTIAL)}
+        sequential["feedback"] = await one_at_a_time(client, feedback, SEQUENTIAL)
         decisions.clear()
         tips_next = await open_loop(client, tip, RPS, SECONDS)
         fb = await open_loop(client, feedback, RPS, SECONDS)
-    return {"tips_next": tips_next, "feedback": fb}
+    return {"tips_next": tips_next, "feedback": fb, "sequential": sequential}
+
+
+async def one_at_a_time(client: httpx.AsyncClient, make: Any, n: int) -> dict[str, float]:
+    """``n`` requests back to back: latency without queueing, and the rate one client reaches."""
+    latencies = []
+    start = time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter()
+        r = await make(client, i)
+        r.raise_for_status()
+        latencies.append((time.perf_counter() - t0) * 1000)
+    return {
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+        "rps": round(n / (time.perf_counter() - start), 1),
+    }
 
 
 def main() -> None:

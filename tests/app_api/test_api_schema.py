@@ -34,6 +34,19 @@ def db_url(sqlite_database: str) -> str:  # one backend is enough to fuzz the HT
     return sqlite_database
 
 
+def fuzz(strategy: Any, headers: dict[str, str]) -> Any:
+    """A Hypothesis test that sends ``EXAMPLES`` cases of ``strategy`` and runs the checks."""
+
+    @given(case=strategy)
+    @settings(
+        max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
+    def run(case: Any) -> None:
+        case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance], timeout=120)
+
+    return run
+
+
 def test_the_api_keeps_its_schema(services: Services) -> None:
     app = create_app(services)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
@@ -45,18 +58,7 @@ def test_the_api_keeps_its_schema(services: Services) -> None:
         anonymous_only = (operation.method.upper(), operation.path) == ("DELETE", "/v1/me")
         headers = {} if anonymous_only else auth  # the fuzzing account must survive the run
         for mode in GenerationMode:
-
-            @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(
-                max_examples=EXAMPLES,
-                deadline=None,
-                derandomize=True,
-                database=None,
-                suppress_health_check=list(HealthCheck),
-            )
-            def run(case: Any, headers: dict[str, str] = headers) -> None:
-                case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance], timeout=120)
-
+            run = fuzz(operation.as_strategy(generation_mode=mode), headers)
             try:
                 run()
             except Unsatisfiable:
