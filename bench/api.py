@@ -176,8 +176,9 @@ def main() -> None:
         wait_up(f"{api}/healthz")
         result = asyncio.run(run(api))
     finally:
-        for p in procs:
+        for p in reversed(procs):  # the app (and its relay) before serving
             p.terminate()
+            p.wait(timeout=20)
         for p in procs:
             p.wait(timeout=20)
     result["setup"] = {
