@@ -30,7 +30,9 @@ def engine_for(url: str, echo: bool = False) -> Engine:
     url = _normalise(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        eng = create_engine(url, echo=echo, connect_args={"timeout": 30})
+        # As many pooled connections as the app's worker threads (Starlette's pool is 40), so a
+        # burst of requests queues on SQLite's own lock rather than failing at the pool.
+        eng = create_engine(url, echo=echo, connect_args={"timeout": 30}, pool_size=40, max_overflow=10)
 
         @event.listens_for(eng, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -40,7 +42,7 @@ def engine_for(url: str, echo: bool = False) -> Engine:
             cur.close()
 
         return eng
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=20, max_overflow=20)
 
 
 def get_engine() -> Engine:

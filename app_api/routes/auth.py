@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from sqlalchemy import func, select
 
 from app_api import ratelimit, refresh
-from app_api.deps import CurrentUser, Now, SessionDep, SettingsDep
+from app_api.deps import CurrentUser, Now, ServicesDep, SessionDep, SettingsDep
+from app_api.oidc import OidcProvider, SignInFailed
 from app_api.problems import openapi_responses
 from app_api.security import create_access_token, hash_password, verify_password
+from app_api.tables import AuthState, aware
 from oo.tables import User
 
 log = logging.getLogger(__name__)
@@ -146,3 +149,79 @@ def logout(body: RefreshBody, user: CurrentUser, session: SessionDep, now: Now) 
 def me(user: CurrentUser) -> Account:
     """The account of the access token."""
     return Account(id=user.id, email=user.email, display_name=user.display_name)
+
+
+class GoogleStart(BaseModel):
+    """Where to send the user to sign in with Google."""
+
+    authorization_url: str
+
+
+def _google(services: ServicesDep) -> OidcProvider:
+    provider = services.extra.get("google")
+    if provider is None:
+        try:
+            provider = services.extra["google"] = OidcProvider(services.settings.auth, services.http)
+        except SignInFailed:
+            raise HTTPException(404, "Google sign-in is not configured") from None
+    assert isinstance(provider, OidcProvider)
+    return provider
+
+
+@router.get("/google/start", responses=openapi_responses(404, 502))
+def google_start(session: SessionDep, services: ServicesDep, now: Now) -> GoogleStart:
+    """Start signing in with Google (authorization code with PKCE, state and nonce)."""
+    try:
+        started = _google(services).start()
+    except SignInFailed as exc:
+        raise HTTPException(502, str(exc)) from None
+    session.add(
+        AuthState(
+            state=started.state,
+            purpose="google",
+            code_verifier=started.code_verifier,
+            nonce=started.nonce,
+            created_at=now,
+        )
+    )
+    session.commit()
+    return GoogleStart(authorization_url=started.url)
+
+
+@router.get("/google/callback", responses=openapi_responses(400, 404, 502))
+def google_callback(
+    session: SessionDep,
+    services: ServicesDep,
+    now: Now,
+    code: Annotated[str, Query(min_length=1, max_length=2048)],
+    state: Annotated[str, Query(min_length=1, max_length=128)],
+) -> TokenPair:
+    """Finish signing in with Google: a token pair for the Google account's oO user."""
+    provider = _google(services)
+    pending = session.get(AuthState, state)
+    if pending is None or pending.purpose != "google" or not pending.code_verifier or not pending.nonce:
+        raise HTTPException(400, "unknown or used state")
+    session.delete(pending)  # a state is used once, whatever happens next
+    session.commit()
+    if now - aware(pending.created_at) > timedelta(seconds=services.settings.auth.oidc_state_ttl_s):
+        raise HTTPException(400, "the sign-in took too long; start again")
+    try:
+        who = provider.finish(code, pending.code_verifier, pending.nonce, now)
+    except SignInFailed as exc:
+        log.warning("google sign-in failed: %s", exc)
+        raise HTTPException(400, str(exc)) from None
+    subject = f"google:{who.subject}"
+    user = session.execute(select(User).where(User.oidc_subject == subject)).scalar_one_or_none()
+    if user is None and who.email and who.email_verified:
+        # Link to an existing account only on an address the provider verified.
+        user = session.execute(select(User).where(User.email == who.email.lower())).scalar_one_or_none()
+        if user is not None:
+            user.oidc_subject = subject
+    if user is None:
+        email = who.email.lower() if who.email and who.email_verified else None
+        user = User(id=str(uuid.uuid4()), email=email, oidc_subject=subject, created_at=now)
+        session.add(user)
+        session.flush()
+    pair = token_pair(session, user.id, services.settings, now)
+    session.commit()
+    return pair

@@ -54,6 +54,7 @@ def next_tip(user: CurrentUser, session: SessionDep, services: ServicesDep, now:
         llm_consent=llm_ok,
         include_todoist=CandidateKind.todoist_task.value in kinds,
     )
+    session.close()  # give the connection back to the pool while serving decides
     try:
         decision = services.serving.rank(request)
     except ServingUnavailable as exc:
