@@ -23,20 +23,20 @@ from typing import Annotated
 
 import httpx
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from models import cli as models_cli
 from oo import cli as oo_cli
 from oo import platform
+from oo.launcher import wide_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="oO: the platform, its policies and its users.")
 policy_app = typer.Typer(no_args_is_help=True, help="Policy versions, aliases and the gate's evidence.")
 user_app = typer.Typer(no_args_is_help=True, help="A user's data, through the app API.")
 app.add_typer(policy_app, name="policy")
 app.add_typer(user_app, name="user")
-console = Console()
+console = wide_console()
 
 ROOT = Path(__file__).resolve().parents[1]
 

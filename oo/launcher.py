@@ -130,7 +130,7 @@ class Launcher:
         self.services = list(services)
         self.run_dir = run_dir
         self.log_dir = log_dir
-        self.console = console or Console()
+        self.console = console or wide_console()
         self.health_timeout_s = health_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.seed = seed
@@ -366,7 +366,11 @@ class Launcher:
     # -- the report ----------------------------------------------------------------------------
     def table(self) -> Table:
         """What runs where."""
-        table = Table("service", "state", "where", "notes", title=f"{self.title}: what runs where")
+        table = Table(title=f"{self.title}: what runs where")
+        table.add_column("service", no_wrap=True)
+        table.add_column("state", no_wrap=True)
+        table.add_column("where", overflow="fold")  # a URL is never cut short
+        table.add_column("notes", overflow="fold")
         by_name = {r.service.name: r for r in self.running}
         for s in self.services:
             if not s.built:
@@ -425,6 +429,13 @@ class Launcher:
             if run.reader is not None:
                 run.reader.join(timeout=2)
         self.running.clear()
+
+
+def wide_console() -> Console:
+    """A console as wide as the terminal, or 160 columns when the output is not one (a log file
+    or a pipe would otherwise get 80, and tables of URLs would wrap)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
 
 
 def _tree(pid: int) -> Iterator[psutil.Process]:
