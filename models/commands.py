@@ -47,7 +47,6 @@ app.command("migrate")(oo_cli.migrate)
 app.command("fake-todoist")(oo_cli.fake_todoist)
 app.command("todoist-connect")(oo_cli.todoist_connect)
 app.command("todoist-sync")(oo_cli.todoist_sync)
-app.command("simulate")(models_cli.simulate)
 app.command("summary")(models_cli.summary)
 
 
@@ -74,6 +73,19 @@ def train() -> None:
     for key in ("examples", "trained", "challenger", "champion", "promoted", "gate"):
         table.add_row(key, str(summary.get(key)))
     console.print(table)
+
+
+@app.command()
+def simulate(
+    users: int = typer.Option(20, help="simulated users"),
+    days: float = typer.Option(3.0, help="days of traffic, ending now"),
+    seed: int = typer.Option(0, help="seed of the simulated world"),
+) -> None:
+    """SIMULATED traffic into the event log and the lake (``models.cli simulate``; the closed loop
+    through the app API comes with serving and the app)."""
+    with _progress() as progress:
+        progress.add_task(f"simulating {users} users over {days:g} days", total=None)
+        models_cli.simulate(users=users, days=days, seed=seed)
 
 
 # -- policies ------------------------------------------------------------------------------------
