@@ -25,6 +25,8 @@ from oo.settings import get_settings  # noqa: E402
 os.environ.update(tool_homes(_VAR))  # override the Makefile's ./var homes: tests never touch ./var
 configure()
 
+collect_ignore_glob = ["oo/launcher_standins/*"]  # programs the launcher's tests run, never imported
+
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/15"
 NATS_URL = "nats://127.0.0.1:4222"
