@@ -23,20 +23,20 @@ from typing import Annotated
 
 import httpx
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from models import cli as models_cli
 from oo import cli as oo_cli
 from oo import platform
+from oo.launcher import wide_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="oO: the platform, its policies and its users.")
 policy_app = typer.Typer(no_args_is_help=True, help="Policy versions, aliases and the gate's evidence.")
 user_app = typer.Typer(no_args_is_help=True, help="A user's data, through the app API.")
 app.add_typer(policy_app, name="policy")
 app.add_typer(user_app, name="user")
-console = Console()
+console = wide_console()
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,6 @@ app.command("migrate")(oo_cli.migrate)
 app.command("fake-todoist")(oo_cli.fake_todoist)
 app.command("todoist-connect")(oo_cli.todoist_connect)
 app.command("todoist-sync")(oo_cli.todoist_sync)
-app.command("simulate")(models_cli.simulate)
 app.command("summary")(models_cli.summary)
 
 
@@ -74,6 +73,19 @@ def train() -> None:
     for key in ("examples", "trained", "challenger", "champion", "promoted", "gate"):
         table.add_row(key, str(summary.get(key)))
     console.print(table)
+
+
+@app.command()
+def simulate(
+    users: int = typer.Option(20, help="simulated users"),
+    days: float = typer.Option(3.0, help="days of traffic, ending now"),
+    seed: int = typer.Option(0, help="seed of the simulated world"),
+) -> None:
+    """SIMULATED traffic into the event log and the lake (``models.cli simulate``; the closed loop
+    through the app API comes with serving and the app)."""
+    with _progress() as progress:
+        progress.add_task(f"simulating {users} users over {days:g} days", total=None)
+        models_cli.simulate(users=users, days=days, seed=seed)
 
 
 # -- policies ------------------------------------------------------------------------------------

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from oo.launcher import wide_console
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="oO platform commands.")
-console = Console()
+console = wide_console()
 
 
 @app.command()
@@ -39,7 +40,11 @@ def status() -> None:
     configure()
     checks = check_all(get_settings())
     colour = {"ok": "green", "down": "red", "not configured": "dim", "not built": "yellow"}
-    health = Table("store or service", "state", "where", "detail", title="oO status")
+    health = Table(title="oO status")
+    health.add_column("store or service", no_wrap=True)
+    health.add_column("state", no_wrap=True)
+    health.add_column("where", overflow="fold")
+    health.add_column("detail", overflow="fold")
     for c in checks:
         health.add_row(c.name, f"[{colour[c.state]}]{c.state}[/]", c.where, c.detail)
     console.print(health)

@@ -87,7 +87,7 @@ class Running:
 
 
 class Stop(Exception):
-    """Raised inside the launcher when it is asked to stop (a signal)."""
+    """Raised by the launcher's waiting loops once a signal asked it to stop."""
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -130,7 +130,7 @@ class Launcher:
         self.services = list(services)
         self.run_dir = run_dir
         self.log_dir = log_dir
-        self.console = console or Console()
+        self.console = console or wide_console()
         self.health_timeout_s = health_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.seed = seed
@@ -225,9 +225,9 @@ class Launcher:
     # -- signals -------------------------------------------------------------------------------
     def _install_signal_handlers(self) -> dict[int, Any]:
         def handler(signum: int, frame: FrameType | None) -> None:
-            if not self._stop.is_set():
-                self._stop.set()
-                raise Stop(signal.Signals(signum).name)
+            # only note it: the waiting loops see it within half a second and stop in order,
+            # so a signal never lands between starting a child and recording it
+            self._stop.set()
 
         previous: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -265,12 +265,21 @@ class Launcher:
     # -- starting ------------------------------------------------------------------------------
     def _start_all(self) -> None:
         for service in self.services:
+            if self._stop.is_set():
+                raise Stop("signal")
             if service.to_start:
                 self._spawn(service, live=False)
 
     def _spawn(self, service: Service, live: bool) -> Running:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{service.name}.log"
+        run = self._popen(service, log_path)
+        style = STYLES[len(self.running) % len(STYLES)]
+        run.reader = threading.Thread(target=self._pump, args=(run, style, live), daemon=True, name=service.name)
+        run.reader.start()
+        return run
+
+    def _popen(self, service: Service, log_path: Path) -> Running:
         process = subprocess.Popen(
             service.command,
             cwd=service.cwd,
@@ -282,9 +291,6 @@ class Launcher:
         )
         run = Running(service=service, process=process, log_path=log_path)
         self.running.append(run)
-        style = STYLES[len(self.running) % len(STYLES)]
-        run.reader = threading.Thread(target=self._pump, args=(run, style, live), daemon=True, name=service.name)
-        run.reader.start()
         return run
 
     def _pump(self, run: Running, style: str, always_live: bool) -> None:
@@ -366,7 +372,11 @@ class Launcher:
     # -- the report ----------------------------------------------------------------------------
     def table(self) -> Table:
         """What runs where."""
-        table = Table("service", "state", "where", "notes", title=f"{self.title}: what runs where")
+        table = Table(title=f"{self.title}: what runs where")
+        table.add_column("service", no_wrap=True)
+        table.add_column("state", no_wrap=True)
+        table.add_column("where", overflow="fold")  # a URL is never cut short
+        table.add_column("notes", overflow="fold")
         by_name = {r.service.name: r for r in self.running}
         for s in self.services:
             if not s.built:
@@ -384,7 +394,9 @@ class Launcher:
     # -- running -------------------------------------------------------------------------------
     def _watch(self) -> int:
         """Until a signal (0) or until a service exits by itself (1: everything is stopped)."""
-        while not self._stop.wait(0.5):
+        while True:
+            if self._stop.wait(0.5):
+                raise Stop("signal")
             for run in self.running:
                 code = run.process.poll()
                 if code is not None:
@@ -395,7 +407,6 @@ class Launcher:
                         f"(its log: {run.log_path})"
                     )
                     return 1
-        return 0
 
     # -- stopping ------------------------------------------------------------------------------
     def stop_all(self) -> None:
@@ -425,6 +436,13 @@ class Launcher:
             if run.reader is not None:
                 run.reader.join(timeout=2)
         self.running.clear()
+
+
+def wide_console() -> Console:
+    """A console as wide as the terminal, or 160 columns when the output is not one (a log file
+    or a pipe would otherwise get 80, and tables of URLs would wrap)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
 
 
 def _tree(pid: int) -> Iterator[psutil.Process]:

@@ -231,3 +231,10 @@ def test_user_commands_say_the_app_api_is_not_built_or_not_running(
     (env.paths.var_dir / "app_api" / "main.py").touch()
     out = runner.invoke(app, ["user", "delete", "--token", "t", "--yes"])
     assert out.exit_code == 2 and "app API not running" in out.output and "make run" in out.output
+
+
+def test_simulate_writes_simulated_events_and_says_so(env: Settings) -> None:
+    out = runner.invoke(app, ["simulate", "--users", "2", "--days", "1", "--seed", "4"])
+    assert out.exit_code == 0, out.output
+    assert "SIMULATED traffic" in out.output
+    assert (env.paths.resolve("events")).exists()

@@ -242,3 +242,23 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout(platforms
     assert p.wait_exit() == 0
     assert "killing" in p.text() and "stubborn: ignoring SIGTERM" in (p.tmp / "logs" / "stubborn.log").read_text()
     assert not alive(pid)
+
+
+def test_ctrl_c_while_seeding_stops_the_seeding_starts_nothing_and_seeds_again_next_time(platforms, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    p = platforms("p")
+    p.standin("alpha")
+    pidfile = tmp_path / "seed.pid"
+    seed = [
+        sys.executable,
+        "-c",
+        f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); print('seeding slowly', flush=True); "
+        "[time.sleep(0.1) for _ in range(600)]",
+    ]
+    marker = tmp_path / "marker"
+    p.start(seed=seed, seed_marker=str(marker))
+    p.wait_text("seeding slowly")
+    p.signal(signal.SIGINT)
+    assert p.wait_exit() == 0
+    assert not alive(int(pidfile.read_text()))
+    assert not marker.exists()  # not seeded: the next start seeds again
+    assert not p.pidfile("alpha").exists()  # nothing was started
