@@ -7,7 +7,7 @@
 - ``airflow``: ``airflow standalone`` (API server, scheduler, DAG processor, triggerer) with the
   project's DAGs unpaused and ``OO_PLATFORM__AIRFLOW_PARALLELISM`` (2) workers;
 - ``mlflow``: the MLflow tracking server and UI on the project's tracking store and artifact root;
-- ``serving``: the BentoML service (``serving.service:Recommender``), once it exists;
+- ``serving``: the BentoML service (``serving.service:TipService``), once it exists;
 - ``app-api``: the FastAPI app (``app_api.main:app``), once it exists.
 
 A service whose code is not in this checkout is reported *not built* and skipped. Each port is
@@ -147,7 +147,7 @@ def platform_services(settings: Settings, root: Path = ROOT) -> list[Service]:
         command=[
             tool("bentoml"),
             "serve",
-            "serving.service:Recommender",
+            "serving.service:TipService",
             "--host",
             p.host,
             "--port",
