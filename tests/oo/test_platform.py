@@ -23,7 +23,7 @@ def test_every_service_listens_where_its_setting_says_and_has_its_health_check(t
     mlflow = services["mlflow"].command
     assert mlflow[mlflow.index("--backend-store-uri") + 1] == s.mlflow_tracking_uri
     assert mlflow[mlflow.index("--port") + 1] == "15000"
-    assert services["serving"].command[1:3] == ["serve", "serving.service:Recommender"]
+    assert services["serving"].command[1:3] == ["serve", "serving.service:TipService"]
     assert services["app-api"].command[1] == "app_api.main:app"
 
 
