@@ -82,16 +82,15 @@ def test_policy_list_shows_aliases_the_dr_interval_and_the_gate_reason(two_versi
     registry = Registry()
     assert "challenger" in versions[0].aliases
     first = versions[1]
-    assert first.gate_decision in {"promoted", "refused"} and "lower bound" in first.gate_reason
+    # 8 users and 900 decisions are too few for the gate: it refuses, and says why
+    assert first.gate_decision == "refused" and first.gate_reason.startswith("not enough evidence")
     assert first.metrics["dr_low"] <= first.metrics["dr"] <= first.metrics["dr_high"]
 
     out = runner.invoke(app, ["policy", "list"])
     assert out.exit_code == 0, out.output
     assert "@challenger" in out.output and first.interval("dr") in out.output
     assert first.gate_reason[:40] in " ".join(out.output.split())
-    champion = registry.version_for("champion")
-    if champion is not None:
-        assert "@champion" in out.output
+    assert registry.version_for("champion") is None and "@champion" not in out.output
 
 
 def test_promote_and_rollback_move_champion_and_record_who_and_why(two_versions: list[str]) -> None:
