@@ -66,13 +66,16 @@ dags-test: setup ## run DAGS="a b" in order with `airflow dags test` (logs in va
 status: setup ## each store and service healthy or not (exit 1 when one is down), lake row counts
 	$(RUN) oo status
 
+# Two workers; a module's tests stay on one worker (some share one served process per module).
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
 test: setup ## lint, import contracts, contracts check, then the whole suite (integration tests need PostgreSQL, Redis, NATS)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 	$(RUN) lint-imports
 	$(RUN) python -m data_contracts.export --check
-	$(RUN) pytest
+	$(RUN) pytest $(PYTEST_ARGS)
 
 test-fast: setup ## unit tests only
 	$(RUN) pytest -m "not integration and not slow"
