@@ -289,6 +289,7 @@ class DecisionEngine:
 
     def readiness(self) -> dict[str, Any]:
         """Which model serves, where it came from, the learner's and apprentice mode's figures."""
+        self.source.refresh()
         described = self.source.describe()
         apprentice = described.get("apprentice") or {}
         if apprentice.get("decisions"):
