@@ -18,7 +18,8 @@ export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
 .PHONY: help setup run test test-fast lint fmt typecheck contracts contracts-check lock-check status clean \
-	bench-policy train-policy bench-features feast-plan fake-todoist todoist-sync bench-ingest dags-test
+	bench-policy train-policy bench-features feast-plan fake-todoist todoist-sync bench-ingest dags-test \
+	serve learner bench-serving
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -108,6 +109,15 @@ todoist-sync: setup ## sync every connected user's Todoist into the lake once (O
 
 bench-ingest: setup ## 1,000 users x 200 tasks from the fake API into the lake -> bench/results/ingest.json
 	$(RUN) python bench/ingest.py
+
+serve: setup ## the decision service (BentoML) on 127.0.0.1:$${PORT:-3000}; OO_SERVING__LEARNER=separate for replicas
+	$(RUN) bentoml serve serving.service:TipService --host 127.0.0.1 --port $${PORT:-3000}
+
+learner: setup ## the one online learner for replicas in OO_SERVING__LEARNER=separate mode
+	$(RUN) python -m serving.learner
+
+bench-serving: setup ## rank p50/p99/throughput vs a BentoML echo floor, reward-to-policy -> bench/results/serving.json
+	$(RUN) python bench/serving.py
 
 clean: ## remove local state (var/)
 	rm -rf var
