@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 USERS, TASKS, CONCURRENCY, REQUESTS, WARMUP, REWARD_ROUNDS = 20, 30, 8, 2000, 100, 200
-START_DEADLINE_S = 300.0
+START_DEADLINE_S = 900.0
 
 
 def free_port() -> int:
