@@ -38,13 +38,15 @@ class CandidatePools:
 
 
 def task_candidate(task: Any) -> TipCandidate:
-    """A Todoist task as a candidate (features come from the feature store at rank time)."""
+    """A Todoist task as a candidate, with what the task itself says (priority, labels); the feature
+    store's values replace these at rank time for a task it knows."""
     return TipCandidate(
         candidate_id=f"task:{task.id}",
         content=task.content or f"task {task.id}",
         kind=CandidateKind.todoist_task,
         source="todoist",
         task_id=task.id,
+        features={"priority": float(task.priority), "label_count": float(len(task.labels))},
     )
 
 

@@ -203,7 +203,7 @@ class DecisionEngine:
         for c in candidates:
             if c.kind is CandidateKind.llm_tip:
                 out.append(_merge_features(c, features_dict(llm_tip_features()), False))
-            elif c.task_id in by_task:
+            elif c.task_id in by_task and by_task[c.task_id].task_known > 0:
                 out.append(_merge_features(c, features_dict(by_task[c.task_id]), True))
             else:
                 out.append(_merge_features(c, features_dict(CandidateFeatures()), False))
