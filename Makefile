@@ -19,7 +19,8 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION ?= False
 
 .PHONY: help setup run demo-batch test test-fast lint fmt contracts lock-check status clean \
-	api bench-api bench-policy train-policy bench-features feast-plan fake-todoist todoist-sync bench-ingest dags-test
+	api bench-api bench-policy train-policy bench-features feast-plan fake-todoist todoist-sync bench-ingest dags-test \
+	serve learner bench-serving
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -123,6 +124,15 @@ api: setup ## the app API (FastAPI) with uvicorn on 127.0.0.1:8000 (serving at O
 
 bench-api: setup ## app API under 100 req/s open-loop (tips/next, feedback), serving stand-in behind it -> bench/results/api.json
 	$(RUN) python bench/api.py
+
+serve: setup ## the decision service (BentoML) on 127.0.0.1:$${PORT:-3000}; OO_SERVING__LEARNER=separate for replicas
+	$(RUN) bentoml serve serving.service:TipService --host 127.0.0.1 --port $${PORT:-3000}
+
+learner: setup ## the one online learner for replicas in OO_SERVING__LEARNER=separate mode
+	$(RUN) python -m serving.learner
+
+bench-serving: setup ## rank p50/p99/throughput vs a BentoML echo floor, reward-to-policy -> bench/results/serving.json
+	$(RUN) python bench/serving.py
 
 clean: ## remove local state (var/)
 	rm -rf var

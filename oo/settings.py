@@ -263,6 +263,9 @@ class ServingSettings(BaseModel):
     )
     snapshot_every_rewards: int = Field(default=50, ge=1, description="publish a snapshot after this many rewards")
     snapshot_every_s: float = Field(default=5.0, gt=0, description="... or after this many seconds with news")
+    checkpoint_every_s: float = Field(
+        default=60.0, gt=0, description="how often the learner checkpoints (the event log replays the rest)"
+    )
     snapshot_poll_s: float = Field(default=0.05, ge=0, description="how often a replica looks for a newer snapshot")
     champion_poll_s: float = Field(default=30.0, gt=0, description="how often `@champion` is looked up in MLflow")
     learner_poll_s: float = Field(default=0.02, gt=0, description="how often the learner reads the event log")

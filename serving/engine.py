@@ -15,7 +15,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from data_contracts import Activation, CandidateKind, ReactionEvent, RewardEvent, TipCandidate
+from data_contracts import (
+    Activation,
+    CandidateFeatures,
+    CandidateKind,
+    ReactionEvent,
+    RewardEvent,
+    TipCandidate,
+    UserContext,
+)
 from data_contracts.decisions import MAX_CANDIDATES
 from data_contracts.serving import ActivateRequest, RankRequest, RankResponse, RewardRequest, RewardResponse
 from models.features.online import OnlineFeatures, features_dict, llm_tip_features
@@ -176,8 +184,6 @@ class DecisionEngine:
         self, request: RankRequest, candidates: list[TipCandidate], now: datetime
     ) -> tuple[dict[str, float], list[TipCandidate], bool, bool]:
         """Context and candidates with features; whether the store answered; whether it knew the user."""
-        from data_contracts import CandidateFeatures, UserContext
-
         task_ids = [c.task_id for c in candidates if c.kind is CandidateKind.todoist_task and c.task_id]
         store_ok = self.features is not None
         ctx: UserContext = UserContext()
@@ -197,7 +203,7 @@ class DecisionEngine:
         for c in candidates:
             if c.kind is CandidateKind.llm_tip:
                 out.append(_merge_features(c, features_dict(llm_tip_features()), False))
-            elif c.task_id in by_task:
+            elif c.task_id in by_task and by_task[c.task_id].task_known > 0:
                 out.append(_merge_features(c, features_dict(by_task[c.task_id]), True))
             else:
                 out.append(_merge_features(c, features_dict(CandidateFeatures()), False))
@@ -289,6 +295,7 @@ class DecisionEngine:
 
     def readiness(self) -> dict[str, Any]:
         """Which model serves, where it came from, the learner's and apprentice mode's figures."""
+        self.source.refresh()
         described = self.source.describe()
         apprentice = described.get("apprentice") or {}
         if apprentice.get("decisions"):

@@ -74,6 +74,7 @@ class LearnerLoop:
         self._since_snapshot = 0
         self._last_snapshot = time.monotonic()
         self._last_champion_poll = time.monotonic()
+        self._last_checkpoint = time.monotonic()
         cfg = settings.serving
         restored = load_checkpoint(self.checkpoint_path)
         loaded = lifecycle.initial_policy(settings, snapshots) if restored is None else None
@@ -100,9 +101,14 @@ class LearnerLoop:
                 max_waiting=cfg.max_waiting_rewards,
                 apprentice_window=cfg.apprentice_window,
             )
-            self.offsets = {}
+            # a new learner starts from a trained policy: it learns what is logged from now on
+            self.offsets = {t: self._end_of(t) for t in TOPICS}
             self.source = loaded.source
             self.champion_version = loaded.champion_version
+
+    def _end_of(self, topic: str) -> int:
+        path = self.events.path(topic)
+        return path.stat().st_size if path.exists() else 0
 
     @property
     def policy(self) -> Policy:
@@ -153,8 +159,12 @@ class LearnerLoop:
 
     # -- snapshots, checkpoint, champion -----------------------------------------------------
     def tick(self, now: float | None = None) -> bool:
-        """Snapshot and checkpoint when N rewards or S seconds have passed with news; poll
-        ``@champion`` when due. Whether a snapshot was published."""
+        """Publish a snapshot when N rewards or S seconds have passed with news; checkpoint and
+        poll ``@champion`` when due. Whether a snapshot was published.
+
+        The checkpoint holds every pending decision, so it is written on its own (slower) clock:
+        what came after it is replayed from the event log on restart.
+        """
         cfg = self.settings.serving
         mono = time.monotonic() if now is None else now
         if mono - self._last_champion_poll >= cfg.champion_poll_s:
@@ -164,10 +174,12 @@ class LearnerLoop:
         )
         if due:
             self.publish()
+        if mono - self._last_checkpoint >= cfg.checkpoint_every_s:
+            self.checkpoint()
         return due
 
     def publish(self) -> None:
-        """Publish the policy as a snapshot and checkpoint the learner."""
+        """Publish the policy as a snapshot."""
         with self.lock:
             info = self.snapshots.publish(
                 self.learner.policy,
@@ -177,13 +189,13 @@ class LearnerLoop:
                 apprentice=asdict(self.learner.apprentice),
                 written_at=time.time(),
             )
-            self.checkpoint()
             self._since_snapshot = 0
             self._last_snapshot = time.monotonic()
         log.debug("learner: snapshot %d", info.seq)
 
     def checkpoint(self) -> None:
         """Persist the learner and its offsets (atomic)."""
+        self._last_checkpoint = time.monotonic()
         with self.lock:
             save_checkpoint(
                 self.checkpoint_path, Checkpoint(self.learner, dict(self.offsets), self.source, self.champion_version)

@@ -121,8 +121,10 @@ def make_decision(
         features=dict(context),
         defer_activation=request.defer_activation,
     )
+    # built without re-validation: every field comes from validated records or is clamped here,
+    # and events_ingest validates each line against the contract on its way to the lake
     tip_scores = [
-        TipScore(
+        TipScore.model_construct(
             decision_id=event_id,
             user_id=request.user_id,
             decided_at=decided_at,

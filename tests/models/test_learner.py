@@ -50,3 +50,74 @@ def test_the_same_reward_twice_counts_once_and_late_rewards_are_not_learned(lear
     assert learner.reward(UUID(int=2), 1.0, AT + timedelta(hours=25)) == "late"
     assert dumps(learner.policy) == after_one
     assert learner.expire(AT + timedelta(hours=25)) == 2 and learner.pending == 0
+
+
+def bus_fed(default: float | None = 0.0) -> OnlineLearner:
+    return OnlineLearner(
+        Softmax(seed=0, model=default_model(0.3)),
+        window=timedelta(hours=24),
+        default_reward=default,
+        hold=timedelta(minutes=10),
+    )
+
+
+def test_a_reward_before_its_decision_waits_and_is_learned_once_it_arrives() -> None:
+    learner = bus_fed()
+    untouched = dumps(learner.policy)
+    assert learner.offer_reward(UUID(int=1), 1.0, AT + timedelta(minutes=1)) == "waiting"
+    assert learner.offer_reward(UUID(int=1), 1.0, AT + timedelta(minutes=1)) == "duplicate"
+    assert learner.waiting == 1 and dumps(learner.policy) == untouched
+    assert learner.observe(UUID(int=1), {}, ARMS[0], AT) == ["learned"]
+    assert learner.observe(UUID(int=1), {}, ARMS[0], AT) == []  # a replayed decision changes nothing
+    assert learner.counts.learned == 1 and learner.counts.waited == 1 and learner.waiting == 0
+
+
+def test_a_reward_whose_decision_never_comes_is_dropped_after_the_hold() -> None:
+    learner = bus_fed()
+    learner.offer_reward(UUID(int=1), 1.0, AT, received_at=AT)
+    learner.expire(AT + timedelta(minutes=11))
+    assert learner.waiting == 0 and learner.counts.dropped_waiting == 1
+
+
+def test_a_window_closing_unrewarded_learns_the_default_reward() -> None:
+    learner = bus_fed(default=0.0)
+    learner.observe(UUID(int=1), {}, ARMS[1], AT)
+    before = dumps(learner.policy)
+    assert learner.expire(AT + timedelta(hours=23)) == 0 and dumps(learner.policy) == before
+    assert learner.expire(AT + timedelta(hours=25)) == 1
+    assert learner.counts.defaults == 1 and learner.counts.learned == 0 and dumps(learner.policy) != before
+    silent = bus_fed(default=None)
+    silent.observe(UUID(int=1), {}, ARMS[1], AT)
+    silent.expire(AT + timedelta(hours=25))
+    assert silent.counts.defaults == 0
+
+
+def test_a_deferred_decision_is_learned_only_once_activated() -> None:
+    learner = bus_fed(default=0.0)
+    learner.observe(UUID(int=1), {}, ARMS[0], AT, deferred=True)
+    learner.observe(UUID(int=2), {}, ARMS[1], AT, deferred=True)
+    assert learner.reward(UUID(int=1), 1.0, AT + timedelta(hours=1)) == "deferred"
+    assert learner.reward(UUID(int=2), 1.0, AT + timedelta(hours=1)) == "deferred"
+    assert learner.counts.learned == 0
+    assert learner.activate(UUID(int=2), AT + timedelta(hours=2)) == "learned"
+    learner.expire(AT + timedelta(hours=25))
+    assert learner.counts.learned == 1 and learner.counts.skipped_deferred == 1 and learner.counts.defaults == 0
+
+
+def test_an_activation_before_its_decision_waits_for_it() -> None:
+    learner = bus_fed()
+    assert learner.activate(UUID(int=1), AT) is None
+    learner.observe(UUID(int=1), {}, ARMS[0], AT, deferred=True)
+    assert learner.reward(UUID(int=1), 1.0, AT + timedelta(minutes=5)) == "learned"
+
+
+def test_apprentice_stats_compare_the_served_reward_with_the_learners_matching_one() -> None:
+    learner = bus_fed()
+    for i, (pick, reward) in enumerate([("a", 1.0), ("b", 1.0), ("b", 0.0), ("a", 0.2)]):
+        learner.observe(UUID(int=i), {}, ARMS[0], AT, would_pick=pick)  # the baseline served "a"
+        learner.reward(UUID(int=i), reward, AT)
+    stats = learner.apprentice
+    assert (
+        stats.decisions == 4 and math.isclose(stats.baseline_reward, 0.55) and math.isclose(stats.learner_reward, 0.3)
+    )
+    assert math.isclose(stats.ratio or 0.0, 0.3 / 0.55)

@@ -1,0 +1,172 @@
+"""The service in-process (``TipService.to_asgi()`` under Starlette's TestClient): bad input gets a
+4xx with a message, unknown users and exclusions, MLflow down (the last local snapshot serves),
+the feature store down (contract defaults, counted, still logged), and apprentice mode."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from data_contracts.decisions import MAX_CANDIDATES
+from oo.events_ingest import EventLog
+from serving.snapshots import SnapshotStore
+from tests.serving.conftest import (
+    applied_env,
+    apply_feature_store,
+    candidates,
+    free_port,
+    learnable_policy,
+    seed_tasks,
+    serving_env,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def client_for(env: dict[str, str]) -> Iterator[TestClient]:
+    from serving.service import TipService
+
+    with applied_env(env), TestClient(TipService.to_asgi()) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    var = tmp_path_factory.mktemp("serving-inprocess")
+    env = serving_env(
+        var,
+        OO_MLFLOW__TRACKING_URI=f"http://127.0.0.1:{free_port()}",  # MLflow down
+        OO_SERVING__SNAPSHOT_DIR=str(var / "snapshots"),
+    )
+    with applied_env(env) as settings:
+        SnapshotStore(settings.snapshot_dir).publish(learnable_policy(), source="champion", champion_version="7")
+        apply_feature_store(settings)
+        seed_tasks(settings, "dora", 4)
+        feast_db = settings.feast_dir / "online_store.db"
+    for client in client_for(env):
+        yield {"client": client, "env": env, "var": var, "feast_db": feast_db}
+
+
+def post(world: dict[str, Any], path: str, body: dict[str, Any]) -> Any:
+    return world["client"].post(path, json=body)
+
+
+def test_mlflow_down_serves_the_last_local_snapshot(world: dict[str, Any]) -> None:
+    ready = world["client"].get("/ops/ready").json()
+    assert ready["model_source"] == "snapshot" and ready["champion_version"] == "7" and ready["policy"] == "softmax"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"user_id": "dora", "candidates": candidates(MAX_CANDIDATES + 1)}, "at most 200"),
+        ({"candidates": candidates(2)}, "Field required"),
+        (
+            {"user_id": "dora", "candidates": [{"candidate_id": "x", "content": "y", "kind": "?", "source": "s"}]},
+            "kind",
+        ),
+        ({"user_id": "dora", "candidates": candidates(2) + candidates(1)}, "must be unique"),
+        ({"user_id": "dora", "event_id": "not-a-uuid"}, "event_id"),
+    ],
+    ids=["over-200", "no-user", "bad-kind", "duplicate-ids", "bad-event-id"],
+)
+def test_malformed_rank_requests_get_400_with_a_message(
+    world: dict[str, Any], body: dict[str, Any], message: str
+) -> None:
+    r = post(world, "/rank", body)
+    assert r.status_code == 400 and message in r.text
+
+
+def test_an_unknown_user_without_candidates_gets_an_empty_decision_with_a_reason(world: dict[str, Any]) -> None:
+    r = post(world, "/rank", {"user_id": "nobody"})
+    assert r.status_code == 200
+    got = r.json()
+    assert got["reward_action_id"] is None and got["ranking"] == [] and "no candidates" in got["reason"]
+
+
+def test_an_unknown_user_with_candidates_gets_the_rule_baselines_decision(world: dict[str, Any]) -> None:
+    got = post(world, "/rank", {"user_id": "nobody", "candidates": candidates(4)}).json()
+    assert got["policy"] == "rule_based" and got["reward_action_id"] == "c3"  # the highest priority
+    assert "unknown user" in got["reason"]
+
+
+def test_excluded_candidates_get_probability_zero_and_are_never_chosen(world: dict[str, Any]) -> None:
+    excluded = ["c0", "c1"]
+    for _ in range(20):
+        got = post(world, "/rank", {"user_id": "dora", "candidates": candidates(4), "excluded_ids": excluded}).json()
+        assert got["reward_action_id"] not in excluded
+        assert {c["id"]: c["probability"] for c in got["ranking"] if c["id"] in excluded} == {"c0": 0.0, "c1": 0.0}
+        assert abs(sum(c["probability"] for c in got["ranking"]) - 1.0) < 1e-9
+    every = [c["candidate_id"] for c in candidates(2)]
+    empty = post(
+        world,
+        "/rank",
+        {"user_id": "dora", "candidates": candidates(2), "excluded_ids": every, "include_todoist": False},
+    )
+    assert empty.json()["reward_action_id"] is None and empty.json()["reason"] == "every candidate is excluded"
+
+
+def test_bad_rewards_get_4xx_with_a_message(world: dict[str, Any]) -> None:
+    got = post(world, "/rank", {"user_id": "dora"}).json()
+    base = {"event_id": got["event_id"], "user_id": "dora", "reaction": "done", "reaction_id": str(uuid.uuid4())}
+    assert post(world, "/reward", {**base, "reaction": "love"}).status_code == 400
+    assert post(world, "/reward", {**base, "event_id": str(uuid.uuid4())}).status_code == 404
+    foreign = post(world, "/reward", {**base, "user_id": "eve"})
+    assert foreign.status_code == 404 and "no decision" in foreign.text
+    assert post(world, "/activate", {"event_id": str(uuid.uuid4()), "user_id": "dora"}).status_code == 404
+    assert post(world, "/reward", base).json()["status"] == "accepted"  # nothing was lost on the way
+
+
+def test_the_feature_store_down_serves_contract_defaults_counted_and_logged(world: dict[str, Any]) -> None:
+    db: Path = world["feast_db"]
+    before = world["client"].get("/ops/ready").json()["feature_store_fallbacks"]
+    original = db.read_bytes() if db.exists() else None
+    try:
+        with open(db, "r+b" if original is not None else "wb") as handle:
+            handle.write(b"not a sqlite database at all" * 10)
+        got = post(world, "/rank", {"user_id": "dora"}).json()
+    finally:
+        if original is None:
+            db.unlink()
+        else:
+            db.write_bytes(original)
+    assert got["reward_action_id"] is not None
+    assert world["client"].get("/ops/ready").json()["feature_store_fallbacks"] == before + 1
+    logged = [
+        line
+        for line in EventLog(world["var"] / "events").read("decisions", "t", start=0)[0]
+        if got["event_id"].encode() in line
+    ]
+    assert len(logged) == 1 and b'"context_known":0.0' in logged[0]
+
+
+def test_apprentice_mode_serves_the_baseline_and_reports_the_learner(world: dict[str, Any]) -> None:
+    """The engine behind the service, built as the service builds it (one ASGI app per process:
+    BentoML registers its metrics once)."""
+    from data_contracts.serving import RankRequest, RewardRequest
+    from serving.service import build_engine
+
+    var: Path = world["var"]
+    env = {**world["env"], "OO_SERVING__MODE": "apprentice", "OO_SERVING__STATE_DIR": str(var / "apprentice")}
+    with applied_env(env):
+        engine, background = build_engine()
+        try:
+            for _ in range(6):
+                got = asyncio.run(engine.rank(RankRequest(user_id="dora")))
+                assert got.policy == "rule_based" and got.propensity == 1.0
+                done = RewardRequest(event_id=got.event_id, user_id="dora", reaction="done", reaction_id=uuid.uuid4())
+                assert engine.reward(done).status == "accepted"
+            ready = engine.readiness()
+        finally:
+            background.stop()
+    assert ready["mode"] == "apprentice" and ready["apprentice"]["decisions"] == 6
+    assert ready["apprentice"]["baseline_reward"] == 1.0 and 0.0 <= ready["apprentice"]["learner_reward"] <= 1.0
+    decisions = EventLog(var / "events").read("decisions", "t", start=0)[0]
+    shadows = [line for line in decisions if b'"policy":"softmax"' in line and b'"policy":"rule_based"' in line]
+    assert len(shadows) >= 6  # what the learner would have chosen is logged with each decision
