@@ -43,7 +43,7 @@ models.learner.UnknownDecision: 'no pending decision 00000000-...-000000000002 (
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -298,6 +298,14 @@ class OnlineLearner:
             if now - at > self.hold:
                 del self._waiting.activations[key]
         return len(stale)
+
+    def forget(self, decision_ids: Iterable[UUID]) -> int:
+        """Drop these pending decisions (a user's erasure); how many were pending."""
+        removed = 0
+        for decision_id in decision_ids:
+            if self._pending.pop(decision_id, None) is not None:
+                removed += 1
+        return removed
 
     def replace_policy(self, policy: Policy) -> None:
         """Restart the online state from ``policy`` (a new champion); pending decisions are kept."""

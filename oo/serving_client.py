@@ -38,7 +38,7 @@ class Endpoint:
     """Where an endpoint lives and how its body is wrapped (``None``: sent as is)."""
 
     path: str
-    wrap: str | None = "request"
+    wrap: str | None = None
 
 
 WIRE: dict[str, Endpoint] = {
@@ -73,7 +73,7 @@ def wire_body(endpoint: str, body: BaseModel) -> dict[str, Any]:
     Examples
     --------
     >>> wire_body("activate", UserRequest(user_id="u1"))
-    {'request': {'user_id': 'u1'}}
+    {'user_id': 'u1'}
     """
     payload = body.model_dump(mode="json")
     wrap = WIRE[endpoint].wrap

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 SCHEMA = """
@@ -171,6 +172,40 @@ class DecisionIndex:
                 (str(decision_id), str(reaction_id), reaction, reward, status, _ts(occurred_at)),
             )
             return cur.rowcount == 1
+
+    def for_user(self, user_id: str) -> list[dict[str, Any]]:
+        """Every decision indexed for ``user_id``, with its reward when one was counted (an export)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT d.decision_id, d.decided_at, d.chosen_id, d.chosen_kind, d.deferred, d.activated_at,"
+                " r.reaction, r.reward, r.status FROM decisions d LEFT JOIN rewards r USING (decision_id)"
+                " WHERE d.user_id = ? ORDER BY d.decided_at",
+                (user_id,),
+            ).fetchall()
+        return [
+            {
+                "decision_id": row[0],
+                "decided_at": datetime.fromtimestamp(row[1], UTC).isoformat(),
+                "chosen_id": row[2],
+                "chosen_kind": row[3],
+                "deferred": bool(row[4]),
+                "activated_at": None if row[5] is None else datetime.fromtimestamp(row[5], UTC).isoformat(),
+                "reaction": row[6],
+                "reward": row[7],
+                "reward_status": row[8],
+            }
+            for row in rows
+        ]
+
+    def forget(self, user_id: str) -> list[UUID]:
+        """Remove ``user_id``'s decisions and their rewards; the ids removed."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT decision_id FROM decisions WHERE user_id = ?", (user_id,))]
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM rewards WHERE decision_id = ?", [(i,) for i in ids])
+            self._db.execute("DELETE FROM decisions WHERE user_id = ?", (user_id,))
+            self._db.execute("COMMIT")
+        return [UUID(i) for i in ids]
 
     def close(self) -> None:
         """Close the connection."""

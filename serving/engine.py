@@ -293,6 +293,23 @@ class DecisionEngine:
             self.loop.poll()
         return {"event_id": str(request.event_id), "status": "activated"}
 
+    def user_state(self, user_id: str) -> dict[str, Any]:
+        """Everything this service keeps about ``user_id``: its indexed decisions and rewards, and
+        how many of them the embedded learner still holds pending (for an export)."""
+        decisions = self.index.for_user(user_id)
+        return {"decisions": decisions}
+
+    def forget(self, user_id: str) -> int:
+        """Erase ``user_id`` from the decision index and the embedded learner's pending decisions.
+
+        A separate learner (``OO_SERVING__LEARNER=separate``) drops them when their window closes;
+        the event log and the lake are erased by the app API's privacy job."""
+        ids = self.index.forget(user_id)
+        if self.loop is not None:
+            with self.loop.lock:
+                self.loop.learner.forget(ids)
+        return len(ids)
+
     def readiness(self) -> dict[str, Any]:
         """Which model serves, where it came from, the learner's and apprentice mode's figures."""
         self.source.refresh()

@@ -21,7 +21,16 @@ import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from fastapi import FastAPI
 
-from data_contracts.serving import ActivateRequest, RankRequest, RankResponse, RewardRequest, RewardResponse
+from data_contracts.serving import (
+    ActivateRequest,
+    ForgetResponse,
+    RankRequest,
+    RankResponse,
+    RewardRequest,
+    RewardResponse,
+    UserRequest,
+    UserStateResponse,
+)
 from models.policies import PolicyInputError
 from oo.runtime import configure
 from oo.settings import get_settings
@@ -137,6 +146,18 @@ class TipService:
             return self.engine.activate(ActivateRequest(**fields))
         except NotFoundError as exc:
             raise _translate(exc) from exc
+
+    @bentoml.api(input_spec=UserRequest)
+    def user_state(self, **fields: Any) -> UserStateResponse:
+        """Everything serving keeps about one user (the app API's export)."""
+        user = UserRequest(**fields)
+        return UserStateResponse(user_id=user.user_id, state=self.engine.user_state(user.user_id))
+
+    @bentoml.api(input_spec=UserRequest)
+    def forget(self, **fields: Any) -> ForgetResponse:
+        """Erase one user from serving's state (the app API's account deletion)."""
+        user = UserRequest(**fields)
+        return ForgetResponse(user_id=user.user_id, removed=self.engine.forget(user.user_id))
 
     @ops.get("/health")
     def health(self) -> dict[str, str]:

@@ -220,3 +220,31 @@ def test_a_moved_champion_alias_is_picked_up_without_a_restart(world: dict[str, 
     assert re.search(r'^oo_rewards_total\{[^}]*reaction="done"[^}]*status="accepted"[^}]*\} [1-9]', metrics, re.M)
     assert "learner: @champion moved" in Path(service.log_path).read_text()
     assert json.loads(json.dumps(ready))  # readiness is plain JSON
+
+
+def test_the_app_apis_client_speaks_to_the_real_service_and_forget_erases_the_user(world: dict[str, Any]) -> None:
+    """oo.serving_client (what the app API calls) against `bentoml serve`: the wire shape is right,
+    refusals are 4xx, and a user's export lists their decisions until `forget` erases them."""
+    from data_contracts.serving import RankRequest, RewardRequest
+    from oo.serving_client import ServingClient, ServingRefused
+
+    client = ServingClient(world["service"].url, timeout_s=30)
+    try:
+        decision = client.rank(RankRequest(user_id="carol", candidates=candidates(2), include_todoist=False))
+        assert decision.user_id == "carol" and decision.reward_action_id is not None
+        event = RewardRequest(event_id=decision.event_id, user_id="carol", reaction="done", reaction_id=uuid.uuid4())
+        assert client.reward(event).status == "accepted"
+        assert client.reward(event).status == "duplicate"
+        with pytest.raises(ServingRefused) as refused:
+            client.reward(event.model_copy(update={"user_id": "mallory", "reaction_id": uuid.uuid4()}))
+        assert 400 <= refused.value.status < 500
+
+        state = client.user_state("carol").state
+        assert [d["decision_id"] for d in state["decisions"]] == [str(decision.event_id)]
+        assert state["decisions"][0]["reaction"] == "done"
+        assert client.forget("carol").removed == 1
+        assert client.user_state("carol").state == {"decisions": []}
+        with pytest.raises(ServingRefused):  # the decision is gone: a late reward for it is refused
+            client.reward(event.model_copy(update={"reaction_id": uuid.uuid4()}))
+    finally:
+        client.close()
