@@ -8,7 +8,7 @@
   project's DAGs unpaused and ``OO_PLATFORM__AIRFLOW_PARALLELISM`` (2) workers;
 - ``mlflow``: the MLflow tracking server and UI on the project's tracking store and artifact root;
 - ``serving``: the BentoML service (``serving.service:TipService``), once it exists;
-- ``app-api``: the FastAPI app (``app_api.main:app``), once it exists.
+- ``app-api``: the FastAPI app (``app_api.main:create_app``), once it exists.
 
 A service whose code is not in this checkout is reported *not built* and skipped. Each port is
 a setting (``OO_PLATFORM__*_PORT``), each command can be replaced (``OO_PLATFORM__COMMANDS``)
@@ -161,7 +161,7 @@ def platform_services(settings: Settings, root: Path = ROOT) -> list[Service]:
     )
     app_api = Service(
         name="app-api",
-        command=[tool("uvicorn"), "app_api.main:app", "--host", p.host, "--port", str(p.app_api_port)],
+        command=[tool("uvicorn"), "--factory", "app_api.main:create_app", "--host", p.host, "--port", str(p.app_api_port)],
         url=p.url(p.app_api_port),
         port=p.app_api_port,
         health_url=p.url(p.app_api_port) + "/healthz",
