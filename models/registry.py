@@ -31,21 +31,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import mlflow
+import mlflow.pyfunc
+from matplotlib.figure import Figure
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import mlflow.pyfunc  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from models.evaluation import OffPolicyReport, features_of, target_distributions  # noqa: E402
-from models.gate import GateEvidence, GateRule, span  # noqa: E402
-from models.gate import gate as run_gate  # noqa: E402
-from models.policies.base import RIVER_VERSION, Policy, PolicyFormatError, dumps, loads  # noqa: E402
-from models.training import TrainedCandidate, TrainingOutcome  # noqa: E402
+from models.evaluation import OffPolicyReport, features_of, target_distributions
+from models.gate import GateEvidence, GateRule, span
+from models.gate import gate as run_gate
+from models.policies.base import RIVER_VERSION, Policy, PolicyFormatError, dumps, loads
+from models.training import TrainedCandidate, TrainingOutcome
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +72,9 @@ class PolicyPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined
 def _plot(report: OffPolicyReport, title: str, path: Path) -> None:
     names = ["ips", "snips", "dr"]
     est = [getattr(report, n) for n in names]
-    fig, ax = plt.subplots(figsize=(5, 3))
+    # A Figure of its own (no pyplot): no global backend is chosen for whoever imports this module.
+    fig = Figure(figsize=(5, 3))
+    ax = fig.subplots()
     ax.errorbar(
         names,
         [e.value for e in est],
@@ -90,7 +88,6 @@ def _plot(report: OffPolicyReport, title: str, path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 class Registry:

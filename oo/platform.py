@@ -161,7 +161,15 @@ def platform_services(settings: Settings, root: Path = ROOT) -> list[Service]:
     )
     app_api = Service(
         name="app-api",
-        command=[tool("uvicorn"), "--factory", "app_api.main:create_app", "--host", p.host, "--port", str(p.app_api_port)],
+        command=[
+            tool("uvicorn"),
+            "--factory",
+            "app_api.main:create_app",
+            "--host",
+            p.host,
+            "--port",
+            str(p.app_api_port),
+        ],  # fmt: skip
         url=p.url(p.app_api_port),
         port=p.app_api_port,
         health_url=p.url(p.app_api_port) + "/healthz",

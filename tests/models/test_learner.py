@@ -80,7 +80,7 @@ def test_a_reward_whose_decision_never_comes_is_dropped_after_the_hold() -> None
 
 
 def test_a_window_closing_unrewarded_learns_the_default_reward() -> None:
-    learner = bus_fed(default=0.0)
+    learner = bus_fed(default=0.2)  # a default the untrained scorer does not already predict
     learner.observe(UUID(int=1), {}, ARMS[1], AT)
     before = dumps(learner.policy)
     assert learner.expire(AT + timedelta(hours=23)) == 0 and dumps(learner.policy) == before

@@ -28,8 +28,8 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     from models.cli import simulate_traffic
     from models.features import pipeline
     from models.policy_admin import promote
+    from models.policy_training import train_and_register
     from models.registry import Registry
-    from models.training import train_and_register
     from oo.db import migrate
     from oo.events_ingest import run_ingest
 
@@ -99,7 +99,7 @@ def test_policy_analysis_compares_champion_challenger_and_baseline_from_mlflow_a
     assert set(summary["policies"]) == {
         f"@champion (v{stores['champion']})",
         f"@challenger (v{stores['challenger']})",
-        "baseline (rule-based)",
+        "baseline (rule-based, floor 0.05)",
     }
     for estimate in summary["policies"].values():
         assert estimate["dr_low"] <= estimate["dr"] <= estimate["dr_high"]

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from todoist_env import Env, make_env
+
+from tests.oo.integrations.todoist_env import Env, make_env
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from todoist_env import Env, make_env, make_user, plain
 
 from oo.integrations.todoist import stage as stage_module
 from oo.integrations.todoist.sync import connect_user, connected_users, current_tasks, summarize, sync_users
 from oo.settings import Settings
+from tests.oo.integrations.todoist_env import Env, make_env, make_user, plain
 
 
 def three_tasks(env: Env) -> tuple[Any, dict[str, str], list[str]]:

@@ -12,7 +12,6 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy import select
-from todoist_env import T0, Env, make_user, plain, state
 
 from oo.db import engine_for, migrate, session_scope
 from oo.fakes.todoist import Clock, FakeTodoist, Fault, serve_in_thread
@@ -27,6 +26,7 @@ from oo.lake import Lake
 from oo.settings import Settings
 from oo.tables import Integration
 from oo.vault import Vault
+from tests.oo.integrations.todoist_env import T0, Env, make_user, plain, state
 
 
 def test_the_lake_follows_a_sequence_of_changes_exactly(env: Env) -> None:
