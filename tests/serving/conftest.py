@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from models.policies import Policy, Softmax, default_model
-from oo.settings import Settings, get_settings
+from oo.settings import Settings
+from tests.models.features.conftest import settings_env
 
 ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 240.0
@@ -48,18 +49,8 @@ def serving_env(var: Path, **extra: str) -> dict[str, str]:
 @contextmanager
 def applied_env(env: Mapping[str, str]) -> Iterator[Settings]:
     """``env`` in this process (settings rebuilt) for the duration of the block."""
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
-        yield get_settings()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+    with settings_env(**env) as settings:
+        yield settings
 
 
 def learnable_policy(seed: int = 0) -> Policy:
