@@ -305,10 +305,48 @@ class NatsBus(Bus[Any]):
         return self._js
 
     async def publish(self, topic: str, record: Record) -> None:
+        await self.publish_raw(topic, record.model_dump_json().encode(), event_key(record))
+
+    async def publish_raw(self, topic: str, payload: bytes, key: str) -> None:
+        """Send an already serialized record (a relay re-sending a spooled line) with its event key.
+
+        The server deduplicates by ``Nats-Msg-Id`` over the whole stream, so the id names the topic
+        too: a decision and its activation share a decision id, a reward and its reaction an event id.
+        """
+        js = await self._jetstream()
+        await js.publish(self.subject(topic), payload, headers={"Nats-Msg-Id": f"{topic}:{key}"})
+
+    async def pull(self, topic: str, consumer: str, *, max_ack_pending: int = 65_536) -> Pull:
+        """A durable pull consumer of ``topic`` whose messages the caller acknowledges itself, for a
+        consumer that acks only once its own state holding them is saved (the learner's checkpoint).
+
+        A new durable starts at the end of the stream (what is published from now on); an existing
+        one resumes after its last acknowledged message, and what was delivered but never acked
+        comes again once ``ack_wait_s`` has passed.
+        """
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        js = await self._jetstream()
+        config = ConsumerConfig(
+            ack_wait=self.ack_wait_s,
+            max_deliver=-1,
+            max_ack_pending=max_ack_pending,
+            deliver_policy=DeliverPolicy.NEW,
+        )
+        sub = await js.pull_subscribe(self.subject(topic), durable=consumer, stream=self.stream, config=config)
+        return Pull(self, topic, consumer, sub)
+
+    async def dead_letter(self, topic: str, consumer: str, raw: bytes, reason: str, delivery: int) -> None:
+        """Record ``raw`` as a dead letter of ``topic`` (for a :class:`Pull` consumer)."""
         js = await self._jetstream()
         await js.publish(
-            self.subject(topic), record.model_dump_json().encode(), headers={"Nats-Msg-Id": event_key(record)}
+            self.dlq_subject(topic), self._dead(topic, consumer, raw, reason, delivery).model_dump_json().encode()
         )
+
+    async def flush(self) -> None:
+        """Wait until everything sent (acks included) has reached the server."""
+        if self._nc is not None:
+            await self._nc.flush()
 
     async def consume(
         self,
@@ -375,6 +413,48 @@ class NatsBus(Bus[Any]):
         if self._nc is not None:
             await self._nc.drain()
             self._nc = self._js = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message handed out by a :class:`Pull`, not yet acknowledged."""
+
+    topic: str
+    data: bytes
+    delivery: int
+    msg: Any = field(repr=False)
+
+
+class Pull:
+    """A durable pull consumer with explicit acknowledgement (see :meth:`NatsBus.pull`)."""
+
+    def __init__(self, bus: NatsBus, topic: str, consumer: str, sub: Any) -> None:
+        self.bus, self.topic, self.consumer, self._sub = bus, topic, consumer, sub
+
+    async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
+        """Up to ``batch`` messages; none when nothing arrives within ``timeout`` seconds."""
+        import nats.errors
+
+        try:
+            msgs = await self._sub.fetch(batch, timeout=timeout)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        return [Delivery(self.topic, m.data, int(m.metadata.num_delivered), m) for m in msgs]
+
+    async def ack(self, deliveries: list[Delivery]) -> None:
+        """Acknowledge ``deliveries`` and wait until the acks reached the server."""
+        for d in deliveries:
+            await d.msg.ack()
+        await self.bus.flush()
+
+    async def reject(self, delivery: Delivery, reason: str) -> None:
+        """Dead-letter a message that can never be processed (malformed) and stop its redelivery."""
+        await self.bus.dead_letter(self.topic, self.consumer, delivery.data, reason, delivery.delivery)
+        await delivery.msg.term()
+
+    async def close(self) -> None:
+        """Stop fetching (the durable consumer stays on the server)."""
+        await self._sub.unsubscribe()
 
 
 def get_bus() -> Bus[Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 from data_contracts import Activation, Decision, RewardEvent
 from models.learner import OnlineLearner
 from models.policies import Policy
+from oo.bus import event_key
 from oo.events_ingest import EventLog
 from oo.settings import Settings
 from serving import lifecycle
@@ -37,6 +39,15 @@ log = logging.getLogger(__name__)
 
 TOPICS = ("decisions", "rewards", "activations")
 """What the learner reads (in this order on each poll)."""
+
+_MODELS: dict[str, type[Decision] | type[RewardEvent] | type[Activation]] = {
+    "decisions": Decision,
+    "rewards": RewardEvent,
+    "activations": Activation,
+}
+
+RECENT_KEYS = 100_000
+"""Event keys the learner remembers (and checkpoints) to recognise a redelivered event."""
 
 
 def would_pick(decision: Decision, learner_policy: Policy) -> str | None:
@@ -75,6 +86,9 @@ class LearnerLoop:
         self._last_snapshot = time.monotonic()
         self._last_champion_poll = time.monotonic()
         self._last_checkpoint = time.monotonic()
+        self.checkpoints = 0
+        self.redelivered = 0
+        self.consumed: OrderedDict[str, None] = OrderedDict()
         cfg = settings.serving
         restored = load_checkpoint(self.checkpoint_path)
         loaded = lifecycle.initial_policy(settings, snapshots) if restored is None else None
@@ -83,6 +97,7 @@ class LearnerLoop:
             self.offsets = dict(restored.offsets)
             self.source = restored.source
             self.champion_version = restored.champion_version
+            self.consumed = OrderedDict.fromkeys(getattr(restored, "consumed", []))
             log.info(
                 "learner: resumed from checkpoint (%d pending, %d waiting, offsets %s)",
                 self.learner.pending,
@@ -123,39 +138,57 @@ class LearnerLoop:
             for topic in TOPICS:
                 lines, end = self.events.read(topic, "learner", start=self.offsets.get(topic, 0))
                 for line in lines:
-                    applied += self._apply(topic, line)
+                    applied += self.apply(topic, line) is not None
                 self.offsets[topic] = end
-            self.learner.expire(now or datetime.now(UTC))
+            self.expire(now)
         return applied
 
-    def _apply(self, topic: str, line: bytes) -> int:
+    def expire(self, now: datetime | None = None) -> int:
+        """Close the reward windows due by ``now`` (default rewards, skipped deferred decisions)."""
+        with self.lock:
+            return self.learner.expire(now or datetime.now(UTC))
+
+    def apply(self, topic: str, line: bytes) -> bool | None:
+        """Apply one event (a line of the event log, a message of the bus): ``True`` when applied,
+        ``False`` when it was applied before (a redelivery), ``None`` when malformed (skipped)."""
         try:
-            if topic == "decisions":
-                d = Decision.model_validate_json(line)
-                chosen = next(c for c in d.candidates if c.candidate_id == d.chosen_id)
-                statuses = self.learner.observe(
-                    d.decision_id,
-                    d.features,
-                    chosen,
-                    d.decided_at,
-                    deferred=d.defer_activation,
-                    would_pick=would_pick(d, self.learner.policy),
-                )
-                self._since_snapshot += statuses.count("learned")
-            elif topic == "rewards":
-                r = RewardEvent.model_validate_json(line)
-                if r.late:
-                    return 1
-                status = self.learner.offer_reward(r.decision_id, r.reward, r.occurred_at, datetime.now(UTC))
-                self._since_snapshot += status == "learned"
-            else:
-                a = Activation.model_validate_json(line)
-                self._since_snapshot += self.learner.activate(a.decision_id, a.activated_at) == "learned"
+            record = _MODELS[topic].model_validate_json(line)
         except ValidationError as exc:  # the ingest quarantines it; the learner skips it
             self.malformed += 1
-            log.warning("learner: skipping a malformed %s line: %s", topic, exc.errors()[:1])
-            return 0
-        return 1
+            log.warning("learner: skipping a malformed %s event: %s", topic, exc.errors()[:1])
+            return None
+        key = f"{topic}:{event_key(record)}"
+        with self.lock:
+            if key in self.consumed:
+                self.redelivered += 1
+                return False
+            self._apply(record)
+            self.consumed[key] = None
+            while len(self.consumed) > RECENT_KEYS:
+                self.consumed.popitem(last=False)
+        return True
+
+    def _apply(self, record: Decision | RewardEvent | Activation) -> None:
+        if isinstance(record, Decision):
+            d = record
+            chosen = next(c for c in d.candidates if c.candidate_id == d.chosen_id)
+            statuses = self.learner.observe(
+                d.decision_id,
+                d.features,
+                chosen,
+                d.decided_at,
+                deferred=d.defer_activation,
+                would_pick=would_pick(d, self.learner.policy),
+            )
+            self._since_snapshot += statuses.count("learned")
+        elif isinstance(record, RewardEvent):
+            r = record
+            if not r.late:
+                status = self.learner.offer_reward(r.decision_id, r.reward, r.occurred_at, datetime.now(UTC))
+                self._since_snapshot += status == "learned"
+        else:
+            a = record
+            self._since_snapshot += self.learner.activate(a.decision_id, a.activated_at) == "learned"
 
     # -- snapshots, checkpoint, champion -----------------------------------------------------
     def tick(self, now: float | None = None) -> bool:
@@ -194,12 +227,14 @@ class LearnerLoop:
         log.debug("learner: snapshot %d", info.seq)
 
     def checkpoint(self) -> None:
-        """Persist the learner and its offsets (atomic)."""
+        """Persist the learner, its offsets and the keys it consumed last (atomic)."""
         self._last_checkpoint = time.monotonic()
         with self.lock:
             save_checkpoint(
-                self.checkpoint_path, Checkpoint(self.learner, dict(self.offsets), self.source, self.champion_version)
+                self.checkpoint_path,
+                Checkpoint(self.learner, dict(self.offsets), self.source, self.champion_version, list(self.consumed)),
             )
+            self.checkpoints += 1
 
     def poll_champion(self) -> bool:
         """Restart the online state from a new ``@champion``, if it moved; whether it did."""
@@ -237,6 +272,7 @@ class LearnerLoop:
             "waiting": self.learner.waiting,
             "champion_reloads": self.champion_reloads,
             "malformed": self.malformed,
+            "redelivered": self.redelivered,
         }
 
 

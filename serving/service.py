@@ -9,6 +9,13 @@ source, learner and apprentice figures), BentoML's ``/readyz`` and Prometheus ``
 Topology (``OO_SERVING__LEARNER``): ``embedded`` (default) runs the learner in this process, so a
 reward reaches the next rank within milliseconds: one worker. ``separate``: this process only
 decides and follows the snapshots of ``python -m serving.learner``; run as many as needed.
+
+Where events go: without ``OO_BUS__NATS_URL``, to the event log (every replica and the learner on
+one disk). With it, each decision, its tip scores, rewards, reactions and activations are fsynced
+to this replica's spool (``var/serving/spool``) before the answer leaves, and a relay thread
+publishes them to JetStream (:mod:`serving.publish`): the bus down delays the learner, never a
+decision. The separate learner then consumes them from the bus; ``events_ingest`` drains the bus
+into the lake.
 """
 
 from __future__ import annotations
@@ -42,8 +49,9 @@ ops = FastAPI(title="oO serving ops")
 
 
 def build_engine() -> tuple[DecisionEngine, Any]:
-    """The engine from the settings, and the background learner thread (embedded) or ``None``."""
-    from oo.events_ingest import get_event_log
+    """The engine from the settings, and its background threads (the embedded learner, the relay
+    to NATS) or ``None``."""
+    from oo.events_ingest import EventLog, get_event_log
     from oo.lake import get_lake
     from serving import metrics
     from serving.candidates import CandidateGenerator
@@ -53,7 +61,14 @@ def build_engine() -> tuple[DecisionEngine, Any]:
     from serving.snapshots import SnapshotStore
 
     settings = get_settings()
-    events = get_event_log()
+    relay = None
+    events: EventLog
+    if settings.bus.nats_url:  # events go to a local spool the relay drains onto the bus
+        from serving.publish import nats_bus_factory, start_relay
+
+        events, relay = start_relay(settings.serving_state_dir / "spool", nats_bus_factory(settings))
+    else:
+        events = get_event_log()
     snapshots = SnapshotStore(settings.snapshot_dir)
     index = DecisionIndex(settings.serving_state_dir / "decisions.db")
     features = None
@@ -86,7 +101,20 @@ def build_engine() -> tuple[DecisionEngine, Any]:
         features=features,
         loop=loop,
     )
-    return engine, background
+    workers = [w for w in (background, relay) if w is not None]
+    return engine, Workers(workers) if workers else None
+
+
+class Workers:
+    """The service's background threads (the embedded learner, the relay), stopped together."""
+
+    def __init__(self, workers: list[Any]) -> None:
+        self.workers = workers
+
+    def stop(self) -> None:
+        """Stop each (the learner checkpoints; the relay leaves the rest in the spool)."""
+        for worker in self.workers:
+            worker.stop()
 
 
 def _own_log_lines() -> None:
@@ -171,7 +199,7 @@ class TipService:
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
-        """Checkpoint the embedded learner."""
+        """Checkpoint the embedded learner; stop the relay."""
         if self.background is not None:
             self.background.stop()
 

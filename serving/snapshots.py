@@ -138,12 +138,15 @@ CHECKPOINT_FORMAT = 1
 
 @dataclass
 class Checkpoint:
-    """The learner's whole state and where in the event log it stands."""
+    """The learner's whole state, where in the event log it stands and what it consumed last."""
 
     learner: OnlineLearner
     offsets: dict[str, int]
     source: str
     champion_version: str | None
+    consumed: list[str] = field(default_factory=list)
+    """The latest event keys applied (oldest first): a bus's redelivery after a restart is
+    recognised and not learned twice."""
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
