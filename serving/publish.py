@@ -109,6 +109,7 @@ class Relay:
     # -- the thread --------------------------------------------------------------------------
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)  # the NATS client looks its loop up
         backoff = 0.0
         try:
             while not self._stop.is_set():
@@ -130,7 +131,7 @@ class Relay:
                 self._wake.clear()
         finally:
             self._drop_bus(loop)
-            loop.close()
+            _close(loop)
 
     def _drop_bus(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._bus is not None:
@@ -169,6 +170,15 @@ class Relay:
         for i in range(0, len(lines), self.batch):
             chunk = lines[i : i + self.batch]
             await asyncio.gather(*(bus.publish_raw(topic, line, line_key(topic, line)) for line in chunk))
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what a dropped connection left running (its reconnect attempts), then close."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.close()
 
 
 def _size(path: Path) -> int:
