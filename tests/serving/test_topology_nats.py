@@ -83,7 +83,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         }
         b = Service(b_env, var / "replica-b.log")  # reaches the bus through a proxy the tests cut
         servers.append(b)
-        yield {"a": a, "b": b, "learner": learner, "snapshots": snapshots, "env": env, "var": var, "proxy": proxy}
+        yield {
+            "a": a,
+            "b": b,
+            "learner": learner,
+            "servers": servers,
+            "snapshots": snapshots,
+            "env": env,
+            "var": var,
+            "proxy": proxy,
+        }
     finally:
         for server in servers:
             server.stop()
@@ -161,6 +170,7 @@ def test_a_killed_learner_restarts_with_its_pending_decisions_and_learns_nothing
     world["learner"].stop()
     restarted = start_learner(world["env"], world["var"], "learner-2")
     world["learner"] = restarted
+    world["servers"].append(restarted)
     after = learned(world, before.learner["decisions"], before.learner["learned"], "restart", after=before.seq)
     time.sleep(3 * ACK_WAIT_S)  # whatever was unacked at the kill has come back by now
     after = world["snapshots"].latest()
