@@ -83,7 +83,6 @@ class Relay:
         self._bus: NatsBus | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._idle = threading.Event()
         self._thread = threading.Thread(target=self._run, name="oo-relay", daemon=True)
 
     def start(self) -> Relay:
@@ -93,12 +92,7 @@ class Relay:
 
     def nudge(self) -> None:
         """Something was spooled: publish it soon."""
-        self._idle.clear()
         self._wake.set()
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Whether the spool was drained (nothing left) within ``timeout`` seconds."""
-        return self._idle.wait(timeout)
 
     def stop(self) -> None:
         """Stop the thread; what is not published yet stays in the spool for the next start."""
@@ -118,7 +112,6 @@ class Relay:
                     backoff = 0.0
                     if left:
                         continue
-                    self._idle.set()
                     self._wake.wait(self.poll_s)
                 except Exception as exc:  # the bus is down or refused: keep the spool, try again later
                     self.failures += 1

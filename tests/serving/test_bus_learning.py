@@ -196,6 +196,17 @@ async def test_a_killed_learner_restarts_with_its_pending_decisions_and_learns_n
     await third.close()
 
 
+async def test_a_malformed_message_is_dead_lettered_and_the_learner_keeps_going(world: dict[str, Any]) -> None:
+    feed = await learner(world)
+    await feed.bus.publish_raw("decisions", b'{"decision_id": "not a decision"}', "garbage")
+    replica(world, "a").append("decisions", decision(1))
+    await step_until(feed, lambda: feed.loop.learner.pending == 1, "the valid decision after the malformed one")
+    assert feed.loop.malformed == 1
+    dead = await feed.bus.dead_letters("decisions")
+    assert [d.consumer for d in dead] == ["learner_decisions"] and dead[0].reason.startswith("malformed")
+    await feed.close()
+
+
 @pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
     host, port = NATS_URL.removeprefix("nats://").split(":")
