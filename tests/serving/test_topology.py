@@ -52,16 +52,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         seed_tasks(settings, "carol", 6)
         snapshots = SnapshotStore(settings.snapshot_dir)
         learner = start_learner(env, var, "learner")
+        world: dict[str, Any] = {"learner": learner, "snapshots": snapshots, "env": env, "var": var}
         try:
             wait_for(
                 lambda: snapshots.latest() is not None, 240, lambda: f"no first snapshot:\n{learner.log()}", learner
             )
-            replica = Service(env, var / "replica.log")
+            world["replica"] = replica = Service(env, var / "replica.log")
             try:
-                yield {"replica": replica, "learner": learner, "snapshots": snapshots, "env": env, "var": var}
+                yield world
             finally:
                 replica.stop()
         finally:
+            world["learner"].stop()  # the one a test restarted, when it did
             learner.stop()
 
 
