@@ -414,6 +414,15 @@ class NatsBus(Bus[Any]):
             await self._nc.drain()
             self._nc = self._js = None
 
+    async def abort(self) -> None:
+        """Drop the connection without draining (it may be dead); the next use reconnects."""
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None:
+            try:
+                await nc.close()
+            except Exception as exc:  # a dead connection may fail to close; it is dropped either way
+                log.debug("bus: closing a dropped connection: %s", exc)
+
 
 @dataclass(frozen=True)
 class Delivery:

@@ -15,10 +15,15 @@ so a learner killed at any point loses nothing:
 The learner therefore checkpoints at least every ``OO_BUS__ACK_WAIT_S / 2`` while it holds unacked
 messages (sooner than ``OO_SERVING__CHECKPOINT_EVERY_S`` when that is longer), and whenever
 ``max_unacked`` pile up. A malformed message is dead-lettered and terminated.
+
+NATS down: the learner checkpoints what it has, drops its connection and reconnects with a
+growing pause (at most ``MAX_BACKOFF_S``); the messages it had not acked come again and are
+recognised by the checkpointed keys.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -28,6 +33,9 @@ from oo.bus import Delivery, NatsBus, Pull
 from serving.learning import TOPICS, LearnerLoop
 
 log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+"""The longest pause between reconnection attempts while NATS is down."""
 
 
 class BusFeed:
@@ -98,13 +106,27 @@ class BusFeed:
         """Messages applied but not acknowledged yet."""
         return len(self._unacked)
 
+    async def reconnect(self) -> None:
+        """After a bus failure: checkpoint (the unacked messages will come again and be recognised),
+        drop the connection and bind the consumers anew."""
+        if self._unacked:
+            self.loop.checkpoint()
+        self._unacked = []
+        self._pulls = []
+        await self.bus.abort()
+        await self.start()
+
     async def close(self) -> None:
-        """Checkpoint, ack, unsubscribe and close the connection."""
+        """Checkpoint, ack, unsubscribe and close the connection (just drop it when NATS is down)."""
         self.loop.checkpoint()
-        await self.ack()
-        for pull in self._pulls:
-            await pull.close()
-        await self.bus.close()
+        try:
+            await self.ack()
+            for pull in self._pulls:
+                await pull.close()
+            await self.bus.close()
+        except Exception as exc:  # the checkpoint holds them: redelivered and recognised next time
+            log.warning("learner: could not ack on the way out (%s: %s)", type(exc).__name__, exc)
+            await self.bus.abort()
 
 
 async def run(
@@ -113,9 +135,20 @@ async def run(
     """Step ``feed`` until ``stop`` is set or the monotonic ``deadline`` passes; then close it."""
     await feed.start()
     on_start()
+    backoff = 0.0
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            await feed.step(timeout=max(poll_s, 0.05))
+            try:
+                if backoff:
+                    await feed.reconnect()
+                await feed.step(timeout=max(poll_s, 0.05))
+                backoff = 0.0
+            except Exception as exc:  # NATS down or gone: keep what was learned, reconnect later
+                backoff = min(MAX_BACKOFF_S, max(0.25, backoff * 2))
+                log.warning("learner: bus failed (%s: %s); reconnecting in %.2f s", type(exc).__name__, exc, backoff)
+                until = time.monotonic() + backoff
+                while not stop.is_set() and time.monotonic() < until:
+                    await asyncio.sleep(0.05)
     finally:
         await feed.close()
         log.info("learner: bus feed closed (%s)", feed.loop.stats())

@@ -130,7 +130,7 @@ class Relay:
         if self._bus is not None:
             bus, self._bus = self._bus, None
             try:
-                loop.run_until_complete(asyncio.wait_for(bus.close(), 2.0))
+                loop.run_until_complete(asyncio.wait_for(bus.abort(), 2.0))
             except Exception as exc:  # a broken connection may not close cleanly; it is dropped anyway
                 log.debug("relay: closing the bus: %s", exc)
 

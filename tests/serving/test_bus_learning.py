@@ -6,6 +6,8 @@ the bus was down once it is back."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +20,7 @@ import pytest
 from data_contracts import Activation, Decision, RewardEvent, TipCandidate
 from oo.events_ingest import EventLog
 from oo.settings import Settings
+from serving import bus_feed
 from serving.bus_feed import BusFeed
 from serving.learning import LearnerLoop
 from serving.publish import Relay, Spool, nats_bus_factory, start_relay
@@ -91,7 +94,7 @@ async def step_for(feed: BusFeed, seconds: float) -> None:
 
 async def crash(feed: BusFeed) -> None:
     """The learner process dies: no checkpoint, no acks; its connection goes away."""
-    await feed.bus._nc.close()
+    await feed.bus.abort()
 
 
 CANDIDATES = [
@@ -248,3 +251,40 @@ def wait(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail(what)
         time.sleep(0.05)
+
+
+async def test_the_learner_rides_out_the_bus_going_down_and_coming_back(
+    world: dict[str, Any], proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="serving.bus_feed")
+    proxy.up()
+    settings: Settings = world["settings"]
+    via_proxy = settings.bus.model_copy(update={"nats_url": f"nats://127.0.0.1:{proxy.port}"})
+    loop = LearnerLoop(settings, EventLog(world["tmp"] / "events"), SnapshotStore(settings.snapshot_dir))
+    feed = BusFeed(loop, nats_bus_factory(settings.model_copy(update={"bus": via_proxy}))())
+    started, stop = threading.Event(), threading.Event()
+    running = asyncio.create_task(bus_feed.run(feed, stop, time.monotonic() + 120, 0.02, started.set))
+    try:
+        await until(started.is_set, "the learner did not start")
+        spool = replica(world, "a")  # the replica reaches NATS directly
+        spool.append("decisions", decision(1))
+        await until(lambda: loop.learner.pending == 1, "the decision")
+        proxy.down()
+        spool.append("rewards", reward(1))
+        # down long enough for the NATS client to give up its own reconnection attempts
+        await until(lambda: "learner: bus failed" in caplog.text, "the learner never saw the bus fail", timeout=60)
+        assert loop.learner.counts.learned == 0, "cut off from the bus"
+        proxy.up()
+        await until(lambda: loop.learner.counts.learned == 1, "the reward once the bus is back", timeout=60)
+    finally:
+        stop.set()
+        await running
+    assert loop.learner.counts.learned == 1
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(what)
+        await asyncio.sleep(0.05)
