@@ -11,6 +11,9 @@ replayed once.
 In the embedded default, the service owns a loop and calls :meth:`LearnerLoop.poll` right after
 it logs a decision or a reward (a reward reaches the next rank within milliseconds);
 ``python -m serving.learner`` runs the same loop alone, for replicas that follow snapshots.
+Past one machine, :mod:`serving.bus_feed` hands it the bus's messages through :meth:`LearnerLoop.apply`
+instead; the event keys it consumed last are checkpointed too, so a message the bus delivers again
+after a restart is recognised and not learned twice.
 """
 
 from __future__ import annotations
