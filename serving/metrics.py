@@ -35,3 +35,9 @@ APPRENTICE_REWARD = bentoml.metrics.Gauge(
     "the learner's would-be (matching estimate)",
     labelnames=["policy"],
 )
+RELAYED = bentoml.metrics.Counter(
+    name="oo_relay_published_total", documentation="Spooled events the relay published to the bus", labelnames=["topic"]
+)
+RELAY_FAILURES = bentoml.metrics.Counter(
+    name="oo_relay_failures_total", documentation="Relay attempts that failed (the bus down); the events stay spooled"
+)

@@ -28,6 +28,7 @@ from data_contracts import Record
 from oo.bus import NatsBus
 from oo.events_ingest import TOPICS, EventLog
 from oo.settings import Settings
+from serving import metrics
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,14 @@ class Relay:
         """Something was spooled: publish it soon."""
         self._wake.set()
 
+    def backlog(self) -> int:
+        """Bytes spooled but not published yet."""
+        return sum(max(0, _size(self.spool.path(t)) - self.spool.watermark(t, READER)) for t in TOPICS)
+
+    def describe(self) -> dict[str, int]:
+        """For readiness: events published, failed attempts, bytes waiting."""
+        return {"published": self.published, "failures": self.failures, "backlog_bytes": self.backlog()}
+
     def stop(self) -> None:
         """Stop the thread; what is not published yet stays in the spool for the next start."""
         self._stop.set()
@@ -115,6 +124,7 @@ class Relay:
                     self._wake.wait(self.poll_s)
                 except Exception as exc:  # the bus is down or refused: keep the spool, try again later
                     self.failures += 1
+                    metrics.RELAY_FAILURES.inc()
                     backoff = min(self.max_backoff_s, max(0.1, backoff * 2))
                     log.warning(
                         "relay: publishing failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, backoff
@@ -155,6 +165,7 @@ class Relay:
             await self._publish(self._bus, topic, lines)
             self.spool.commit(topic, READER, end)
             self.published += len(lines)
+            metrics.RELAYED.labels(topic=topic).inc(len(lines))
             left = left or end < _size(self.spool.path(topic))
         return left
 

@@ -101,20 +101,24 @@ def build_engine() -> tuple[DecisionEngine, Any]:
         features=features,
         loop=loop,
     )
-    workers = [w for w in (background, relay) if w is not None]
-    return engine, Workers(workers) if workers else None
+    return engine, Workers(background, relay) if background or relay else None
 
 
 class Workers:
     """The service's background threads (the embedded learner, the relay), stopped together."""
 
-    def __init__(self, workers: list[Any]) -> None:
-        self.workers = workers
+    def __init__(self, background: Any, relay: Any) -> None:
+        self.background, self.relay = background, relay
+
+    def describe(self) -> dict[str, Any]:
+        """The relay's figures for readiness (when there is one)."""
+        return {} if self.relay is None else {"relay": self.relay.describe()}
 
     def stop(self) -> None:
         """Stop each (the learner checkpoints; the relay leaves the rest in the spool)."""
-        for worker in self.workers:
-            worker.stop()
+        for worker in (self.background, self.relay):
+            if worker is not None:
+                worker.stop()
 
 
 def _own_log_lines() -> None:
@@ -194,8 +198,9 @@ class TipService:
 
     @ops.get("/ready")
     def ready(self) -> dict[str, Any]:
-        """Which model serves (champion / snapshot / rule_baseline) and the learner's figures."""
-        return self.engine.readiness()
+        """Which model serves (champion / snapshot / rule_baseline), the learner's and the relay's figures."""
+        workers = {} if self.background is None else self.background.describe()
+        return {**self.engine.readiness(), **workers}
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:

@@ -232,6 +232,7 @@ async def test_the_bus_down_at_publish_time_the_event_is_spooled_and_relayed_whe
     await asyncio.to_thread(wait, lambda: relay.failures >= 1, "the relay never found the bus down")
     await step_for(feed, 1.0)
     assert feed.loop.learner.pending == 0
+    assert relay.describe()["backlog_bytes"] == len(spool.path("decisions").read_bytes())
     proxy.up()
     await step_until(feed, lambda: feed.loop.learner.pending == 1, "the spooled decision relayed")
 
@@ -241,7 +242,7 @@ async def test_the_bus_down_at_publish_time_the_event_is_spooled_and_relayed_whe
     await asyncio.to_thread(wait, lambda: relay.failures > failures, "the relay never noticed the cut")
     proxy.up()
     await step_until(feed, lambda: feed.loop.learner.counts.learned == 1, "the spooled reward relayed")
-    assert relay.published == 2
+    assert relay.published == 2 and relay.describe()["backlog_bytes"] == 0
     await feed.close()
 
 

@@ -154,9 +154,12 @@ def test_a_decision_made_while_the_bus_is_cut_is_served_and_learned_once_it_is_b
     time.sleep(2.0)
     now = world["snapshots"].latest()
     assert now.learner["decisions"] == start.learner["decisions"], "nothing reached the learner while cut"
+    relay = b.ready()["relay"]
+    assert relay["backlog_bytes"] > 0 and relay["failures"] >= 1, relay
     proxy.up()
     info = learned(world, start.learner["decisions"] + 1, start.learner["learned"] + 1, "b's relay did not deliver")
     assert info.learner["learned"] == start.learner["learned"] + 1
+    assert b.ready()["relay"]["backlog_bytes"] == 0
 
 
 def test_a_killed_learner_restarts_with_its_pending_decisions_and_learns_nothing_twice(world: dict[str, Any]) -> None:
