@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import json
 import logging
 import threading
@@ -37,17 +38,22 @@ READER = "relay"
 
 
 def line_key(topic: str, line: bytes) -> str:
-    """The event key of a spooled line (what :func:`oo.bus.event_key` gives for its record),
-    read without validating the whole record.
+    """The event key of a spooled line (what :func:`oo.bus.event_key` gives for its record), read
+    without validating the whole record; a line that is not a record (a write torn by a crash) is
+    keyed by its hash and still sent, for the consumers to dead-letter, so it never blocks the relay.
 
     Examples
     --------
     >>> line_key("tip_scores", b'{"decision_id": "d1", "candidate_id": "c1", "policy": "softmax", "score": 1}')
     'd1|c1|softmax'
+    >>> line_key("decisions", b'{"decision_id": "d1", "user_')[:7]
+    'sha256:'
     """
-    fields = TOPICS[topic].key_fields
-    data = json.loads(line)
-    return "|".join(str(data[f]) for f in fields)
+    try:
+        data = json.loads(line)
+        return "|".join(str(data[f]) for f in TOPICS[topic].key_fields)
+    except (ValueError, KeyError, TypeError):
+        return "sha256:" + hashlib.sha256(line).hexdigest()
 
 
 class Relay:
