@@ -122,12 +122,12 @@ class Relay:
         backoff = 0.0
         try:
             while not self._stop.is_set():
+                self._wake.clear()  # before reading: a nudge during the pass brings another pass
                 try:
                     left = self._drain_locked(loop)
                     backoff = 0.0
-                    if left:
-                        continue
-                    self._wake.wait(self.poll_s)
+                    if not left:
+                        self._wake.wait(self.poll_s)
                 except Exception as exc:  # the bus is down or refused: keep the spool, try again later
                     self.failures += 1
                     metrics.RELAY_FAILURES.inc()
@@ -137,7 +137,6 @@ class Relay:
                     )
                     self._drop_bus(loop)
                     self._stop.wait(backoff)  # a nudge does not shorten the pause
-                self._wake.clear()
         finally:
             self._drop_bus(loop)
             _close(loop)
