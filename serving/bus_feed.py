@@ -34,6 +34,9 @@ from serving.learning import TOPICS, LearnerLoop
 
 log = logging.getLogger(__name__)
 
+EXPIRE_EVERY_S = 1.0
+"""How often reward windows are closed (a pass over the pending decisions)."""
+
 MAX_BACKOFF_S = 5.0
 """The longest pause between reconnection attempts while NATS is down."""
 
@@ -59,6 +62,7 @@ class BusFeed:
         self._pulls: list[Pull] = []
         self._unacked: list[tuple[Pull, Delivery]] = []
         self._oldest_unacked = 0.0
+        self._last_expire = 0.0
 
     async def start(self) -> None:
         """Bind the durable consumers (created at the stream's end when new)."""
@@ -80,7 +84,9 @@ class BusFeed:
                 if not self._unacked:
                     self._oldest_unacked = time.monotonic()
                 self._unacked.append((pull, delivery))
-        self.loop.expire()
+        if time.monotonic() - self._last_expire >= EXPIRE_EVERY_S:  # a scan of every pending decision
+            self._last_expire = time.monotonic()
+            self.loop.expire()
         before = self.loop.checkpoints
         self.loop.tick()
         if self.loop.checkpoints == before and self._unacked and self._checkpoint_due():

@@ -199,6 +199,21 @@ async def test_a_killed_learner_restarts_with_its_pending_decisions_and_learns_n
     await third.close()
 
 
+async def test_replicas_sharing_a_spool_publish_each_line_once(world: dict[str, Any]) -> None:
+    feed = await learner(world)
+    first = replica(world, "shared")
+    second = replica(world, "shared")  # a second replica process on the same disk and state dir
+    for i in range(40):
+        (first if i % 2 else second).append("decisions", decision(i))
+    await step_until(feed, lambda: feed.loop.learner.pending == 40, "forty decisions")
+    await step_for(feed, 1.0)
+    relays = world["relays"][-2:]
+    assert sum(r.published for r in relays) == 40 and feed.loop.redelivered == 0
+    info = await (await feed.bus._jetstream()).stream_info(feed.bus.stream)
+    assert info.state.messages == 40, "each spooled line is in the stream once"
+    await feed.close()
+
+
 async def test_a_malformed_message_is_dead_lettered_and_the_learner_keeps_going(world: dict[str, Any]) -> None:
     feed = await learner(world)
     await feed.bus.publish_raw("decisions", b'{"decision_id": "not a decision"}', "garbage")
