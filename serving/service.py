@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
@@ -42,6 +42,10 @@ from models.policies import PolicyInputError
 from oo.runtime import configure
 from oo.settings import get_settings
 from serving.engine import BadRequest, Conflict, DecisionEngine, NotFoundError
+
+if TYPE_CHECKING:
+    from serving.learning import Background
+    from serving.publish import Relay
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +111,7 @@ def build_engine() -> tuple[DecisionEngine, Any]:
 class Workers:
     """The service's background threads (the embedded learner, the relay), stopped together."""
 
-    def __init__(self, background: Any, relay: Any) -> None:
+    def __init__(self, background: Background | None, relay: Relay | None) -> None:
         self.background, self.relay = background, relay
 
     def describe(self) -> dict[str, Any]:
