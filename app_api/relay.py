@@ -19,10 +19,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from app_api.services import Services
@@ -42,19 +42,26 @@ class Refused(Exception):
     """The receiver refused the message as invalid: retrying cannot help."""
 
 
+_INSERT_OUTBOX = insert(cast(Table, OutboxMessage.__table__))
+"""One statement, built once (compiled once, cached by SQLAlchemy): a Core INSERT of the table."""
+
+
 def enqueue(session: Session, destination: str, message_id: str, user_id: str, body: BaseModel, now: datetime) -> None:
-    """Add a message to the outbox in the caller's transaction."""
-    session.add(
-        OutboxMessage(
-            message_id=message_id,
-            destination=destination,
-            user_id=user_id,
-            payload=body.model_dump_json(),
-            status="pending",
-            created_at=now,
-            next_attempt_at=now,
-            attempts=0,
-        )
+    """Add a message to the outbox in the caller's transaction (an INSERT now, without the ORM's
+    unit of work: nothing reads the row back in this request; a duplicate ``message_id`` raises
+    ``IntegrityError`` here rather than at the commit)."""
+    session.execute(
+        _INSERT_OUTBOX,
+        {
+            "message_id": message_id,
+            "destination": destination,
+            "user_id": user_id,
+            "payload": body.model_dump_json(),
+            "status": "pending",
+            "created_at": now,
+            "next_attempt_at": now,
+            "attempts": 0,
+        },
     )
 
 
