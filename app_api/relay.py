@@ -6,8 +6,9 @@ exist or neither does. :func:`relay_once` delivers the due ones: an acknowledgem
 message ``delivered``; an outage (serving unreachable or 5xx, the bus failing) schedules another
 attempt with exponential backoff; a refusal (4xx: the message is invalid) marks it ``dead`` with
 the reason. Delivery is at-least-once (a crash between the acknowledgement and the mark sends the
-message again), and every message carries its idempotency key to the receiver: serving counts a
-``reaction_id`` once, the bus deduplicates on the event id (``Nats-Msg-Id``, consumers' records).
+message again; the marks of a pass are committed together), and every message carries its
+idempotency key to the receiver: serving counts a ``reaction_id`` once, the bus deduplicates on
+the event id (``Nats-Msg-Id``, consumers' records).
 :class:`RelayWorker` runs the relay in a thread of the API process; ``nudge`` wakes it early.
 """
 
@@ -140,7 +141,10 @@ async def relay_once(services: Services, now: datetime | None = None) -> RelayRe
             else:
                 row.status, row.delivered_at, row.last_error = "delivered", now, None
                 report.delivered += 1
-            session.commit()  # one message at a time: an acknowledged message is marked at once
+        # One commit for the batch (each commit is an fsync, and on SQLite it holds the one write
+        # lock the API's requests wait for). A crash before it sends the batch's acknowledged
+        # messages again: receivers deduplicate by the idempotency key, so at-least-once holds.
+        session.commit()
     return report
 
 
