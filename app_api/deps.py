@@ -88,6 +88,9 @@ def get_current_user(
     except InvalidToken as exc:
         raise _unauthorized(str(exc)) from None
     user = session.get(User, user_id)
+    # End the read: the connection goes back to the pool instead of being held while the route
+    # waits for a worker thread (under a burst, held connections would exhaust the pool).
+    session.commit()
     if user is None:
         raise _unauthorized("the token's user no longer exists")
     return user
