@@ -209,3 +209,46 @@ def test_serving_down_erases_nothing(
     assert client.get("/v1/auth/me", headers=alice.auth).status_code == 200
     assert client.delete("/v1/me", headers=alice.auth).status_code == 204  # and again, now it works
     assert services.lake.read("reactions").num_rows == 0
+
+
+@pytest.mark.integration
+def test_export_and_erasure_reach_nats_jetstream(
+    client: TestClient, services: Services, nats_url: str, alice: Account, bob: Account
+) -> None:
+    from oo.bus import DbDeduplicator, NatsBus
+    from oo.bus_erasure import read_user
+    from oo.settings import BusSettings
+
+    tag = uuid.uuid4().hex[:8]
+    bus_settings = BusSettings(nats_url=nats_url, stream=f"P{tag}", subject_prefix=f"p{tag}")
+    services.settings = services.settings.model_copy(update={"bus": bus_settings})
+
+    async def on_nats(work: Any) -> Any:
+        bus = NatsBus(nats_url, DbDeduplicator(services.engine), stream=bus_settings.stream, prefix=f"p{tag}")
+        try:
+            return await work(bus)
+        finally:
+            await bus.close()
+
+    async def publish(bus: NatsBus) -> None:
+        for account in (alice, bob, alice):
+            await bus.publish("reactions", reaction(account.id))
+
+    async def drop(bus: NatsBus) -> None:
+        js = await bus._jetstream()
+        for name in (bus.stream, f"{bus.stream}_DLQ"):
+            await js.delete_stream(name)
+
+    asyncio.run(on_nats(publish))
+    try:
+        exported = client.get("/v1/me/export", headers=alice.auth).json()["bus"]
+        assert [e["user_id"] for e in exported[f"p{tag}.reactions"]] == [alice.id, alice.id]
+        assert client.delete("/v1/me", headers=alice.auth).status_code == 204
+        assert asyncio.run(on_nats(lambda bus: read_user(bus, alice.id))) == {}
+        kept = asyncio.run(on_nats(lambda bus: read_user(bus, bob.id)))
+        assert [e["user_id"] for e in kept[f"p{tag}.reactions"]] == [bob.id]
+        with Session(services.engine) as s:
+            [audit] = s.execute(select(AuditEntry)).scalars().all()
+        assert audit.detail["bus"] == 2
+    finally:
+        asyncio.run(on_nats(drop))
