@@ -135,8 +135,10 @@ class EventLog:
         offset = self.watermark(topic, reader) if start is None else start
         if not path.exists():
             return [], offset
-        before = self.generation(topic)
         with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size <= offset:  # nothing new (a poll's usual answer)
+                return [], offset
+            before = self.generation(topic)
             handle.seek(offset)
             chunk = handle.read(max_bytes)
             if before % 2 or self.generation(topic) != before:
