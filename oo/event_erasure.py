@@ -29,22 +29,23 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from oo.events_ingest import TOPICS, EventLog
 
 log = logging.getLogger(__name__)
 
 
-def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """(offset, line without its newline) of each complete line of ``data``."""
+def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(offset, line without its newline) of each complete line from ``handle``'s position 0,
+    streamed (a log may be larger than memory)."""
+    handle.seek(0)
     offset = 0
-    while True:
-        end = data.find(b"\n", offset)
-        if end < 0:
+    for line in handle:
+        if not line.endswith(b"\n"):  # a line still being written: not an event yet
             return
-        yield offset, data[offset:end]
-        offset = end + 1
+        yield offset, line[:-1]
+        offset += len(line)
 
 
 def _owner(line: bytes, user_id: str, needle: bytes) -> tuple[bool, Any]:
@@ -69,10 +70,11 @@ def read_user(events: EventLog, user_id: str) -> dict[str, list[Any]]:
         if not path.exists():
             continue
         rows = []
-        for _, line in _lines(path.read_bytes()):
-            mine, record = _owner(line, user_id, needle)
-            if mine:
-                rows.append(record if record is not None else line.decode(errors="replace"))
+        with open(path, "rb") as handle:
+            for _, line in _lines(handle):
+                mine, record = _owner(line, user_id, needle)
+                if mine:
+                    rows.append(record if record is not None else line.decode(errors="replace"))
         if rows:
             out[topic] = rows
     return out
@@ -98,9 +100,8 @@ def redact_user(events: EventLog, user_id: str) -> dict[str, int]:
     return counts
 
 
-def _redact_locked(events: EventLog, topic: str, handle: Any, user_id: str, needle: bytes) -> int:
-    data = handle.read()
-    hits = [(offset, len(line)) for offset, line in _lines(data) if _owner(line, user_id, needle)[0]]
+def _redact_locked(events: EventLog, topic: str, handle: BinaryIO, user_id: str, needle: bytes) -> int:
+    hits = [(offset, len(line)) for offset, line in _lines(handle) if _owner(line, user_id, needle)[0]]
     generation = events.generation(topic)
     if not hits and generation % 2 == 0:
         return 0
