@@ -29,6 +29,7 @@ import io
 import json
 import os
 import pstats
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,8 +81,9 @@ class LiveApp:
         from bench.api import free_port, wait_up
 
         port = free_port()
+        self.var = tempfile.mkdtemp(prefix="oo-api-cpu-")
         env = os.environ | {
-            "OO_PATHS__VAR_DIR": tempfile.mkdtemp(prefix="oo-api-cpu-"),
+            "OO_PATHS__VAR_DIR": self.var,
             "OO_APP__SERVING_URL": serving_url,
             "OO_APP__RUN_WORKERS": "false",
             "OO_LOG_LEVEL": "WARNING",
@@ -103,6 +105,7 @@ class LiveApp:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=20)
+        shutil.rmtree(self.var, ignore_errors=True)
 
 
 async def live_cpu(apps: dict[str, LiveApp], n: int, batch: int = 50) -> dict[str, dict[str, float]]:
@@ -272,6 +275,7 @@ def main() -> None:
         if stand_in is not None:
             stand_in.terminate()
             stand_in.wait(timeout=20)
+        shutil.rmtree(var, ignore_errors=True)
     print(json.dumps(result, indent=2))
 
 
