@@ -18,8 +18,10 @@ the shared lock every time, correctly, until the erasure is run again (it is ide
 
 Lines are the user's when their JSON ``user_id`` is the user's (every topic's contract carries
 it); a line that is not valid JSON but contains the id is redacted too (better a lost malformed
-line than a kept identifier). Redact the log *before* deleting the user's lake rows: a line not
-yet ingested would otherwise reach the lake after its deletion.
+line than a kept identifier). Redact the log *before* deleting the user's lake rows: a line not yet
+ingested would otherwise reach the lake after its deletion. One window remains: an ingest batch
+that read a line just before its redaction and writes the lake just after the lake's erasure;
+running the (idempotent) erasure again closes it.
 """
 
 from __future__ import annotations
