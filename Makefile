@@ -122,7 +122,7 @@ bench-ingest: setup ## 1,000 users x 200 tasks from the fake API into the lake -
 api: setup ## the app API (FastAPI) with uvicorn on 127.0.0.1:8000 (serving at OO_APP__SERVING_URL)
 	$(RUN) uvicorn --factory app_api.main:create_app --host 127.0.0.1 --port $${PORT:-8000}
 
-bench-api: setup ## app API under 100 req/s open-loop (tips/next, feedback), serving stand-in behind it -> bench/results/api.json
+bench-api: setup ## app API under 100 req/s open-loop (tips/next, feedback), real serving (BentoML) behind it; a labelled stand-in run apart -> bench/results/api.json
 	$(RUN) python bench/api.py
 
 serve: setup ## the decision service (BentoML) on 127.0.0.1:$${PORT:-3000}; OO_SERVING__LEARNER=separate for replicas

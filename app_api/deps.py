@@ -4,14 +4,20 @@ Routes declare what they need by annotation; tests swap any of it with
 ``app.dependency_overrides``. Authentication is a dependency: a route that takes
 ``CurrentUser`` refuses a request without a valid, unexpired access token of a user that
 still exists (401 with ``WWW-Authenticate: Bearer``).
+
+Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in its
+thread pool, a hop that costs more than these functions do. Creating a ``Session`` does no I/O
+either (it connects on first use); closing one that still holds a connection (a rollback and
+the pool's reset) is sent to the thread pool, closing one that does not is done in place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -22,7 +28,7 @@ from oo.settings import Settings
 from oo.tables import User
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The app's :class:`Services`."""
     services: Services = request.app.state.services
     return services
@@ -31,7 +37,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings_dep(services: ServicesDep) -> Settings:
+async def get_settings_dep(services: ServicesDep) -> Settings:
     """The app's settings."""
     return services.settings
 
@@ -39,7 +45,7 @@ def get_settings_dep(services: ServicesDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_now(services: ServicesDep) -> datetime:
+async def get_now(services: ServicesDep) -> datetime:
     """The app's clock, read once per request."""
     return services.clock()
 
@@ -47,10 +53,16 @@ def get_now(services: ServicesDep) -> datetime:
 Now = Annotated[datetime, Depends(get_now)]
 
 
-def get_session(services: ServicesDep) -> Iterator[Session]:
+async def get_session(services: ServicesDep) -> AsyncIterator[Session]:
     """A database session for one request; routes commit what they change, the rest rolls back."""
-    with Session(services.engine, expire_on_commit=False) as session:
+    session = Session(services.engine, expire_on_commit=False)
+    try:
         yield session
+    finally:
+        if session.in_transaction():  # a connection to roll back and give back to the pool: I/O
+            await anyio.to_thread.run_sync(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -76,6 +88,9 @@ def get_current_user(
     except InvalidToken as exc:
         raise _unauthorized(str(exc)) from None
     user = session.get(User, user_id)
+    # End the read: the connection goes back to the pool instead of being held while the route
+    # waits for a worker thread (under a burst, held connections would exhaust the pool).
+    session.commit()
     if user is None:
         raise _unauthorized("the token's user no longer exists")
     return user

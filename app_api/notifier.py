@@ -9,7 +9,7 @@ outbox, so an outage of serving only delays it) once a channel delivered it. Eve
 ``deliveries`` lake row and updates the app's ``deliveries`` row; a failed attempt is retried
 with exponential backoff up to ``notify_max_attempts`` (never inside quiet hours).
 
-Run it with ``python -m app_api.notifier`` (one pass; schedule it, e.g. every 15 minutes).
+Run it with ``python -m app_api.notifier`` (one pass); the ``notifier`` DAG runs that every 5 minutes.
 """
 
 from __future__ import annotations

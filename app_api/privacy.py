@@ -1,20 +1,26 @@
 """A user's data everywhere oO keeps it: export it all, or erase it all.
 
 Stores: the app database (every table with a ``user_id``), the lake (every dataset with a
-``user_id`` column), the feature store (online rows and published tables of the user and of
-their Todoist tasks) and serving (decisions, rewards, learner state, through its ``user_state``
-and ``forget`` endpoints). Erasure runs the steps that can fail first (serving, then the feature
-store, then the lake) and deletes the app-database rows last, with an audit entry in the same
-transaction; every step is idempotent, so a failed erasure is simply run again. The audit entry
-holds counts and a random id, never the user's id or email.
+``user_id`` column), NATS JetStream's event and dead-letter streams when configured (messages
+deleted by sequence, see :mod:`oo.bus_erasure`), the event log under ``var/events`` (redacted
+in place so readers' byte offsets stay valid, see :mod:`oo.event_erasure`), the feature store
+(online rows and published tables of the user and of their Todoist tasks), MLflow (artifacts
+with a ``user_id`` column, such as training-set lineage, see :mod:`models.tracking_erasure`)
+and serving (decisions, rewards, learner state, through its ``user_state`` and ``forget``
+endpoints). Erasure runs the steps that can fail first (serving, then the bus, the event log,
+the feature store, the lake and MLflow) and deletes the app-database rows last, with an audit
+entry in the same transaction; every step is idempotent, so a failed erasure is simply run
+again. The audit entry holds counts and a random id, never the user's id or email.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow.compute as pc
 from sqlalchemy import delete, select
@@ -32,10 +38,12 @@ from app_api.tables import (
     ServedDecision,
 )
 from data_contracts.arrow import arrow_schema
+from oo.events_ingest import EventLog
 from oo.lake import DATASETS
 from oo.tables import Integration, SyncRequest, User
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 USER_TABLES: tuple[Any, ...] = (Profile, Consent, ServedDecision, Reaction, OutboxMessage, Delivery, SyncRequest)
 """App tables exported row by row (tokens and hashes are never exported, see :func:`export_app`)."""
@@ -119,14 +127,44 @@ def export_features(services: Services, user_id: str, tasks: list[str]) -> dict[
     return out
 
 
+def event_log(services: Services) -> EventLog:
+    """The event log of the app's settings (serving and the app append to it on one machine)."""
+    return EventLog(services.settings.paths.resolve("events"))
+
+
+def _on_bus(services: Services, work: Callable[[Any], Awaitable[T]], nothing: T) -> T:
+    """Run ``work(bus)`` on NATS JetStream when the settings name it (the in-process bus keeps
+    nothing past its process); a connection of its own, closed after."""
+    cfg = services.settings.bus
+    if not cfg.nats_url:
+        return nothing
+    from oo.bus import DbDeduplicator, NatsBus
+
+    async def run() -> T:
+        bus = NatsBus(cfg.nats_url or "", DbDeduplicator(services.engine), stream=cfg.stream, prefix=cfg.subject_prefix)
+        try:
+            return await work(bus)
+        finally:
+            await bus.close()
+
+    return asyncio.run(run())
+
+
 def export_all(services: Services, session: Session, user: User) -> dict[str, Any]:
     """Everything held about ``user``. Raises :class:`oo.serving_client.ServingError` when serving
     cannot say what it holds."""
+    from models.tracking_erasure import read_user as mlflow_rows
+    from oo.bus_erasure import read_user as bus_messages
+    from oo.event_erasure import read_user as event_rows
+
     tasks = task_ids(services, user.id)
     return {
         "app": export_app(session, user),
         "lake": export_lake(services, user.id),
+        "bus": _on_bus(services, lambda bus: bus_messages(bus, user.id), dict[str, list[Any]]()),
+        "event_log": event_rows(event_log(services), user.id),
         "feature_store": export_features(services, user.id, tasks),
+        "mlflow": mlflow_rows(services.settings, user.id),
         "serving": services.serving.user_state(user.id).state,
     }
 
@@ -134,11 +172,18 @@ def export_all(services: Services, session: Session, user: User) -> dict[str, An
 def erase(services: Services, user_id: str, now: datetime) -> dict[str, int]:
     """Remove ``user_id`` from every store; the counts removed per store. The app database goes
     last, with the audit entry, in one transaction."""
+    from models.tracking_erasure import erase_user as erase_mlflow
+    from oo.bus_erasure import erase_user as erase_bus
+    from oo.event_erasure import redact_user
     from oo.feature_erasure import delete_from_tables, delete_online
     from oo.feature_store import tables_dir
 
     counts: dict[str, int] = {}
     counts["serving"] = services.serving.forget(user_id).removed
+    # Upstream first: bus -> event log -> lake; an event not yet moved down would otherwise reach
+    # a store after that store's erasure.
+    counts["bus"] = _on_bus(services, lambda bus: erase_bus(bus, user_id), 0)
+    counts["event_log"] = sum(redact_user(event_log(services), user_id).values())
     tasks = task_ids(services, user_id)
     folder = tables_dir(services.settings)
     counts["feature_tables"] = delete_from_tables(folder, "user_id", [user_id]) + delete_from_tables(
@@ -148,6 +193,7 @@ def erase(services: Services, user_id: str, now: datetime) -> dict[str, int]:
         store = feature_store(services)
         counts["feature_online"] = delete_online(store, "user_id", [user_id]) + delete_online(store, "task_id", tasks)
     counts["lake"] = sum(services.lake.delete_where(name, "user_id", [user_id]) for name in lake_datasets())
+    counts["mlflow"] = erase_mlflow(services.settings, user_id)
     with Session(services.engine) as session:
         counts["app_rows"] = sum(
             len(session.execute(select(t).where(t.user_id == user_id)).all())

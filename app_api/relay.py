@@ -6,8 +6,9 @@ exist or neither does. :func:`relay_once` delivers the due ones: an acknowledgem
 message ``delivered``; an outage (serving unreachable or 5xx, the bus failing) schedules another
 attempt with exponential backoff; a refusal (4xx: the message is invalid) marks it ``dead`` with
 the reason. Delivery is at-least-once (a crash between the acknowledgement and the mark sends the
-message again), and every message carries its idempotency key to the receiver: serving counts a
-``reaction_id`` once, the bus deduplicates on the event id (``Nats-Msg-Id``, consumers' records).
+message again; the marks of a pass are committed together), and every message carries its
+idempotency key to the receiver: serving counts a ``reaction_id`` once, the bus deduplicates on
+the event id (``Nats-Msg-Id``, consumers' records).
 :class:`RelayWorker` runs the relay in a thread of the API process; ``nudge`` wakes it early.
 """
 
@@ -19,10 +20,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from app_api.services import Services
@@ -42,19 +43,26 @@ class Refused(Exception):
     """The receiver refused the message as invalid: retrying cannot help."""
 
 
+_INSERT_OUTBOX = insert(cast(Table, OutboxMessage.__table__))
+"""One statement, built once (compiled once, cached by SQLAlchemy): a Core INSERT of the table."""
+
+
 def enqueue(session: Session, destination: str, message_id: str, user_id: str, body: BaseModel, now: datetime) -> None:
-    """Add a message to the outbox in the caller's transaction."""
-    session.add(
-        OutboxMessage(
-            message_id=message_id,
-            destination=destination,
-            user_id=user_id,
-            payload=body.model_dump_json(),
-            status="pending",
-            created_at=now,
-            next_attempt_at=now,
-            attempts=0,
-        )
+    """Add a message to the outbox in the caller's transaction (an INSERT now, without the ORM's
+    unit of work: nothing reads the row back in this request; a duplicate ``message_id`` raises
+    ``IntegrityError`` here rather than at the commit)."""
+    session.execute(
+        _INSERT_OUTBOX,
+        {
+            "message_id": message_id,
+            "destination": destination,
+            "user_id": user_id,
+            "payload": body.model_dump_json(),
+            "status": "pending",
+            "created_at": now,
+            "next_attempt_at": now,
+            "attempts": 0,
+        },
     )
 
 
@@ -133,7 +141,10 @@ async def relay_once(services: Services, now: datetime | None = None) -> RelayRe
             else:
                 row.status, row.delivered_at, row.last_error = "delivered", now, None
                 report.delivered += 1
-            session.commit()  # one message at a time: an acknowledged message is marked at once
+        # One commit for the batch (each commit is an fsync, and on SQLite it holds the one write
+        # lock the API's requests wait for). A crash before it sends the batch's acknowledged
+        # messages again: receivers deduplicate by the idempotency key, so at-least-once holds.
+        session.commit()
     return report
 
 

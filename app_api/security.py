@@ -60,20 +60,34 @@ def create_access_token(user_id: str, settings: AuthSettings, now: datetime) -> 
     return token, settings.access_ttl_s
 
 
-def decode_access_token(token: str, settings: AuthSettings, now: datetime) -> str:
-    """The user id of a valid access token; :class:`InvalidToken` otherwise."""
+@lru_cache(maxsize=8192)
+def _verified(token: str, key: str, algorithm: str, issuer: str) -> tuple[str, int]:
+    """``(sub, exp)`` of a token whose signature, issuer, claims and kind are valid.
+
+    Cached by the token's exact text with the key that verified it: the same bytes verify the
+    same way every time, so a client's repeated requests pay for the signature check once. Only
+    successes are cached (an exception is never), and expiry is checked on every call, against
+    the caller's clock, by :func:`decode_access_token`."""
     try:
         claims = jwt.decode(
             token,
-            settings.secret_key.get_secret_value(),
-            algorithms=[settings.algorithm],
-            issuer=settings.issuer,
+            key,
+            algorithms=[algorithm],
+            issuer=issuer,
             options={"require": ["sub", "iat", "exp", "iss", "typ"], "verify_exp": False},
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(f"invalid access token ({type(exc).__name__})") from None
     if claims.get("typ") != "access" or not isinstance(claims.get("sub"), str):
         raise InvalidToken("invalid access token (not an access token)")
-    if not isinstance(claims["exp"], int) or claims["exp"] <= now.timestamp():
+    if not isinstance(claims["exp"], int):
+        raise InvalidToken("invalid access token (exp is not an integer)")
+    return str(claims["sub"]), claims["exp"]
+
+
+def decode_access_token(token: str, settings: AuthSettings, now: datetime) -> str:
+    """The user id of a valid access token; :class:`InvalidToken` otherwise."""
+    sub, exp = _verified(token, settings.secret_key.get_secret_value(), settings.algorithm, settings.issuer)
+    if exp <= now.timestamp():
         raise InvalidToken("the access token has expired")
-    return str(claims["sub"])
+    return sub

@@ -1,15 +1,27 @@
 """App API benchmark: ``make bench-api`` writes ``bench/results/api.json``.
 
 The app runs as it is deployed (``uvicorn --factory app_api.main:create_app``, one process, the
-outbox relay in it, SQLite on the embedded defaults) with serving behind it over HTTP; serving is
-the protocol stand-in ``oo.fakes.serving`` in its own process (the lead points
-``OO_APP__SERVING_URL`` at the BentoML service once it is merged). Load is open-loop: requests
-are sent on a fixed schedule of ``RPS`` per second whatever the answers' latency (so a slow
-answer cannot hide the queue behind it), from ``USERS`` signed-in users, for ``SECONDS`` per
-endpoint. Latency is measured per request from its scheduled send time. ``rps`` is the rate of
-answered (2xx) requests; ``failed`` counts errors and timeouts (60 s). ``sequential`` is the
-same endpoints one request at a time (service time, no queue). Goal: tips/next p99 <= 30 ms and
-feedback p99 <= 10 ms at 100 requests per second.
+outbox relay in it, SQLite on the embedded defaults) with the real serving behind it over HTTP:
+``bentoml serve serving.service:TipService`` on a free port, seeded as ``bench/serving.py``
+seeds it (its helpers, not a copy: a registered ``@champion``, Feast applied, 30 open Todoist
+tasks in the lake for each benchmark user, so each rank scores 30 candidates). Load is
+open-loop: requests are sent on a fixed schedule of ``RPS`` per second whatever the answers'
+latency (so a slow answer cannot hide the queue behind it), from ``USERS`` signed-in users, for
+``SECONDS`` per endpoint. Latency is measured per request from its scheduled send time. ``rps``
+is the rate of answered (2xx) requests; ``failed`` counts errors and timeouts (60 s).
+``app_cpu_ms_per_request`` is the CPU time (user + system, all threads, ``psutil``) the app's
+process used during the phase divided by its requests (for feedback it includes the relay
+delivering the rewards to serving); ``serving_cpu_ms_per_request`` the same for serving's
+processes. ``sequential`` is the same endpoints one request at a time (service time, no queue).
+Feedback reacts to the decisions the tips phases made, each with done, snooze and dismiss
+(``distinct_reactions`` says how many were new; the rest are answered as duplicates). Before
+each open-loop phase the app is given time to drain what the previous one queued.
+
+``stand_in`` is a second, separate run with the protocol stand-in ``oo.fakes.serving`` in
+serving's place (a near-free rank): what the app costs on its own. It is labelled and never
+mixed with the figures above. ``BENCH_API_STAND_IN=0`` skips it.
+
+Goal: tips/next p99 <= 30 ms and feedback p99 <= 10 ms at 100 requests per second.
 """
 
 from __future__ import annotations
@@ -20,7 +32,6 @@ import os
 import platform
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +41,12 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
 RPS, SECONDS, USERS, WARMUP, SEQUENTIAL = 100, 10, 20, 100, 200
+RELAY_SETTLE_S = 2.0
+REACTIONS = ("done", "snooze", "dismiss")
+APP_ENV = {"OO_AUTH__LOGIN_MAX_FAILURES": "1000", "OO_LOG_LEVEL": "WARNING"}
 
 
 def free_port() -> int:
@@ -88,16 +104,32 @@ async def open_loop(client: httpx.AsyncClient, make: Any, rps: int, seconds: int
     }
 
 
-async def run(api: str) -> dict[str, Any]:
+async def run(api: str, app_pid: int, on_users: Any, serving_pids: Any) -> dict[str, Any]:
+    """Register the users, hand their ids to ``on_users`` (seed serving, wait for it), then
+    measure. ``serving_pids`` returns the pids whose CPU is serving's."""
+    import psutil
+
+    def cpu(pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            try:
+                t = psutil.Process(pid).cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
+
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(base_url=api, timeout=60.0, limits=limits) as client:
-        tokens = []
+        tokens, ids = [], []
         for u in range(USERS):
             r = await client.post(
                 "/v1/auth/register", json={"email": f"bench{u}@example.org", "password": "bench-password-123"}
             )
             r.raise_for_status()
             tokens.append({"Authorization": f"Bearer {r.json()['access_token']}"})
+            ids.append((await client.get("/v1/auth/me", headers=tokens[-1])).json()["id"])
+        await asyncio.to_thread(on_users, ids)
         decisions: list[tuple[dict[str, str], str]] = []
 
         async def tip(c: httpx.AsyncClient, i: int) -> httpx.Response:
@@ -107,19 +139,55 @@ async def run(api: str) -> dict[str, Any]:
                 decisions.append((headers, r.json()["decision_id"]))
             return r
 
-        async def feedback(c: httpx.AsyncClient, i: int) -> httpx.Response:
-            headers, decision = decisions[i % len(decisions)]
-            return await c.post("/v1/feedback", json={"decision_id": decision, "reaction": "done"}, headers=headers)
+        pool: list[tuple[dict[str, str], str]] = []  # the decisions the feedback phase reacts to
 
+        async def feedback(c: httpx.AsyncClient, i: int) -> httpx.Response:
+            # each decision three times (done, snooze, dismiss: distinct reactions), then again
+            # (duplicates: answered from the stored reaction) if there are too few decisions
+            headers, decision = pool[(i // len(REACTIONS)) % len(pool)]
+            body = {"decision_id": decision, "reaction": REACTIONS[i % len(REACTIONS)]}
+            return await c.post("/v1/feedback", json=body, headers=headers)
+
+        async def settle() -> None:
+            """Wait until the app answers promptly again (what a phase queued has drained)."""
+            end = time.monotonic() + 120
+            while time.monotonic() < end:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.get("/v1/me/profile", headers=tokens[0])
+                    if r.status_code == 200 and time.perf_counter() - t0 < 0.2:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.5)
+
+        deadline = time.monotonic() + 120
         for i in range(WARMUP):  # connections, imports and caches warm
-            await tip(client, i)
+            r = await tip(client, i)
+            while r.status_code == 503 and time.monotonic() < deadline:  # serving still warming up
+                await asyncio.sleep(0.5)
+                r = await tip(client, i)
+            r.raise_for_status()
+        if not decisions:
+            raise RuntimeError(f"no tip in {WARMUP} warm-up requests: {r.text[:300]}")
         # Service time: one request at a time (no queue), what a request costs the app.
         sequential = {"tips_next": await one_at_a_time(client, tip, SEQUENTIAL)}
-        sequential["feedback"] = await one_at_a_time(client, feedback, SEQUENTIAL)
-        decisions.clear()
-        tips_next = await open_loop(client, tip, RPS, SECONDS)
-        fb = await open_loop(client, feedback, RPS, SECONDS)
-    return {"tips_next": tips_next, "feedback": fb, "sequential": sequential}
+        pool[:] = decisions[: WARMUP // 2]
+        sequential["feedback"] = await one_at_a_time(client, feedback, min(SEQUENTIAL, len(REACTIONS) * len(pool)))
+        del decisions[: WARMUP // 2]  # the rest is fresh, and the open-loop tips add theirs
+        out: dict[str, Any] = {}
+        for name, make in (("tips_next", tip), ("feedback", feedback)):
+            await settle()
+            pool[:] = decisions
+            app0, serving0 = cpu([app_pid]), cpu(serving_pids())
+            out[name] = await open_loop(client, make, RPS, SECONDS)
+            if name == "feedback":  # the relay delivers the last rewards after the last answer
+                await asyncio.sleep(RELAY_SETTLE_S)
+                out[name]["distinct_reactions"] = min(out[name]["requests"], len(REACTIONS) * len(pool))
+            n = out[name]["requests"]
+            out[name]["app_cpu_ms_per_request"] = round((cpu([app_pid]) - app0) / n * 1000, 3)
+            out[name]["serving_cpu_ms_per_request"] = round((cpu(serving_pids()) - serving0) / n * 1000, 3)
+    return out | {"sequential": sequential}
 
 
 async def one_at_a_time(client: httpx.AsyncClient, make: Any, n: int) -> dict[str, float]:
@@ -138,56 +206,91 @@ async def one_at_a_time(client: httpx.AsyncClient, make: Any, n: int) -> dict[st
     }
 
 
+def start_app(env: dict[str, str], log: Path) -> tuple[Any, str]:
+    """The app API as deployed, on a free port."""
+    from bench.serving import Proc
+
+    port = free_port()
+    args = ["-m", "uvicorn", "--factory", "app_api.main:create_app", "--host", "127.0.0.1", "--port", str(port)]
+    app = Proc([sys.executable, *args, "--no-access-log", "--log-level", "warning"], env, log)
+    url = f"http://127.0.0.1:{port}"
+    wait_up(f"{url}/healthz")
+    return app, url
+
+
+def with_real_serving(var: Path) -> dict[str, Any]:
+    """The app with ``bentoml serve serving.service:TipService`` behind it."""
+    import psutil
+
+    from bench.serving import TASKS, prepare, serve, wait_ready
+    from data_contracts.serving import RankRequest
+    from oo.serving_client import wire_body
+    from tests.serving.conftest import seed_tasks
+
+    env = prepare(var)  # champion registered, Feast applied (and bench/serving.py's own users)
+    service, serving_url = serve("serving.service:TipService", env, var / "serve.log")
+    procs = [service]
+    try:
+        app, api = start_app(env | APP_ENV | {"OO_APP__SERVING_URL": serving_url}, var / "app.log")
+        procs.insert(0, app)  # stopped first: the app (and its relay) before serving
+
+        def seed(ids: list[str]) -> None:
+            from oo.settings import get_settings
+
+            for user_id in ids:
+                seed_tasks(get_settings(), user_id, TASKS)
+            wait_ready(service, serving_url)
+            with httpx.Client(base_url=serving_url, timeout=120) as client:  # cold start: not the app's
+                for user_id in ids:
+                    client.post("/rank", json=wire_body("rank", RankRequest(user_id=user_id))).raise_for_status()
+
+        def serving_pids() -> list[int]:
+            root = psutil.Process(service.proc.pid)
+            return [root.pid, *(c.pid for c in root.children(recursive=True))]
+
+        result = asyncio.run(run(api, app.proc.pid, seed, serving_pids))
+        result["candidates_per_rank"] = TASKS
+    finally:
+        for p in procs:
+            p.stop()
+    return result
+
+
+def with_stand_in(var: Path) -> dict[str, Any]:
+    """The app with the protocol stand-in ``oo.fakes.serving`` behind it (labelled apart)."""
+    from bench.serving import Proc
+
+    var.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {"OO_PATHS__VAR_DIR": str(var), "OO_LOG_LEVEL": "WARNING"}
+    stand_in = Proc([sys.executable, "-c", f"from oo.fakes.serving import main; main(port={port})"], env, var / "s.log")
+    procs = [stand_in]
+    try:
+        wait_up(f"http://127.0.0.1:{port}/")
+        app, api = start_app(env | APP_ENV | {"OO_APP__SERVING_URL": f"http://127.0.0.1:{port}"}, var / "app.log")
+        procs.insert(0, app)
+        result = asyncio.run(run(api, app.proc.pid, lambda ids: None, lambda: [stand_in.proc.pid]))
+    finally:
+        for p in procs:
+            p.stop()
+    result["serving"] = "STAND-IN: oo.fakes.serving (protocol stand-in, near-free rank), own process"
+    return result
+
+
 def main() -> None:
     var = Path(tempfile.mkdtemp(prefix="oo-bench-api-"))
-    serving_port, api_port = free_port(), free_port()
-    env = os.environ | {
-        "OO_PATHS__VAR_DIR": str(var),
-        "OO_APP__SERVING_URL": f"http://127.0.0.1:{serving_port}",
-        "OO_AUTH__LOGIN_MAX_FAILURES": "1000",
-        "OO_LOG_LEVEL": "WARNING",
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", f"from oo.fakes.serving import main; main(port={serving_port})"], cwd=ROOT, env=env
-        ),
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "app_api.main:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(api_port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-        ),  # fmt: skip
-    ]
-    try:
-        api = f"http://127.0.0.1:{api_port}"
-        wait_up(f"http://127.0.0.1:{serving_port}/")
-        wait_up(f"{api}/healthz")
-        result = asyncio.run(run(api))
-    finally:
-        for p in reversed(procs):  # the app (and its relay) before serving
-            p.terminate()
-            p.wait(timeout=20)
-        for p in procs:
-            p.wait(timeout=20)
+    started = time.time()
+    result = with_real_serving(var / "real")
+    if os.environ.get("BENCH_API_STAND_IN", "1") != "0":
+        result["stand_in"] = with_stand_in(var / "stand-in")
     result["setup"] = {
         "offered_rps": RPS,
         "seconds_per_endpoint": SECONDS,
         "users": USERS,
         "app": "uvicorn, 1 process, SQLite, outbox relay running",
-        "serving": "oo.fakes.serving over HTTP (own process)",
+        "serving": "bentoml serve serving.service:TipService (own processes), seeded by bench/serving.py's prepare",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end",
+        "wall_s": round(time.time() - started, 1),
         "goal": {"tips_next_p99_ms": 30, "feedback_p99_ms": 10},
     }
     out = ROOT / "bench" / "results" / "api.json"

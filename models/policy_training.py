@@ -78,4 +78,6 @@ def train_and_register(interval_end: datetime, settings: Any = None, lake: Any =
         metric=cfg.gate_metric,
         clip=cfg.weight_clip,
     )
-    return registry.register_outcome(outcome, interval_key=interval_key, n_examples=len(examples), skew=skew)
+    return registry.register_outcome(
+        outcome, interval_key=interval_key, n_examples=len(examples), skew=skew, examples=examples
+    )

@@ -1,6 +1,7 @@
 """The MLflow side of training: one run per candidate, the ``tip-policy`` model, and its aliases.
 
-This is the only module that imports MLflow. Tracking goes to ``Settings.mlflow_tracking_uri``
+This and :mod:`models.tracking_erasure` (a user's rows in logged artifacts) are the only modules
+that import MLflow. Tracking goes to ``Settings.mlflow_tracking_uri``
 (SQLite under ``var/`` by default); the experiment is created with its artifact location
 pinned under ``Settings.mlflow_artifact_root`` (MLflow would otherwise write to ``./mlruns``).
 
@@ -9,7 +10,8 @@ DR on the selection slice with their intervals, effective sample size and larges
 metrics when given, the feature list, a plot of the estimates, and the policy itself as a pyfunc
 model whose artifact is the versioned pickle of :func:`models.policies.dumps`. Each is
 registered as a version of ``tip-policy``; ``@challenger`` moves to the best on the selection
-slice. ``@champion`` moves only when :func:`models.gate.gate` promotes the challenger on the
+slice, and its run also logs the training set's lineage (``TRAINING_SET``: decision and user
+ids). ``@champion`` moves only when :func:`models.gate.gate` promotes the challenger on the
 later gate slice: the paired cluster-bootstrap difference against the champion (or, with no
 champion or one pickled by other code, the logged policy) is above the margin, with enough
 evidence. The evidence (difference, interval, ESS, users, slice dates, decision, reason) is
@@ -26,7 +28,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from data_contracts import TrainingExample
 from models.evaluation import OffPolicyReport, features_of, target_distributions
 from models.gate import GateEvidence, GateRule, span
 from models.gate import gate as run_gate
@@ -47,6 +50,8 @@ log = logging.getLogger(__name__)
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+TRAINING_SET = "training_set/examples.parquet"
+"""Where a challenger's run logs the keys of the examples it was trained on."""
 
 
 class PolicyPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
@@ -237,16 +242,43 @@ class Registry:
             selection=span(outcome.selection),
         )
 
+    def log_training_set(self, run_id: str, examples: Sequence[TrainingExample]) -> None:
+        """Log which decisions the run trained and was evaluated on, as ``TRAINING_SET``: a
+        Parquet file of each example's key, user, time, choice and reward (the lineage of the
+        run; the full rows are in the lake). It holds user ids, so erasures rewrite it
+        (:mod:`models.tracking_erasure`)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table(
+            {
+                "decision_id": pa.array([str(e.decision_id) for e in examples], pa.string()),
+                "user_id": pa.array([e.user_id for e in examples], pa.string()),
+                "decided_at": pa.array([e.decided_at for e in examples], pa.timestamp("us", tz="UTC")),
+                "chosen_id": pa.array([e.chosen_id for e in examples], pa.string()),
+                "propensity": pa.array([e.propensity for e in examples], pa.float64()),
+                "reward": pa.array([e.reward for e in examples], pa.float64()),
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(TRAINING_SET).name
+            pq.write_table(table, path, compression="zstd")
+            self.client.log_artifact(run_id, str(path), str(Path(TRAINING_SET).parent))
+
     def register_outcome(
         self,
         outcome: TrainingOutcome,
         interval_key: str,
         n_examples: int,
         skew: Mapping[str, float] | None = None,
+        examples: Sequence[TrainingExample] = (),
     ) -> dict[str, Any]:
-        """Log every candidate, move ``@challenger`` to the best, gate ``@champion``; a summary."""
+        """Log every candidate, move ``@challenger`` to the best, gate ``@champion``; a summary.
+        With ``examples``, the challenger's run also logs the training set's lineage."""
         logged = [(c, *self.log_candidate(c, interval_key, skew)) for c in outcome.candidates]
         _, best_run, best_version = logged[0]
+        if examples:
+            self.log_training_set(best_run, examples)
         self.client.set_registered_model_alias(self.model_name, CHALLENGER, best_version)
         evidence = self.gate(best_version, outcome)
         if evidence.promoted:

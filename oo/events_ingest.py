@@ -105,17 +105,49 @@ class EventLog:
         tmp.write_text(str(offset))
         os.replace(tmp, mark)
 
+    def generation(self, topic: str) -> int:
+        """How many times lines of ``topic`` were redacted in place (odd while a redaction runs).
+
+        Offsets never move (a redaction overwrites a line with as many spaces), so a reader never
+        re-syncs; it only re-reads a chunk that a redaction may have torn (see :meth:`read`)."""
+        mark = self.root / f"{topic}.generation"
+        try:
+            return int(mark.read_text())
+        except FileNotFoundError:
+            return 0
+
+    def set_generation(self, topic: str, value: int) -> None:
+        """Store ``topic``'s redaction generation atomically (used by :mod:`oo.event_erasure`)."""
+        mark = self.root / f"{topic}.generation"
+        tmp = mark.with_suffix(".generation-tmp")
+        tmp.write_text(str(value))
+        os.replace(tmp, mark)
+
     def read(
         self, topic: str, reader: str, start: int | None = None, max_bytes: int = 64 << 20
     ) -> tuple[list[bytes], int]:
-        """Complete lines after the watermark (a line still being written is left for later)."""
+        """Complete lines after the watermark (a line still being written is left for later).
+
+        Blank lines (a redacted event is a line of spaces) are skipped. Reads take no lock: when
+        the redaction generation was odd or moved during the read, the chunk is read again under
+        a shared lock, which waits for the redaction's exclusive one (a seqlock)."""
         path = self.path(topic)
         offset = self.watermark(topic, reader) if start is None else start
         if not path.exists():
             return [], offset
         with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size <= offset:  # nothing new (a poll's usual answer)
+                return [], offset
+            before = self.generation(topic)
             handle.seek(offset)
             chunk = handle.read(max_bytes)
+            if before % 2 or self.generation(topic) != before:
+                fcntl.flock(handle, fcntl.LOCK_SH)
+                try:
+                    handle.seek(offset)
+                    chunk = handle.read(max_bytes)
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
         complete = chunk[: chunk.rfind(b"\n") + 1]
         lines = [line for line in complete.split(b"\n") if line.strip()]
         return lines, offset + len(complete)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 from uuid import UUID
 
 from fastapi import APIRouter, Header, HTTPException
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Table, insert
 from sqlalchemy.exc import IntegrityError
 
 from app_api import relay
@@ -19,6 +20,9 @@ from data_contracts.events import Reaction as ReactionKind
 from data_contracts.serving import RewardRequest
 
 router = APIRouter(prefix="/feedback", tags=["feedback"])
+
+INSERT_REACTION = insert(cast(Table, Reaction.__table__))
+"""Built once: a Core INSERT (no unit of work, no per-request statement construction)."""
 
 REACTION_NS = UUID("6f0c1c33-8a55-4b9e-9c59-3f2f4b8c2a10")
 
@@ -72,17 +76,6 @@ def submit(
     if decision is None or decision.user_id != user.id:  # another user's decision does not exist for you
         raise HTTPException(404, "no such decision")
     reaction_id = idempotency_key or uuid.uuid5(REACTION_NS, f"{user.id}:{body.decision_id}:{body.reaction.value}")
-    if session.get(Reaction, str(reaction_id)) is not None:
-        return _replay(session, reaction_id, body, user.id)
-    session.add(
-        Reaction(
-            reaction_id=str(reaction_id),
-            decision_id=decision.decision_id,
-            user_id=user.id,
-            reaction=body.reaction.value,
-            occurred_at=now,
-        )
-    )
     reward = RewardRequest(
         event_id=body.decision_id, user_id=user.id, reaction=body.reaction, reaction_id=reaction_id, occurred_at=now
     )
@@ -94,11 +87,23 @@ def submit(
         reaction=body.reaction,
         occurred_at=now,
     )
-    relay.enqueue(session, relay.SERVING_REWARD, f"reward:{reaction_id}", user.id, reward, now)
-    relay.enqueue(session, relay.BUS_REACTIONS, f"reaction:{reaction_id}", user.id, event, now)
+    # The reaction and its two outbox messages in one transaction, as plain INSERTs; a reaction
+    # already recorded (the same key again, or committed concurrently) fails the first one.
     try:
+        session.execute(
+            INSERT_REACTION,
+            {
+                "reaction_id": str(reaction_id),
+                "decision_id": decision.decision_id,
+                "user_id": user.id,
+                "reaction": body.reaction.value,
+                "occurred_at": now,
+            },
+        )
+        relay.enqueue(session, relay.SERVING_REWARD, f"reward:{reaction_id}", user.id, reward, now)
+        relay.enqueue(session, relay.BUS_REACTIONS, f"reaction:{reaction_id}", user.id, event, now)
         session.commit()
-    except IntegrityError:  # the same key committed concurrently
+    except IntegrityError:
         session.rollback()
         return _replay(session, reaction_id, body, user.id)
     relay.nudge(services)

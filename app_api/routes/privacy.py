@@ -27,7 +27,7 @@ EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.get("/export", responses=EXPORT_RESPONSES, response_class=JSONResponse)
 def export(user: CurrentUser, session: SessionDep, services: ServicesDep) -> Any:
-    """Everything held about the caller: app database, lake, feature store, serving."""
+    """Everything held about the caller: app database, lake, event log, feature store, MLflow, serving."""
     try:
         data = privacy.export_all(services, session, user)
     except ServingError as exc:

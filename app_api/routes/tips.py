@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Literal
+from typing import Literal, cast
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
+from sqlalchemy import Table, insert
 
 from app_api.deps import CurrentUser, Now, ServicesDep, SessionDep
 from app_api.preferences import Purpose, current_consents, in_quiet_hours, profile_of
@@ -21,6 +22,9 @@ from oo.serving_client import ServingRefused, ServingUnavailable
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/tips", tags=["tips"])
+
+INSERT_SERVED = insert(cast(Table, ServedDecision.__table__))
+"""Built once: a Core INSERT (no unit of work, no per-request statement construction)."""
 
 
 class Tip(BaseModel):
@@ -72,16 +76,17 @@ def next_tip(user: CurrentUser, session: SessionDep, services: ServicesDep, now:
         # Serving must not do this; if it does, the user's choice wins and nothing is shown.
         log.error("tips/next: serving chose a %s the user did not allow; not shown", chosen.kind.value)
         return NextTip(decision_id=decision.event_id, tip=None, reason="no_candidates")
-    session.add(
-        ServedDecision(
-            decision_id=str(decision.event_id),
-            user_id=user.id,
-            candidate_id=chosen.candidate_id,
-            kind=chosen.kind.value,
-            content=chosen.content,
-            via="api",
-            served_at=now,
-        )
+    session.execute(  # a plain INSERT: nothing reads the row back in this request
+        INSERT_SERVED,
+        {
+            "decision_id": str(decision.event_id),
+            "user_id": user.id,
+            "candidate_id": chosen.candidate_id,
+            "kind": chosen.kind.value,
+            "content": chosen.content,
+            "via": "api",
+            "served_at": now,
+        },
     )
     session.commit()
     return NextTip(

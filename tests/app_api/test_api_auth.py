@@ -8,7 +8,7 @@ import logging
 import jwt
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -53,6 +53,17 @@ def test_access_tokens_are_short_lived_and_checked(client: TestClient, clock: Cl
     r = client.get("/v1/auth/me", headers={"Authorization": f"Bearer {forged}"})
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     clock.advance(seconds=alice.tokens["expires_in"] + 1)
+    assert client.get("/v1/auth/me", headers=alice.auth).status_code == 401
+
+
+def test_a_verified_token_is_refused_once_the_signing_key_changes(
+    client: TestClient, services: Services, alice: Account
+) -> None:
+    """Verified tokens are cached by their text (tips and feedback pay for the signature once),
+    with the key that verified them: a rotated key refuses the token at once."""
+    assert client.get("/v1/auth/me", headers=alice.auth).status_code == 200  # verified, cached
+    auth = services.settings.auth.model_copy(update={"secret_key": SecretStr("a-rotated-key-of-at-least-32-bytes!!")})
+    services.settings = services.settings.model_copy(update={"auth": auth})
     assert client.get("/v1/auth/me", headers=alice.auth).status_code == 401
 
 

@@ -1,6 +1,6 @@
-"""Privacy: the export holds the user's data from every store and nobody else's; after the
-erasure, a search of every store for the user's id finds nothing, and the audit entry holds no
-personal data."""
+"""Privacy: the export holds the user's data from every store (app database, lake, event log,
+feature store, MLflow artifacts, serving) and nobody else's; after the erasure, a search of every
+store for the user's id finds nothing, and the audit entry holds no personal data."""
 
 from __future__ import annotations
 
@@ -15,15 +15,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app_api.privacy import feature_store, lake_datasets
+from app_api.privacy import event_log, feature_store, lake_datasets
 from app_api.relay import relay_once
 from app_api.services import Services
 from app_api.tables import AuditEntry
-from data_contracts import CandidateKind, NotificationDelivery, ReactionEvent
+from data_contracts import Activation, CandidateKind, NotificationDelivery, ReactionEvent, RewardEvent, TrainingExample
+from models.registry import TRAINING_SET
+from oo.events_ingest import ingest
 from oo.fakes.serving import FakeServingServer
 from oo.feature_erasure import read_online
 from oo.tables import Base
 from tests.app_api.conftest import Account
+from tests.models.features.synthetic import T0, decision
+from tests.models.features.synthetic import reaction as synthetic_reaction
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +66,37 @@ def give_data(client: TestClient, services: Services, account: Account) -> None:
     from models.features.online import OnlineFeatures
 
     OnlineFeatures(feature_store(services)).push_reaction(event, CandidateKind.todoist_task)
+    events = event_log(services)  # serving's and the app's events, not yet ingested into the lake
+    d = decision(uuid.uuid4().int >> 64, account.id, T0, ["t1", "t2"])
+    events.append("decisions", d)
+    events.append("reactions", synthetic_reaction(1, d, "done", T0))
+    events.append(
+        "rewards",
+        RewardEvent(event_id=uuid.uuid4(), decision_id=d.decision_id, user_id=account.id, reaction="done",
+                    reward=1.0, occurred_at=T0),
+    )  # fmt: skip
+    events.append("activations", Activation(decision_id=d.decision_id, user_id=account.id, activated_at=T0))
+
+
+def training_example(user_id: str) -> TrainingExample:
+    d = decision(uuid.uuid4().int >> 64, user_id, T0, ["t1"])
+    return TrainingExample(
+        decision_id=d.decision_id, user_id=user_id, decided_at=T0, candidates=d.candidates, chosen_id=d.chosen_id,
+        propensity=0.5, policy="baseline", policy_version="1", rewarded=True, reward=1.0,
+    )  # fmt: skip
+
+
+def log_training_set(services: Services, *accounts: Account) -> str:
+    """A training run whose lineage artifact holds the accounts' decisions (as policy_training logs it)."""
+    import mlflow
+
+    from models.registry import Registry
+
+    registry = Registry(services.settings)
+    with mlflow.start_run(experiment_id=registry.experiment_id) as run:
+        pass
+    registry.log_training_set(run.info.run_id, [training_example(a.id) for a in accounts for _ in range(2)])
+    return str(run.info.run_id)
 
 
 @pytest.fixture
@@ -84,12 +119,36 @@ def everything_in_the_lake(services: Services) -> str:
     return json.dumps([services.lake.read(n).to_pylist() for n in lake_datasets()], default=str)
 
 
+def everything_in_the_event_log(services: Services) -> str:
+    root = event_log(services).root
+    return "".join(p.read_text() for p in sorted(root.iterdir()) if p.is_file())
+
+
+def everything_in_mlflow(services: Services) -> str:
+    """Every artifact (Parquet decoded: its pages are compressed) and every tracking-table row."""
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    out: list[Any] = []
+    for path in sorted(p for p in services.settings.mlflow_artifact_root.rglob("*") if p.is_file()):
+        out.append(
+            pq.read_table(path).to_pylist() if path.suffix == ".parquet" else path.read_bytes().decode("latin-1")
+        )
+    db = services.settings.mlflow_tracking_uri.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        out += [conn.execute(f'SELECT * FROM "{t}"').fetchall() for t in tables]
+    return json.dumps(out, default=str)
+
+
 def test_export_then_erase(
     client: TestClient, applied: Services, fake_serving: FakeServingServer, alice: Account, bob: Account
 ) -> None:
     services = applied
     give_data(client, services, alice)
     give_data(client, services, bob)
+    run_id = log_training_set(services, alice, bob)
 
     r = client.get("/v1/me/export", headers=alice.auth)
     assert r.status_code == 200
@@ -102,14 +161,24 @@ def test_export_then_erase(
     assert len(data["lake"]["reactions"]) == 1 and len(data["lake"]["deliveries"]) == 1
     assert data["feature_store"]["online"]["user_reactions"][0]["user_id"] == alice.id
     assert len(data["serving"]["decisions"]) == 1 and len(data["serving"]["rewards"]) == 1
+    assert sorted(data["event_log"]) == ["activations", "decisions", "reactions", "rewards"]
+    assert [e["user_id"] for e in data["event_log"]["decisions"]] == [alice.id]
+    assert [row["user_id"] for row in data["mlflow"][run_id][TRAINING_SET]] == [alice.id, alice.id]
     assert bob.id not in r.text and bob.email not in r.text  # only the caller's data
     assert f"tok-{alice.id}" not in r.text and "password_hash" not in r.text
 
     assert client.delete("/v1/me", headers=alice.auth).status_code == 204
 
-    for haystack in (everything_in_the_app_db(services), everything_in_the_lake(services)):
+    ingest(services.lake, event_log(services))  # what was not yet ingested does not come back
+    for haystack in (
+        everything_in_the_app_db(services),
+        everything_in_the_lake(services),
+        everything_in_the_event_log(services),
+        everything_in_mlflow(services),
+    ):
         assert alice.id not in haystack and alice.email not in haystack
         assert bob.id in haystack  # Bob is untouched
+    assert services.lake.read("decisions", where="user_id = ?", params=[bob.id]).num_rows == 1
     store = feature_store(services)
     assert read_online(store, "user_id", [alice.id]) == {}
     assert read_online(store, "user_id", [bob.id]) != {}
@@ -118,6 +187,7 @@ def test_export_then_erase(
     with Session(services.engine) as s:
         [audit] = s.execute(select(AuditEntry)).scalars().all()
     assert audit.action == "user_erased" and audit.detail["lake"] == 2 and audit.detail["serving"] == 2
+    assert audit.detail["event_log"] == 4 and audit.detail["mlflow"] == 2
     assert alice.id not in json.dumps(audit.detail) and alice.email not in json.dumps(audit.detail)
     # The account is gone: its token no longer works, and the email can register again.
     assert client.get("/v1/auth/me", headers=alice.auth).status_code == 401
@@ -139,3 +209,46 @@ def test_serving_down_erases_nothing(
     assert client.get("/v1/auth/me", headers=alice.auth).status_code == 200
     assert client.delete("/v1/me", headers=alice.auth).status_code == 204  # and again, now it works
     assert services.lake.read("reactions").num_rows == 0
+
+
+@pytest.mark.integration
+def test_export_and_erasure_reach_nats_jetstream(
+    client: TestClient, services: Services, nats_url: str, alice: Account, bob: Account
+) -> None:
+    from oo.bus import DbDeduplicator, NatsBus
+    from oo.bus_erasure import read_user
+    from oo.settings import BusSettings
+
+    tag = uuid.uuid4().hex[:8]
+    bus_settings = BusSettings(nats_url=nats_url, stream=f"P{tag}", subject_prefix=f"p{tag}")
+    services.settings = services.settings.model_copy(update={"bus": bus_settings})
+
+    async def on_nats(work: Any) -> Any:
+        bus = NatsBus(nats_url, DbDeduplicator(services.engine), stream=bus_settings.stream, prefix=f"p{tag}")
+        try:
+            return await work(bus)
+        finally:
+            await bus.close()
+
+    async def publish(bus: NatsBus) -> None:
+        for account in (alice, bob, alice):
+            await bus.publish("reactions", reaction(account.id))
+
+    async def drop(bus: NatsBus) -> None:
+        js = await bus._jetstream()
+        for name in (bus.stream, f"{bus.stream}_DLQ"):
+            await js.delete_stream(name)
+
+    asyncio.run(on_nats(publish))
+    try:
+        exported = client.get("/v1/me/export", headers=alice.auth).json()["bus"]
+        assert [e["user_id"] for e in exported[f"p{tag}.reactions"]] == [alice.id, alice.id]
+        assert client.delete("/v1/me", headers=alice.auth).status_code == 204
+        assert asyncio.run(on_nats(lambda bus: read_user(bus, alice.id))) == {}
+        kept = asyncio.run(on_nats(lambda bus: read_user(bus, bob.id)))
+        assert [e["user_id"] for e in kept[f"p{tag}.reactions"]] == [bob.id]
+        with Session(services.engine) as s:
+            [audit] = s.execute(select(AuditEntry)).scalars().all()
+        assert audit.detail["bus"] == 2
+    finally:
+        asyncio.run(on_nats(drop))

@@ -128,7 +128,9 @@ def test_runs_log_params_features_plot_and_the_pickled_policy(tmp_path: Path, ex
     outcome = train_candidates(
         examples[:1500], grid=[CandidateSpec("bootstrap_thompson", 0.05, 4)], n_bootstrap=100, clip=20.0
     )
-    summary = registry.register_outcome(outcome, interval_key="j", n_examples=1500, skew={"priority": 0.01})
+    summary = registry.register_outcome(
+        outcome, interval_key="j", n_examples=1500, skew={"priority": 0.01}, examples=examples[:1500]
+    )
     run = registry.client.get_run(summary["runs"][0])
     assert run.data.params["explorer"] == "bootstrap_thompson" and "skew_priority" in run.data.metrics
     assert run.data.params["ope_weight_clip"] == "20.0" and run.data.params["ope_slice"] == "selection"
@@ -138,6 +140,15 @@ def test_runs_log_params_features_plot_and_the_pickled_policy(tmp_path: Path, ex
     assert str(tmp_path / "artifacts") in run.info.artifact_uri  # pinned, not ./mlruns
     features = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/features.json")["features"]
     assert "priority*done_rate_28d" in features
+    # the challenger's run keeps the training set's lineage: which decisions, of which users
+    import pyarrow.parquet as pq
+
+    from models.registry import TRAINING_SET
+
+    lineage = pq.read_table(mlflow.artifacts.download_artifacts(f"{run.info.artifact_uri}/{TRAINING_SET}"))
+    assert lineage.num_rows == 1500
+    assert lineage["decision_id"].to_pylist() == [str(e.decision_id) for e in examples[:1500]]
+    assert set(lineage["user_id"].to_pylist()) == {e.user_id for e in examples[:1500]}
 
 
 def test_a_policy_pickled_by_other_code_fails_to_load_clearly(registry, examples, monkeypatch) -> None:  # type: ignore[no-untyped-def]
