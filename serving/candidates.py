@@ -3,8 +3,10 @@ pools fetched concurrently.
 
 - **Todoist pool**: the lake's latest state of the user's tasks (``current_tasks``), open ones
   only, most urgent first, with their :class:`CandidateFeatures` from the feature store's
-  ``tip_policy_v1`` (``OnlineFeatures.get``, the read serving does); when the store cannot be
-  read, the contract defaults (``task_known = 0``), counted.
+  ``tip_policy_v1`` (``OnlineFeatures.get``, the one feature read of a decision: the engine uses
+  this read's user context too); a task the store does not know (``task_known = 0``), or every
+  task when the store cannot be read (counted), gets the contract defaults overlaid with its own
+  lake row's attributes (``task_row_features``: priority, due date, labels...).
 - **LLM pool**: the ``tip-generator`` alias of the LLM gateway, asked with the versioned prompt
   (``OO_LLM__PROMPT_VERSION``) for JSON validated against :class:`data_contracts.llm_tips.LLMTip`.
   Malformed tips are dropped and counted, never served; a tip repeating one the user was offered
@@ -33,7 +35,7 @@ from prometheus_client import Counter
 
 from data_contracts import CandidateFeatures, CandidateKind, TipCandidate, TodoistTask, UserContext
 from data_contracts.decisions import MAX_CANDIDATES
-from models.features.online import candidate_from_row, features_dict, llm_tip_features
+from models.features.online import candidate_from_row, features_dict, llm_tip_features, task_row_features
 from oo.integrations.todoist.sync import current_tasks
 from oo.lake import Lake
 from oo.llm.prompts import response_format, tip_messages
@@ -216,7 +218,7 @@ class CandidateGenerator:
                 kind=CandidateKind.todoist_task,
                 source="todoist",
                 task_id=task.id,
-                features=features_dict(f),
+                features=_task_features(task, f),
             )
             for task, f in zip(tasks, features, strict=True)
         ]
@@ -230,7 +232,9 @@ class CandidateGenerator:
                 from models.features.online import OnlineFeatures
                 from oo.feature_store import get_store
 
-                self._features = OnlineFeatures(get_store(self.settings))
+                self._features = OnlineFeatures(
+                    get_store(self.settings), task_ttl_s=self.settings.serving.task_features_ttl_s
+                )
             return self._features.get(user_id, task_ids, tz=tz, now=now)
         except Exception:  # the store down or not applied: contract defaults, flagged unknown, counted
             log.warning("Todoist pool: online features unreadable for %s; contract defaults", user_id, exc_info=True)
@@ -354,6 +358,16 @@ class CandidateGenerator:
             return out
         vectors = embedded.vectors
         return repeats(vectors[len(recent) :], vectors[: len(recent)], self.cfg.duplicate_similarity)
+
+
+def _task_features(task: TodoistTask, stored: CandidateFeatures) -> dict[str, float]:
+    """The store's features of a task it knows; for one it does not know yet (``task_known = 0``,
+    say synced since the last materialization) the contract defaults overlaid with what the
+    task's own lake row says (its priority, due date, labels...)."""
+    features = features_dict(stored)
+    if stored.task_known > 0:
+        return features
+    return {**features, **task_row_features(task)}
 
 
 def _as_cached(result: _Generated) -> _Generated:
