@@ -170,3 +170,57 @@ def test_apprentice_mode_serves_the_baseline_and_reports_the_learner(world: dict
     decisions = EventLog(var / "events").read("decisions", "t", start=0)[0]
     shadows = [line for line in decisions if b'"policy":"softmax"' in line and b'"policy":"rule_based"' in line]
     assert len(shadows) >= 6  # what the learner would have chosen is logged with each decision
+
+
+def test_a_task_the_store_does_not_know_keeps_its_own_lake_features(world: dict[str, Any]) -> None:
+    """dora's tasks are in the lake but not yet in the (empty) online store: each candidate still
+    carries its own priority (1..4 as seeded), flagged ``task_known = 0``, rather than the default 1."""
+    from data_contracts import Decision
+
+    got = post(world, "/rank", {"user_id": "dora"}).json()
+    line = next(
+        line
+        for line in EventLog(world["var"] / "events").read("decisions", "t", start=0)[0]
+        if got["event_id"].encode() in line
+    )
+    features = {c.task_id: c.features for c in Decision.model_validate_json(line).candidates}
+    assert {t: (f["task_known"], f["priority"]) for t, f in features.items()} == {
+        f"dora-t{i}": (0.0, float(i % 4 + 1)) for i in range(4)
+    }
+    assert {f["content_length"] for f in features.values()} == {float(len("dora's task 0"))}
+
+
+def test_a_policy_failing_numerically_falls_back_to_the_rule_baseline_counted(world: dict[str, Any]) -> None:
+    """A served policy whose scorer went non-finite (a corrupted weight) never turns a rank into a
+    500: the rule baseline decides that request, the decision is logged as the baseline's, and
+    the fallback is counted by policy and error."""
+    import re
+
+    from data_contracts.serving import RankRequest
+    from serving.service import build_engine
+
+    var: Path = world["var"]
+    env = {**world["env"], "OO_SERVING__STATE_DIR": str(var / "numeric")}
+    with applied_env(env):
+        engine, background = build_engine()
+        try:
+            assert asyncio.run(engine.rank(RankRequest(user_id="dora"))).policy == "softmax"
+            engine.loop.learner.policy.model._intercept = float("nan")  # type: ignore[union-attr,attr-defined]
+            got = asyncio.run(engine.rank(RankRequest(user_id="dora", candidates=candidates(4))))
+        finally:
+            background.stop()
+    assert got.policy == "rule_based" and got.propensity == 1.0 and got.reward_action_id is not None
+    assert got.reason is not None and "NonFiniteScore" in got.reason
+    assert got.reward_action_id in {"c3", "task:dora-t3"}  # the baseline's pick: a priority-4 candidate
+    logged = [
+        line
+        for line in EventLog(var / "events").read("decisions", "t", start=0)[0]
+        if str(got.event_id).encode() in line
+    ]
+    assert len(logged) == 1 and b'"policy":"rule_based"' in logged[0]
+    metrics = world["client"].get("/metrics").text
+    assert re.search(
+        r'^oo_policy_numeric_fallbacks_total\{[^}]*error="NonFiniteScore"[^}]*policy="softmax"[^}]*\} 1\.0$',
+        metrics,
+        re.M,
+    ), metrics[-2000:]
