@@ -126,6 +126,7 @@ class CandidateGenerator:
             max_users=self.cfg.cache_max_users,
         )
         self._inflight: dict[str, asyncio.Task[_Generated]] = {}
+        self._version: tuple[float, tuple[tuple[str, int, int], ...]] | None = None
         self._tasks: BoundedLRU[str, tuple[tuple[tuple[str, int, int], ...], list[TodoistTask]]] = BoundedLRU(
             self.cfg.cache_max_users
         )
@@ -171,9 +172,10 @@ class CandidateGenerator:
     async def _read_tasks(self, user_id: str) -> list[TodoistTask]:
         """The user's open tasks, most urgent first; re-read (in a worker thread) only when the
         lake's task files changed: a read scans every file of ``todoist_tasks``, hundreds of
-        milliseconds on a large lake, while the check is a few ``stat`` calls."""
+        milliseconds on a large lake, while the check is a ``stat`` per file, made at most every
+        ``OO_SERVING__CANDIDATES_TTL_S``."""
         try:
-            version = self._lake_version()
+            version = self._checked_lake_version()
         except OSError:
             log.exception("Todoist pool: cannot list the lake's task files; serving without tasks")
             POOL_FAILURES.labels("lake").inc()
@@ -197,6 +199,15 @@ class CandidateGenerator:
             return None
         open_tasks = [t for t in tasks.values() if not t.checked]
         return sorted(open_tasks, key=lambda t: (-t.priority, t.due.date if t.due else "~", t.child_order, t.id))
+
+    def _checked_lake_version(self) -> tuple[tuple[str, int, int], ...]:
+        """:meth:`_lake_version`, looked at again at most every ``OO_SERVING__CANDIDATES_TTL_S``
+        (for every user at once): a sync shows within that, and a rank does not list and stat
+        every task file."""
+        now = time.monotonic()
+        if self._version is None or now - self._version[0] >= self.settings.serving.candidates_ttl_s:
+            self._version = (now, self._lake_version())
+        return self._version[1]
 
     def _lake_version(self) -> tuple[tuple[str, int, int], ...]:
         """Name, modification time and size of every committed ``todoist_tasks`` file."""
