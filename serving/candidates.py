@@ -229,7 +229,7 @@ class CandidateGenerator:
                 kind=CandidateKind.todoist_task,
                 source="todoist",
                 task_id=task.id,
-                features=_task_features(task, f),
+                features=_pool_features(task, f),
             )
             for task, f in zip(tasks, features, strict=True)
         ]
@@ -371,7 +371,7 @@ class CandidateGenerator:
         return repeats(vectors[len(recent) :], vectors[: len(recent)], self.cfg.duplicate_similarity)
 
 
-def _task_features(task: TodoistTask, stored: CandidateFeatures) -> dict[str, float]:
+def _pool_features(task: TodoistTask, stored: CandidateFeatures) -> dict[str, float]:
     """The store's features of a task it knows; for one it does not know yet (``task_known = 0``,
     say synced since the last materialization) the contract defaults overlaid with what the
     task's own lake row says (its priority, due date, labels...)."""
