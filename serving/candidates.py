@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import Counter
+from pydantic import TypeAdapter
 
 from data_contracts import CandidateFeatures, CandidateKind, TipCandidate, TodoistTask, UserContext
 from data_contracts.decisions import MAX_CANDIDATES
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LLMStatus = Literal["ok", "cached", "timeout", "error", "malformed", "no_consent", "disabled"]
+
+_TIP_CANDIDATES = TypeAdapter(list[TipCandidate])
 
 LLM_POOL = Counter("oo_llm_pool", "LLM pool outcomes, one per gathered decision", ["status"])
 POOL_FAILURES = Counter(
@@ -222,17 +225,19 @@ class CandidateGenerator:
     ) -> tuple[list[TipCandidate], UserContext | None]:
         tasks = (await asyncio.shield(reading))[:MAX_CANDIDATES]
         context, features = await asyncio.to_thread(self._task_features, user_id, [t.id for t in tasks], now, tz)
-        candidates = [
-            TipCandidate(
-                candidate_id=f"task:{task.id}",
-                content=task.content,
-                kind=CandidateKind.todoist_task,
-                source="todoist",
-                task_id=task.id,
-                features=_pool_features(task, f),
-            )
-            for task, f in zip(tasks, features, strict=True)
-        ]
+        candidates = _TIP_CANDIDATES.validate_python(  # one call of the compiled validator for all
+            [
+                {
+                    "candidate_id": f"task:{task.id}",
+                    "content": task.content,
+                    "kind": CandidateKind.todoist_task,
+                    "source": "todoist",
+                    "task_id": task.id,
+                    "features": _pool_features(task, f),
+                }
+                for task, f in zip(tasks, features, strict=True)
+            ]
+        )
         return candidates, context
 
     def _task_features(

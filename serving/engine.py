@@ -89,6 +89,7 @@ class DecisionEngine:
         self.loop = loop
         self.baseline = lifecycle.rule_baseline()
         self.fallbacks = 0
+        self.policy_fallbacks = 0
 
     # -- rank --------------------------------------------------------------------------------
     async def rank(self, request: RankRequest, now: datetime | None = None) -> RankResponse:
@@ -146,6 +147,7 @@ class DecisionEngine:
                 if served is self.baseline and not shadows:
                     raise
                 failed = served.name if served is not self.baseline else shadows[0].name
+                self.policy_fallbacks += 1
                 metrics.POLICY_FALLBACKS.labels(policy=failed, error=type(exc).__name__).inc()
                 log.warning(
                     "rank: %s failed numerically (%s: %s); the rule baseline decided %s",
@@ -365,6 +367,7 @@ class DecisionEngine:
             **described,
             "feature_store": "ok" if self.features is not None else "unavailable",
             "feature_store_fallbacks": self.fallbacks,
+            "policy_numeric_fallbacks": self.policy_fallbacks,
         }
 
 
