@@ -52,17 +52,21 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         seed_tasks(settings, "carol", 6)
         snapshots = SnapshotStore(settings.snapshot_dir)
         learner = start_learner(env, var, "learner")
+        state: dict[str, Any] = {"learner": learner}
         try:
             wait_for(
                 lambda: snapshots.latest() is not None, 240, lambda: f"no first snapshot:\n{learner.log()}", learner
             )
             replica = Service(env, var / "replica.log")
+            state.update(replica=replica, snapshots=snapshots, env=env, var=var)
             try:
-                yield {"replica": replica, "learner": learner, "snapshots": snapshots, "env": env, "var": var}
+                yield state
             finally:
                 replica.stop()
         finally:
             learner.stop()
+            if state["learner"] is not learner:  # a test restarted it: stop that one too
+                state["learner"].stop()
 
 
 def rank(replica: Service) -> str:
