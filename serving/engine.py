@@ -8,6 +8,7 @@ and its reaction likewise before it is acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -159,24 +160,31 @@ class DecisionEngine:
                 fallback_reason = f"{failed} failed ({type(exc).__name__}): the rule baseline decided"
                 served = self.baseline
                 made = decide(served=served, shadows=[])
-        # durable before the answer leaves: tip scores, then the decision (the learner reads decisions),
-        # fsynced in a worker thread together with the concurrent ranks' (group commit)
-        await self.journal.append(("tip_scores", made.tip_scores), ("decisions", [made.decision]))
         response = made.response
         if fallback_reason is not None:
             response = response.model_copy(update={"reason": fallback_reason})
         elif unknown_user:
             response = response.model_copy(update={"reason": "unknown user: the rule baseline decided"})
-        self.index.add(
-            event_id,
-            request.user_id,
-            decided_at,
-            made.decision.chosen_id,
-            next(c.kind.value for c in eligible if c.candidate_id == made.decision.chosen_id),
-            request.defer_activation,
-            digest,
-            response.model_dump_json(),
-        )
+        kind = next(c.kind.value for c in eligible if c.candidate_id == made.decision.chosen_id)
+
+        async def record() -> None:
+            # durable before the answer leaves: tip scores, then the decision (the learner reads
+            # decisions), fsynced in a worker thread together with the concurrent ranks' (group
+            # commit); then indexed, so that a repeated event_id gets this answer
+            await self.journal.append(("tip_scores", made.tip_scores), ("decisions", [made.decision]))
+            self.index.add(
+                event_id,
+                request.user_id,
+                decided_at,
+                made.decision.chosen_id,
+                kind,
+                request.defer_activation,
+                digest,
+                response.model_dump_json(),
+            )
+
+        # shielded: a caller that goes away mid-write never leaves a logged decision unindexed
+        await asyncio.shield(record())
         if self.loop is not None:
             self.loop.poll()
         metrics.DECISIONS.labels(policy=served.name, outcome="served").inc()

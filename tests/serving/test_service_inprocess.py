@@ -218,3 +218,59 @@ def test_a_policy_failing_numerically_falls_back_to_the_rule_baseline_counted(wo
     ]
     assert len(logged) == 1 and b'"policy":"rule_based"' in logged[0]
     assert ready["policy_numeric_fallbacks"] == 1
+
+
+def test_a_rank_cancelled_during_its_durable_write_is_still_logged_and_indexed(world: dict[str, Any]) -> None:
+    """The caller goes away (a client disconnect cancels the handler) while the decision is being
+    fsynced: the write finishes and the decision is indexed, so a retry with the same event_id
+    gets that decision rather than a second one with the same id."""
+    import threading
+
+    from data_contracts.serving import RankRequest
+    from serving.group_commit import GroupCommit
+    from serving.service import build_engine
+
+    class HeldLog(EventLog):
+        """The real event log, whose decision writes wait for a signal."""
+
+        def __init__(self, root: Path) -> None:
+            super().__init__(root)
+            self.writing, self.release = threading.Event(), threading.Event()
+
+        def append_lines(self, topic: str, data: bytes) -> None:
+            if topic == "decisions":
+                self.writing.set()
+                self.release.wait(30)
+            super().append_lines(topic, data)
+
+    var: Path = world["var"]
+    env = {**world["env"], "OO_SERVING__STATE_DIR": str(var / "cancelled")}
+    event_id = uuid.uuid4()
+    request = RankRequest(user_id="dora", event_id=event_id)
+    with applied_env(env):
+        engine, background = build_engine()
+        held = HeldLog(var / "events")
+        engine.journal = GroupCommit(held)
+
+        async def cancel_mid_write() -> None:
+            rank = asyncio.create_task(engine.rank(request))
+            while not held.writing.is_set():
+                await asyncio.sleep(0.01)
+            rank.cancel()
+            held.release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await rank
+            for _ in range(500):  # the shielded write and index go on without the caller
+                if engine.index.get(event_id) is not None:
+                    return
+                await asyncio.sleep(0.01)
+
+        try:
+            asyncio.run(cancel_mid_write())
+            again = asyncio.run(engine.rank(request))
+        finally:
+            background.stop()
+    indexed = engine.index.get(event_id)
+    assert indexed is not None and again.reward_action_id == indexed.chosen_id
+    logged = [line for line in held.read("decisions", "t", start=0)[0] if str(event_id).encode() in line]
+    assert len(logged) == 1  # the retry answered from the index; no second decision with this id
