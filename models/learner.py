@@ -42,11 +42,12 @@ models.learner.UnknownDecision: 'no pending decision 00000000-...-000000000002 (
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from data_contracts.decisions import ShadowPick
@@ -158,6 +159,10 @@ class OnlineLearner:
         self.max_waiting = max_waiting
         self.counts = LearnerCounts()
         self._pending: OrderedDict[UUID, _Pending] = OrderedDict()
+        self._closing: list[tuple[datetime, UUID]] = []
+        """A heap of the pending decisions' ``(decided_at, id)``: :meth:`expire` pops the windows
+        that closed instead of scanning every pending decision on each call (the service calls it
+        after each decision). Entries of decisions no longer pending are skipped as popped."""
         self._waiting = _Waiting()
         self._apprentice: deque[tuple[float, float]] = deque(maxlen=apprentice_window)
 
@@ -195,6 +200,7 @@ class OnlineLearner:
         self._pending[decision_id] = _Pending(
             context=dict(x), chosen=chosen, decided_at=at, deferred=deferred, would_pick=would_pick
         )
+        heapq.heappush(self._closing, (at, decision_id))
         while len(self._pending) > self.max_pending:
             self._pending.popitem(last=False)
             self.counts.forgotten += 1
@@ -281,7 +287,16 @@ class OnlineLearner:
         deferred and was never activated: then it is skipped. Rewards and activations that
         waited longer than ``hold`` for their decision are dropped.
         """
-        stale = [k for k, p in self._pending.items() if now - p.decided_at > self.window]
+        stale = []
+        cutoff = now - self.window  # a window is closed when now - decided_at > window
+        while self._closing and self._closing[0][0] < cutoff:
+            at, key = heapq.heappop(self._closing)
+            found = self._pending.get(key)
+            if found is not None and found.decided_at == at:
+                stale.append(key)
+        if len(self._closing) > 2 * len(self._pending) + 1024:  # forgotten decisions' entries
+            self._closing = [(p.decided_at, k) for k, p in self._pending.items()]
+            heapq.heapify(self._closing)
         for k in stale:
             pending = self._pending.pop(k)
             if pending.rewarded:
@@ -298,6 +313,13 @@ class OnlineLearner:
             if now - at > self.hold:
                 del self._waiting.activations[key]
         return len(stale)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle; a learner checkpointed before the ``_closing`` heap existed gets one."""
+        self.__dict__.update(state)
+        if "_closing" not in state:
+            self._closing = [(p.decided_at, k) for k, p in self._pending.items()]
+            heapq.heapify(self._closing)
 
     def forget(self, decision_ids: Iterable[UUID]) -> int:
         """Drop these pending decisions (a user's erasure); how many were pending."""

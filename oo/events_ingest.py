@@ -47,6 +47,11 @@ CONSUMER = "events_ingest"
 """The reader name of the event log watermarks; the bus's durable consumers are ``<name>_<topic>``."""
 
 
+def lines(records: Sequence[Record]) -> bytes:
+    """``records`` as event-log lines (JSON, one per line)."""
+    return b"".join(r.model_dump_json().encode() + b"\n" for r in records)
+
+
 class EventLog:
     """Append-only JSON-lines files, one per topic, with a byte-offset watermark per reader.
 
@@ -79,15 +84,20 @@ class EventLog:
 
     def append_many(self, topic: str, records: Sequence[Record]) -> None:
         """Append events durably with one write and one fsync (a decision's tip scores, say)."""
-        if not records:
+        if records:
+            self.append_lines(topic, lines(records))
+
+    def append_lines(self, topic: str, data: bytes) -> None:
+        """Append serialized events (:func:`lines` of ``topic``'s records) with one write and one
+        fsync: a group commit of several callers' events."""
+        if not data:
             return
         path = self.path(topic)
         path.parent.mkdir(parents=True, exist_ok=True)
-        line = b"".join(r.model_dump_json().encode() + b"\n" for r in records)
         with open(path, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                handle.write(line)
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             finally:

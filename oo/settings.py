@@ -274,7 +274,17 @@ class ServingSettings(BaseModel):
     )
     max_waiting_rewards: int = Field(default=10_000, ge=1)
     max_pending: int = Field(default=100_000, ge=1, description="pending decisions the learner keeps at most")
-    candidates_ttl_s: float = Field(default=30.0, ge=0, description="how long a user's open tasks are cached")
+    candidates_ttl_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="how long the lake's Todoist task files are trusted before they are checked again for a "
+        "sync (a sync reaches the candidates within this; users' open tasks are cached until one)",
+    )
+    task_features_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="how long a task's stored online features are reused (only materialization changes them)",
+    )
     mlflow_timeout_s: float = Field(default=3.0, gt=0, description="MLflow HTTP timeout (a dead server fails fast)")
     apprentice_window: int = Field(default=1000, ge=1, description="decisions compared in apprentice mode")
 

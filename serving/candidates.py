@@ -3,8 +3,10 @@ pools fetched concurrently.
 
 - **Todoist pool**: the lake's latest state of the user's tasks (``current_tasks``), open ones
   only, most urgent first, with their :class:`CandidateFeatures` from the feature store's
-  ``tip_policy_v1`` (``OnlineFeatures.get``, the read serving does); when the store cannot be
-  read, the contract defaults (``task_known = 0``), counted.
+  ``tip_policy_v1`` (``OnlineFeatures.get``, the one feature read of a decision: the engine uses
+  this read's user context too); a task the store does not know (``task_known = 0``), or every
+  task when the store cannot be read (counted), gets the contract defaults overlaid with its own
+  lake row's attributes (``task_row_features``: priority, due date, labels...).
 - **LLM pool**: the ``tip-generator`` alias of the LLM gateway, asked with the versioned prompt
   (``OO_LLM__PROMPT_VERSION``) for JSON validated against :class:`data_contracts.llm_tips.LLMTip`.
   Malformed tips are dropped and counted, never served; a tip repeating one the user was offered
@@ -30,10 +32,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import Counter
+from pydantic import TypeAdapter
 
 from data_contracts import CandidateFeatures, CandidateKind, TipCandidate, TodoistTask, UserContext
 from data_contracts.decisions import MAX_CANDIDATES
-from models.features.online import candidate_from_row, features_dict, llm_tip_features
+from models.features.online import candidate_from_row, features_dict, llm_tip_features, task_row_features
 from oo.integrations.todoist.sync import current_tasks
 from oo.lake import Lake
 from oo.llm.prompts import response_format, tip_messages
@@ -47,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LLMStatus = Literal["ok", "cached", "timeout", "error", "malformed", "no_consent", "disabled"]
+
+_TIP_CANDIDATES = TypeAdapter(list[TipCandidate])
 
 LLM_POOL = Counter("oo_llm_pool", "LLM pool outcomes, one per gathered decision", ["status"])
 POOL_FAILURES = Counter(
@@ -124,6 +129,7 @@ class CandidateGenerator:
             max_users=self.cfg.cache_max_users,
         )
         self._inflight: dict[str, asyncio.Task[_Generated]] = {}
+        self._version: tuple[float, tuple[tuple[str, int, int], ...]] | None = None
         self._tasks: BoundedLRU[str, tuple[tuple[tuple[str, int, int], ...], list[TodoistTask]]] = BoundedLRU(
             self.cfg.cache_max_users
         )
@@ -169,9 +175,10 @@ class CandidateGenerator:
     async def _read_tasks(self, user_id: str) -> list[TodoistTask]:
         """The user's open tasks, most urgent first; re-read (in a worker thread) only when the
         lake's task files changed: a read scans every file of ``todoist_tasks``, hundreds of
-        milliseconds on a large lake, while the check is a few ``stat`` calls."""
+        milliseconds on a large lake, while the check is a ``stat`` per file, made at most every
+        ``OO_SERVING__CANDIDATES_TTL_S``."""
         try:
-            version = self._lake_version()
+            version = self._checked_lake_version()
         except OSError:
             log.exception("Todoist pool: cannot list the lake's task files; serving without tasks")
             POOL_FAILURES.labels("lake").inc()
@@ -196,6 +203,15 @@ class CandidateGenerator:
         open_tasks = [t for t in tasks.values() if not t.checked]
         return sorted(open_tasks, key=lambda t: (-t.priority, t.due.date if t.due else "~", t.child_order, t.id))
 
+    def _checked_lake_version(self) -> tuple[tuple[str, int, int], ...]:
+        """:meth:`_lake_version`, looked at again at most every ``OO_SERVING__CANDIDATES_TTL_S``
+        (for every user at once): a sync shows within that, and a rank does not list and stat
+        every task file."""
+        now = time.monotonic()
+        if self._version is None or now - self._version[0] >= self.settings.serving.candidates_ttl_s:
+            self._version = (now, self._lake_version())
+        return self._version[1]
+
     def _lake_version(self) -> tuple[tuple[str, int, int], ...]:
         """Name, modification time and size of every committed ``todoist_tasks`` file."""
         out = []
@@ -209,17 +225,19 @@ class CandidateGenerator:
     ) -> tuple[list[TipCandidate], UserContext | None]:
         tasks = (await asyncio.shield(reading))[:MAX_CANDIDATES]
         context, features = await asyncio.to_thread(self._task_features, user_id, [t.id for t in tasks], now, tz)
-        candidates = [
-            TipCandidate(
-                candidate_id=f"task:{task.id}",
-                content=task.content,
-                kind=CandidateKind.todoist_task,
-                source="todoist",
-                task_id=task.id,
-                features=features_dict(f),
-            )
-            for task, f in zip(tasks, features, strict=True)
-        ]
+        candidates = _TIP_CANDIDATES.validate_python(  # one call of the compiled validator for all
+            [
+                {
+                    "candidate_id": f"task:{task.id}",
+                    "content": task.content,
+                    "kind": CandidateKind.todoist_task,
+                    "source": "todoist",
+                    "task_id": task.id,
+                    "features": _pool_features(task, f),
+                }
+                for task, f in zip(tasks, features, strict=True)
+            ]
+        )
         return candidates, context
 
     def _task_features(
@@ -230,7 +248,9 @@ class CandidateGenerator:
                 from models.features.online import OnlineFeatures
                 from oo.feature_store import get_store
 
-                self._features = OnlineFeatures(get_store(self.settings))
+                self._features = OnlineFeatures(
+                    get_store(self.settings), task_ttl_s=self.settings.serving.task_features_ttl_s
+                )
             return self._features.get(user_id, task_ids, tz=tz, now=now)
         except Exception:  # the store down or not applied: contract defaults, flagged unknown, counted
             log.warning("Todoist pool: online features unreadable for %s; contract defaults", user_id, exc_info=True)
@@ -354,6 +374,16 @@ class CandidateGenerator:
             return out
         vectors = embedded.vectors
         return repeats(vectors[len(recent) :], vectors[: len(recent)], self.cfg.duplicate_similarity)
+
+
+def _pool_features(task: TodoistTask, stored: CandidateFeatures) -> dict[str, float]:
+    """The store's features of a task it knows; for one it does not know yet (``task_known = 0``,
+    say synced since the last materialization) the contract defaults overlaid with what the
+    task's own lake row says (its priority, due date, labels...)."""
+    features = features_dict(stored)
+    if stored.task_known > 0:
+        return features
+    return {**features, **task_row_features(task)}
 
 
 def _as_cached(result: _Generated) -> _Generated:

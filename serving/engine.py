@@ -1,17 +1,20 @@
 """The service's work, apart from HTTP: rank, reward and activate over the stores they need.
 
 BentoML (:mod:`serving.service`) only translates; everything here runs the same in a test.
-Durability: a decision and its tip scores are appended to the event log with one fsync each
-before the answer leaves; a reward and its reaction likewise before it is acknowledged.
+Durability: a decision and its tip scores are appended to the event log and fsynced before the
+answer leaves (a group commit: concurrent ranks share the writes, off the event loop); a reward
+and its reaction likewise before it is acknowledged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -27,12 +30,13 @@ from data_contracts import (
 from data_contracts.decisions import MAX_CANDIDATES
 from data_contracts.serving import ActivateRequest, RankRequest, RankResponse, RewardRequest, RewardResponse
 from models.features.online import OnlineFeatures, features_dict, llm_tip_features
-from models.policies import Policy, PolicyInputError
+from models.policies import Policy, PolicyInputError, PolicyNumericError
 from oo.events_ingest import EventLog
 from oo.settings import Settings
 from serving import lifecycle, metrics
-from serving.candidates import CandidateGenerator
+from serving.candidates import CandidateGenerator, CandidatePools
 from serving.decision_index import DecisionIndex, IndexedDecision
+from serving.group_commit import GroupCommit
 from serving.learning import LearnerLoop
 from serving.models_source import PolicySource
 from serving.ranking import empty_response, make_decision, request_hash
@@ -50,6 +54,10 @@ class NotFoundError(KeyError):
 
 class Conflict(ValueError):
     """An event id already used for another request (409)."""
+
+
+_LLM_TIP = features_dict(llm_tip_features())
+_DEFAULTS = features_dict(CandidateFeatures())
 
 
 def _merge_features(candidate: TipCandidate, base: dict[str, float], from_store: bool) -> TipCandidate:
@@ -74,6 +82,7 @@ class DecisionEngine:
     ) -> None:
         self.settings = settings
         self.events = events
+        self.journal = GroupCommit(events)
         self.index = index
         self.source = source
         self.generator = generator
@@ -81,6 +90,7 @@ class DecisionEngine:
         self.loop = loop
         self.baseline = lifecycle.rule_baseline()
         self.fallbacks = 0
+        self.policy_fallbacks = 0
 
     # -- rank --------------------------------------------------------------------------------
     async def rank(self, request: RankRequest, now: datetime | None = None) -> RankResponse:
@@ -107,10 +117,11 @@ class DecisionEngine:
             else [c for c in pools.candidates if request.include_todoist or c.kind is CandidateKind.llm_tip]
         )
         candidates = self._combine(given, gathered)
-        context, candidates, store_ok, known = self._featurize(request, candidates, decided_at)
+        context, candidates, store_ok, known = self._featurize(request, candidates, pools, decided_at)
         excluded_ids = set(request.excluded_ids)
         eligible = [c for c in candidates if c.candidate_id not in excluded_ids]
         excluded = [c for c in candidates if c.candidate_id in excluded_ids]
+        fallback_reason: str | None = None
         self.source.refresh()
         with self.source.lock:
             learning = self.source.policy()
@@ -122,32 +133,58 @@ class DecisionEngine:
                     reason = "every candidate is excluded"
                 metrics.DECISIONS.labels(policy=served.name, outcome="empty").inc()
                 return empty_response(event_id, request, decided_at, served, reason, excluded)
-            made = make_decision(
+            decide = partial(
+                make_decision,
                 event_id=event_id,
                 request=request,
                 decided_at=decided_at,
                 context=context,
                 eligible=eligible,
                 excluded=excluded,
-                served=served,
-                shadows=shadows,
             )
-        # durable before the answer leaves: tip scores, then the decision (the learner reads decisions)
-        self.events.append_many("tip_scores", made.tip_scores)
-        self.events.append("decisions", made.decision)
+            try:
+                made = decide(served=served, shadows=shadows)
+            except PolicyNumericError as exc:  # never a 500: the rule baseline decides this one
+                if served is self.baseline and not shadows:
+                    raise
+                failed = served.name if served is not self.baseline else shadows[0].name
+                self.policy_fallbacks += 1
+                metrics.POLICY_FALLBACKS.labels(policy=failed, error=type(exc).__name__).inc()
+                log.warning(
+                    "rank: %s failed numerically (%s: %s); the rule baseline decided %s",
+                    failed,
+                    type(exc).__name__,
+                    exc,
+                    event_id,
+                )
+                fallback_reason = f"{failed} failed ({type(exc).__name__}): the rule baseline decided"
+                served = self.baseline
+                made = decide(served=served, shadows=[])
         response = made.response
-        if unknown_user:
+        if fallback_reason is not None:
+            response = response.model_copy(update={"reason": fallback_reason})
+        elif unknown_user:
             response = response.model_copy(update={"reason": "unknown user: the rule baseline decided"})
-        self.index.add(
-            event_id,
-            request.user_id,
-            decided_at,
-            made.decision.chosen_id,
-            next(c.kind.value for c in eligible if c.candidate_id == made.decision.chosen_id),
-            request.defer_activation,
-            digest,
-            response.model_dump_json(),
-        )
+        kind = next(c.kind.value for c in eligible if c.candidate_id == made.decision.chosen_id)
+
+        async def record() -> None:
+            # durable before the answer leaves: tip scores, then the decision (the learner reads
+            # decisions), fsynced in a worker thread together with the concurrent ranks' (group
+            # commit); then indexed, so that a repeated event_id gets this answer
+            await self.journal.append(("tip_scores", made.tip_scores), ("decisions", [made.decision]))
+            self.index.add(
+                event_id,
+                request.user_id,
+                decided_at,
+                made.decision.chosen_id,
+                kind,
+                request.defer_activation,
+                digest,
+                response.model_dump_json(),
+            )
+
+        # shielded: a caller that goes away mid-write never leaves a logged decision unindexed
+        await asyncio.shield(record())
         if self.loop is not None:
             self.loop.poll()
         metrics.DECISIONS.labels(policy=served.name, outcome="served").inc()
@@ -181,16 +218,28 @@ class DecisionEngine:
         return out
 
     def _featurize(
-        self, request: RankRequest, candidates: list[TipCandidate], now: datetime
+        self, request: RankRequest, candidates: list[TipCandidate], pools: CandidatePools | None, now: datetime
     ) -> tuple[dict[str, float], list[TipCandidate], bool, bool]:
-        """Context and candidates with features; whether the store answered; whether it knew the user."""
-        task_ids = [c.task_id for c in candidates if c.kind is CandidateKind.todoist_task and c.task_id]
-        store_ok = self.features is not None
-        ctx: UserContext = UserContext()
+        """Context and candidates with features; whether the store answered; whether it knew the user.
+
+        One feature-store read per decision: the Todoist pool's (gathered tasks already carry
+        their features, and its user context is this decision's); the store is read here only
+        for the caller's own task candidates, or when no pool was gathered.
+        """
+        given = {c.candidate_id for c in request.candidates}  # the caller's win over a pool's namesake
+        gathered = {c.candidate_id for c in pools.candidates} - given if pools is not None else set()
+        task_ids = [
+            c.task_id
+            for c in candidates
+            if c.kind is CandidateKind.todoist_task and c.task_id and c.candidate_id not in gathered
+        ]
+        store_ok = self.features is not None and (pools is None or pools.context is not None)
+        ctx: UserContext = pools.context if pools is not None and pools.context is not None else UserContext()
         by_task: dict[str, CandidateFeatures] = {}
-        if self.features is not None:
+        if self.features is not None and store_ok and (pools is None or task_ids):
             try:
-                ctx, feats = self.features.get(request.user_id, task_ids, now=now)
+                read_ctx, feats = self.features.get(request.user_id, task_ids, now=now)
+                ctx = ctx if pools is not None else read_ctx
                 by_task = dict(zip(task_ids, feats, strict=True))
             except Exception as exc:  # store down or broken: serve on the contract defaults, counted
                 store_ok = False
@@ -201,12 +250,14 @@ class DecisionEngine:
         context = {**features_dict(ctx), **request.context}
         out = []
         for c in candidates:
-            if c.kind is CandidateKind.llm_tip:
-                out.append(_merge_features(c, features_dict(llm_tip_features()), False))
+            if c.candidate_id in gathered:
+                out.append(c)  # the pool's features: the store's, or the task's own lake row's
+            elif c.kind is CandidateKind.llm_tip:
+                out.append(_merge_features(c, _LLM_TIP, False))
             elif c.task_id in by_task and by_task[c.task_id].task_known > 0:
                 out.append(_merge_features(c, features_dict(by_task[c.task_id]), True))
             else:
-                out.append(_merge_features(c, features_dict(CandidateFeatures()), False))
+                out.append(_merge_features(c, _DEFAULTS, False))
         return context, out, store_ok, ctx.context_known > 0
 
     def _policies(self, learning: Policy, unknown_user: bool) -> tuple[Policy, list[Policy]]:
@@ -324,6 +375,7 @@ class DecisionEngine:
             **described,
             "feature_store": "ok" if self.features is not None else "unavailable",
             "feature_store_fallbacks": self.fallbacks,
+            "policy_numeric_fallbacks": self.policy_fallbacks,
         }
 
 

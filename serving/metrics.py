@@ -20,6 +20,12 @@ FEATURE_FALLBACKS = bentoml.metrics.Counter(
     name="oo_feature_store_fallbacks_total",
     documentation="Decisions served on contract defaults because the online store failed",
 )
+POLICY_FALLBACKS = bentoml.metrics.Counter(
+    name="oo_policy_numeric_fallbacks_total",
+    documentation="Decisions the rule baseline made because a policy's numbers failed (non-finite scores, "
+    "a distribution that is not one)",
+    labelnames=["policy", "error"],
+)
 PUSH_FAILURES = bentoml.metrics.Counter(
     name="oo_feature_push_failures_total", documentation="Reaction counters that could not be pushed online"
 )

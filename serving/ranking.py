@@ -16,9 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from pydantic import TypeAdapter
+
 from data_contracts import CandidateKind, Decision, ShadowPick, TipCandidate, TipScore
 from data_contracts.serving import RankedCandidate, RankRequest, RankResponse
 from models.policies import Policy
+
+_TIP_SCORES = TypeAdapter(list[TipScore])
 
 
 def seeded_draw(probabilities: Sequence[float], seed: int) -> int:
@@ -121,27 +125,29 @@ def make_decision(
         features=dict(context),
         defer_activation=request.defer_activation,
     )
-    # built without re-validation: every field comes from validated records or is clamped here,
-    # and events_ingest validates each line against the contract on its way to the lake
-    tip_scores = [
-        TipScore.model_construct(
-            decision_id=event_id,
-            user_id=request.user_id,
-            decided_at=decided_at,
-            candidate_id=c.candidate_id,
-            kind=c.kind,
-            policy=s.policy.name,
-            policy_version=s.policy.version,
-            score=s.scores[i] if math.isfinite(s.scores[i]) else 0.0,
-            probability=min(1.0, max(0.0, s.probabilities[i])),
-            features=dict(c.features),
-            latency_ms=s.latency_ms,
-            prompt_version=c.prompt_version,
-            llm_model=c.llm_model,
-        )
-        for s in (main, *others)
-        for i, c in enumerate(eligible)
-    ]
+    # validated in one call of the contract's compiled validator (faster than building 2 x K
+    # models one by one, even unvalidated); scores and probabilities are clamped to what it accepts
+    tip_scores = _TIP_SCORES.validate_python(
+        [
+            {
+                "decision_id": event_id,
+                "user_id": request.user_id,
+                "decided_at": decided_at,
+                "candidate_id": c.candidate_id,
+                "kind": c.kind,
+                "policy": s.policy.name,
+                "policy_version": s.policy.version,
+                "score": s.scores[i] if math.isfinite(s.scores[i]) else 0.0,
+                "probability": min(1.0, max(0.0, s.probabilities[i])),
+                "features": c.features,
+                "latency_ms": s.latency_ms,
+                "prompt_version": c.prompt_version,
+                "llm_model": c.llm_model,
+            }
+            for s in (main, *others)
+            for i, c in enumerate(eligible)
+        ]
+    )
     ranking = [
         RankedCandidate(
             id=eligible[i].candidate_id,

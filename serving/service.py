@@ -80,7 +80,7 @@ def build_engine() -> tuple[DecisionEngine, Any]:
         from models.features.online import OnlineFeatures
         from oo.feature_store import get_store
 
-        features = OnlineFeatures(get_store(settings))
+        features = OnlineFeatures(get_store(settings), task_ttl_s=settings.serving.task_features_ttl_s)
     except Exception as exc:  # no store at all: every decision is served on contract defaults
         log.warning("serving: feature store unavailable (%s: %s); contract defaults", type(exc).__name__, exc)
     loop = None
@@ -101,7 +101,7 @@ def build_engine() -> tuple[DecisionEngine, Any]:
         events=events,
         index=index,
         source=source,
-        generator=CandidateGenerator(settings, get_lake()),
+        generator=CandidateGenerator(settings, get_lake(), features=features),
         features=features,
         loop=loop,
     )

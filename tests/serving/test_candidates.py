@@ -54,9 +54,11 @@ class World:
     def __init__(self, settings: Settings, lake: Lake, features: OnlineFeatures) -> None:
         self.settings, self.lake, self.features = settings, lake, features
 
-    def generator(self, **llm: Any) -> CandidateGenerator:
+    def generator(self, lake_check_s: float = 1.0, **llm: Any) -> CandidateGenerator:
         """A generator over this world; a deadline no slow test machine misses unless one is given."""
-        settings = self.settings.model_copy(update={"llm": LLMSettings(**{"deadline_ms": 60_000, **llm})})
+        serving = self.settings.serving.model_copy(update={"candidates_ttl_s": lake_check_s})
+        llm_settings = LLMSettings(**{"deadline_ms": 60_000, **llm})
+        settings = self.settings.model_copy(update={"llm": llm_settings, "serving": serving})
         return CandidateGenerator(settings, self.lake, features=self.features)
 
 
@@ -365,11 +367,23 @@ def test_the_llm_call_overlaps_the_feature_store_read(world: World, fake: FakeOp
 
 
 def test_tasks_are_read_again_once_the_lake_changed(world: World) -> None:
-    gen = world.generator(enabled=False)
+    """The lake's task files are looked at again every ``candidates_ttl_s``: a sync in between
+    reaches the candidates then; the tasks are read again only when the files changed."""
+    check_s = 0.5
+    gen = world.generator(lake_check_s=check_s, enabled=False)
+    reads: list[str] = []
+    original = gen._open_tasks
+
+    def counting(user_id: str) -> list[TodoistTask] | None:
+        reads.append(user_id)
+        return original(user_id)
+
+    gen._open_tasks = counting  # type: ignore[method-assign]
     bob = {"user_id": "bob", "synced_at": NOW - timedelta(hours=2)}
     world.lake.write("todoist_tasks", [todoist_task("b1", 2, content="Book the train", **bob)])
     assert task_ids(gather(gen, user="bob")) == ["b1"]
-    assert task_ids(gather(gen, user="bob")) == ["b1"]  # from memory: the lake did not change
+    time.sleep(check_s)
+    assert task_ids(gather(gen, user="bob")) == ["b1"] and reads == ["bob"]  # the lake did not change
     world.lake.write(
         "todoist_tasks",
         [
@@ -377,4 +391,8 @@ def test_tasks_are_read_again_once_the_lake_changed(world: World) -> None:
             todoist_task("b1", 2, content="Book the train", checked=True, **{**bob, "synced_at": NOW}),
         ],
     )
-    assert task_ids(gather(gen, user="bob")) == ["b2"]
+    synced = time.monotonic()
+    stale = task_ids(gather(gen, user="bob"))
+    assert stale == ["b1"] or time.monotonic() - synced >= check_s  # not looked at again yet
+    time.sleep(check_s)
+    assert task_ids(gather(gen, user="bob")) == ["b2"] and reads == ["bob", "bob"]

@@ -170,3 +170,107 @@ def test_apprentice_mode_serves_the_baseline_and_reports_the_learner(world: dict
     decisions = EventLog(var / "events").read("decisions", "t", start=0)[0]
     shadows = [line for line in decisions if b'"policy":"softmax"' in line and b'"policy":"rule_based"' in line]
     assert len(shadows) >= 6  # what the learner would have chosen is logged with each decision
+
+
+def test_a_task_the_store_does_not_know_keeps_its_own_lake_features(world: dict[str, Any]) -> None:
+    """dora's tasks are in the lake but not yet in the (empty) online store: each candidate still
+    carries its own priority (1..4 as seeded), flagged ``task_known = 0``, rather than the default 1."""
+    from data_contracts import Decision
+
+    got = post(world, "/rank", {"user_id": "dora"}).json()
+    line = next(
+        line
+        for line in EventLog(world["var"] / "events").read("decisions", "t", start=0)[0]
+        if got["event_id"].encode() in line
+    )
+    features = {c.task_id: c.features for c in Decision.model_validate_json(line).candidates}
+    assert {t: (f["task_known"], f["priority"]) for t, f in features.items()} == {
+        f"dora-t{i}": (0.0, float(i % 4 + 1)) for i in range(4)
+    }
+    assert {f["content_length"] for f in features.values()} == {float(len("dora's task 0"))}
+
+
+def test_a_policy_failing_numerically_falls_back_to_the_rule_baseline_counted(world: dict[str, Any]) -> None:
+    """A served policy whose scorer went non-finite (a corrupted weight) never turns a rank into a
+    500: the rule baseline decides that request, the decision is logged as the baseline's, and
+    the fallback is counted (readiness; ``oo_policy_numeric_fallbacks_total`` by policy and error)."""
+    from data_contracts.serving import RankRequest
+    from serving.service import build_engine
+
+    var: Path = world["var"]
+    env = {**world["env"], "OO_SERVING__STATE_DIR": str(var / "numeric")}
+    with applied_env(env):
+        engine, background = build_engine()
+        try:
+            assert asyncio.run(engine.rank(RankRequest(user_id="dora"))).policy == "softmax"
+            engine.loop.learner.policy.model._intercept = float("nan")  # type: ignore[union-attr,attr-defined]
+            got = asyncio.run(engine.rank(RankRequest(user_id="dora", candidates=candidates(4))))
+            ready = engine.readiness()
+        finally:
+            background.stop()
+    assert got.policy == "rule_based" and got.propensity == 1.0 and got.reward_action_id is not None
+    assert got.reason is not None and "NonFiniteScore" in got.reason
+    assert got.reward_action_id in {"c3", "task:dora-t3"}  # the baseline's pick: a priority-4 candidate
+    logged = [
+        line
+        for line in EventLog(var / "events").read("decisions", "t", start=0)[0]
+        if str(got.event_id).encode() in line
+    ]
+    assert len(logged) == 1 and b'"policy":"rule_based"' in logged[0]
+    assert ready["policy_numeric_fallbacks"] == 1
+
+
+def test_a_rank_cancelled_during_its_durable_write_is_still_logged_and_indexed(world: dict[str, Any]) -> None:
+    """The caller goes away (a client disconnect cancels the handler) while the decision is being
+    fsynced: the write finishes and the decision is indexed, so a retry with the same event_id
+    gets that decision rather than a second one with the same id."""
+    import threading
+
+    from data_contracts.serving import RankRequest
+    from serving.group_commit import GroupCommit
+    from serving.service import build_engine
+
+    class HeldLog(EventLog):
+        """The real event log, whose decision writes wait for a signal."""
+
+        def __init__(self, root: Path) -> None:
+            super().__init__(root)
+            self.writing, self.release = threading.Event(), threading.Event()
+
+        def append_lines(self, topic: str, data: bytes) -> None:
+            if topic == "decisions":
+                self.writing.set()
+                self.release.wait(30)
+            super().append_lines(topic, data)
+
+    var: Path = world["var"]
+    env = {**world["env"], "OO_SERVING__STATE_DIR": str(var / "cancelled")}
+    event_id = uuid.uuid4()
+    request = RankRequest(user_id="dora", event_id=event_id)
+    with applied_env(env):
+        engine, background = build_engine()
+        held = HeldLog(var / "events")
+        engine.journal = GroupCommit(held)
+
+        async def cancel_mid_write() -> None:
+            rank = asyncio.create_task(engine.rank(request))
+            while not held.writing.is_set():
+                await asyncio.sleep(0.01)
+            rank.cancel()
+            held.release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await rank
+            for _ in range(500):  # the shielded write and index go on without the caller
+                if engine.index.get(event_id) is not None:
+                    return
+                await asyncio.sleep(0.01)
+
+        try:
+            asyncio.run(cancel_mid_write())
+            again = asyncio.run(engine.rank(request))
+        finally:
+            background.stop()
+    indexed = engine.index.get(event_id)
+    assert indexed is not None and again.reward_action_id == indexed.chosen_id
+    logged = [line for line in held.read("decisions", "t", start=0)[0] if str(event_id).encode() in line]
+    assert len(logged) == 1  # the retry answered from the index; no second decision with this id

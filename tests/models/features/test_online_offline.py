@@ -195,3 +195,42 @@ def test_online_reads_equal_feasts_own_on_demand_transformation(world) -> None: 
     assert ctx == context_from_row({k: v[0] for k, v in user.items()})
     assert candidates == [candidate_from_row({k: v[i] for k, v in tasks.items()}) for i in range(len(ids))]
     assert candidates[0].task_known == 1.0 and candidates[2].task_known == 0.0
+
+
+def test_reused_task_features_equal_a_fresh_read_and_never_hide_a_push(world) -> None:  # type: ignore[no-untyped-def]
+    """Within ``task_ttl_s`` a task's stored features come from memory (only the user row is
+    read), the request-time ones are still computed for each request, a pushed reaction shows at
+    once, and after the TTL the tasks are read again."""
+    from models.features.online import OnlineFeatures, wait_visible
+
+    fresh = world["online"]
+    cached = OnlineFeatures(fresh.store, task_ttl_s=60.0)
+    reads: list[list[str]] = []
+    stored = cached._stored
+
+    def counting(plan, rows):  # type: ignore[no-untyped-def]
+        reads.append([next(iter(r.values())) for r in rows])
+        return stored(plan, rows)
+
+    cached._stored = counting  # type: ignore[method-assign]
+    ids, tz = ["ta", "tb", "never-seen"], "Europe/Berlin"
+    for hours in (1, 30, 400):  # the cached stored values, each request's own on-demand ones
+        now = AS_OF + timedelta(hours=hours)
+        assert cached.get("ua", ids, tz=tz, now=now) == fresh.get("ua", ids, tz=tz, now=now)
+    assert reads == [["ua"], ids, ["ua"], ["ua"]]
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    assert cached.get("uc", ids)[0].context_known == 0.0
+    pushed = decision(60, "uc", now - timedelta(minutes=2), ["ta"])
+    fresh.push_reaction(reaction(60, pushed, "done", now - timedelta(minutes=1)), CandidateKind.todoist_task)
+    wait_visible(fresh, "uc", "reactions_1d", 1.0, timeout_s=1.0)
+    assert cached.get("uc", ids)[0].done_rate_1d == 1.0  # the user's row is never reused
+
+    short = OnlineFeatures(fresh.store, task_ttl_s=0.2)
+    short._stored = counting  # type: ignore[method-assign]
+    reads.clear()
+    short.get("ua", ["ta"])
+    short.get("ua", ["ta"])
+    time.sleep(0.3)
+    short.get("ua", ["ta"])
+    assert reads == [["ua"], ["ta"], ["ua"], ["ua"], ["ta"]]
