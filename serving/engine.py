@@ -31,6 +31,7 @@ from data_contracts.decisions import MAX_CANDIDATES
 from data_contracts.serving import ActivateRequest, RankRequest, RankResponse, RewardRequest, RewardResponse
 from models.features.online import OnlineFeatures, features_dict, llm_tip_features
 from models.policies import Policy, PolicyInputError, PolicyNumericError
+from oo.event_erasure import redact_user
 from oo.events_ingest import EventLog
 from oo.settings import Settings
 from serving import lifecycle, metrics
@@ -353,9 +354,12 @@ class DecisionEngine:
     def forget(self, user_id: str) -> int:
         """Erase ``user_id`` from the decision index and the embedded learner's pending decisions.
 
-        A separate learner (``OO_SERVING__LEARNER=separate``) drops them when their window closes;
-        the event log and the lake are erased by the app API's privacy job."""
+        This service's own event log is redacted too: the spool a replica keeps for the bus
+        (``OO_BUS__NATS_URL``), or the shared event log (the app API's privacy job redacts that one
+        as well; a second redaction finds nothing). A separate learner drops the user's pending
+        decisions when their window closes; the bus and the lake are erased by the app API."""
         ids = self.index.forget(user_id)
+        redact_user(self.events, user_id)
         if self.loop is not None:
             with self.loop.lock:
                 self.loop.learner.forget(ids)

@@ -274,3 +274,29 @@ def test_a_rank_cancelled_during_its_durable_write_is_still_logged_and_indexed(w
     assert indexed is not None and again.reward_action_id == indexed.chosen_id
     logged = [line for line in held.read("decisions", "t", start=0)[0] if str(event_id).encode() in line]
     assert len(logged) == 1  # the retry answered from the index; no second decision with this id
+
+
+def test_forget_redacts_the_user_from_the_services_own_event_log(world: dict[str, Any]) -> None:
+    """Erasure reaches serving's event log (the spool of a replica on the bus, or the shared log):
+    the user's decisions, scores and rewards are gone; another user's lines stay."""
+    got = post(world, "/rank", {"user_id": "erin", "candidates": candidates(3)}).json()
+    chosen = got["reward_action_id"]
+    assert chosen is not None
+    r = post(
+        world,
+        "/reward",
+        {"event_id": got["event_id"], "user_id": "erin", "reaction": "done", "reaction_id": str(uuid.uuid4())},
+    )
+    assert r.status_code == 200, r.text
+    assert post(world, "/rank", {"user_id": "dora"}).status_code == 200
+    with applied_env(world["env"]) as settings:
+        folder = settings.paths.resolve("events")
+
+    def holding(user: str) -> list[str]:
+        return sorted(p.name for p in folder.rglob("*") if p.is_file() and f'"{user}"'.encode() in p.read_bytes())
+
+    assert holding("erin"), "the user's events were logged"
+    r = post(world, "/forget", {"user_id": "erin"})
+    assert r.status_code == 200 and r.json()["removed"] >= 1
+    assert holding("erin") == []
+    assert holding("dora"), "another user's events stay"
