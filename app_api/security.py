@@ -68,7 +68,8 @@ def decode_access_token(token: str, settings: AuthSettings, now: datetime) -> st
             settings.secret_key.get_secret_value(),
             algorithms=[settings.algorithm],
             issuer=settings.issuer,
-            options={"require": ["sub", "iat", "exp", "iss", "typ"], "verify_exp": False},
+            # times are checked below against the app's clock (``now``), not the library's
+            options={"require": ["sub", "iat", "exp", "iss", "typ"], "verify_exp": False, "verify_iat": False},
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(f"invalid access token ({type(exc).__name__})") from None
@@ -76,4 +77,6 @@ def decode_access_token(token: str, settings: AuthSettings, now: datetime) -> st
         raise InvalidToken("invalid access token (not an access token)")
     if not isinstance(claims["exp"], int) or claims["exp"] <= now.timestamp():
         raise InvalidToken("the access token has expired")
+    if not isinstance(claims["iat"], int) or claims["iat"] > now.timestamp() + 1:
+        raise InvalidToken("invalid access token (issued in the future)")
     return str(claims["sub"])

@@ -94,8 +94,10 @@ def submit(
         reaction=body.reaction,
         occurred_at=now,
     )
-    relay.enqueue(session, relay.SERVING_REWARD, f"reward:{reaction_id}", user.id, reward, now)
-    relay.enqueue(session, relay.BUS_REACTIONS, f"reaction:{reaction_id}", user.id, event, now)
+    # delivery is scheduled on the wall clock (the relay's), even when the request's time is simulated
+    sent = services.clock()
+    relay.enqueue(session, relay.SERVING_REWARD, f"reward:{reaction_id}", user.id, reward, sent)
+    relay.enqueue(session, relay.BUS_REACTIONS, f"reaction:{reaction_id}", user.id, event, sent)
     try:
         session.commit()
     except IntegrityError:  # the same key committed concurrently
