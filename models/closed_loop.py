@@ -77,6 +77,7 @@ class LoopUser:
     email: str
     app_id: str = ""
     token: str = ""
+    refresh: str = ""
     todoist: Any = None
 
 
@@ -240,14 +241,20 @@ class ClosedLoop:
 
         body = {"email": user.email, "password": PASSWORD, "display_name": user.traits.user_id}
         pair = self._call(http, "POST", "/v1/auth/register", at, json=body).json()
-        user.token = pair["access_token"]
+        user.token, user.refresh = pair["access_token"], pair["refresh_token"]
         user.app_id = str(jwt.decode(user.token, options={"verify_signature": False})["sub"])
         auth = {"Authorization": f"Bearer {user.token}"}
         self._call(http, "POST", "/v1/integrations/todoist", at, json={"token": user.todoist.token}, headers=auth)
 
     def _log_in(self, http: httpx.Client, user: LoopUser, at: datetime) -> None:
-        body = {"email": user.email, "password": PASSWORD}
-        user.token = self._call(http, "POST", "/v1/auth/login", at, json=body).json()["access_token"]
+        """A returning user's app renews its session with the refresh token (signing in with the
+        password again when that is refused)."""
+        try:
+            pair = self._call(http, "POST", "/v1/auth/refresh", at, json={"refresh_token": user.refresh}).json()
+        except RuntimeError:
+            body = {"email": user.email, "password": PASSWORD}
+            pair = self._call(http, "POST", "/v1/auth/login", at, json=body).json()
+        user.token, user.refresh = pair["access_token"], pair["refresh_token"]
 
     def _session(self, http: httpx.Client, day: int, user: LoopUser, at: datetime) -> Served:
         """One visit: log in, ask for the next tip, react to it."""
@@ -255,7 +262,8 @@ class ClosedLoop:
         self._log_in(http, user, at)
         auth = {"Authorization": f"Bearer {user.token}"}
         values = {
-            f"task:{self.item_of[t.task_id]}": self.sim.value(user.traits, t) for t in self.sim.tasks(user.traits.user_id)
+            f"task:{self.item_of[t.task_id]}": self.sim.value(user.traits, t)
+            for t in self.sim.tasks(user.traits.user_id)
         }
         tip = self._call(http, "GET", "/v1/tips/next", at, headers=auth).json()
         served = Served(day, at, user.app_id, str(tip.get("decision_id")), None, None, None, None, values)
@@ -283,14 +291,27 @@ class ClosedLoop:
 
     # -- the DAGs' work, in-process --------------------------------------------------------------
     def batch(self, at: datetime) -> dict[str, Any]:
-        """What the DAGs do at ``at``: sync, ingest, features, training with the gate."""
+        """What the DAGs do at ``at``: sync, ingest, features, training with the gate (their
+        printed output, Feast's and MLflow's, goes to ``logs/batch.log``)."""
+        from oo.settings import get_settings
+
+        log_path = get_settings().paths.resolve("logs", "batch.log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            return self._batch(at)
+
+    def _batch(self, at: datetime) -> dict[str, Any]:
         from models.features import pipeline
         from models.policy_training import train_and_register
         from oo.events_ingest import run_ingest
         from oo.integrations.todoist.sync import sync_users
 
         t0 = time.perf_counter()
-        synced = sync_users([u.app_id for u in self.users], now=lambda: at, chunk=25)
+        # the sync runs just before the features build, as todoist_sync runs before the features
+        # DAG: a snapshot stamped exactly at the build's as_of would count as a latest-state row
+        # (models.features.tables.incremental) and a task new at that instant would be left out
+        synced_at = at - timedelta(seconds=1)
+        synced = sync_users([u.app_id for u in self.users], now=lambda: synced_at, chunk=25)
         failed = [r.user_id for r in synced if r.status != "ok"]
         ingested = run_ingest().written
         built = pipeline.build(f"sim-{at:%Y%m%dT%H%M}", at.isoformat())
@@ -304,7 +325,9 @@ class ClosedLoop:
             "sync_failed": failed,
             "events_ingested": ingested,
             "training_examples_added": examples,
-            "training": {k: trained.get(k) for k in ("examples", "trained", "challenger", "champion", "promoted", "gate")},
+            "training": {
+                k: trained.get(k) for k in ("examples", "trained", "challenger", "champion", "promoted", "gate")
+            },
             "seconds": round(time.perf_counter() - t0, 2),
         }
 
@@ -319,7 +342,9 @@ class ClosedLoop:
             if got >= expected:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"serving logged {got} of {expected} rewards within {self.config.delivery_timeout_s} s")
+                raise TimeoutError(
+                    f"serving logged {got} of {expected} rewards within {self.config.delivery_timeout_s} s"
+                )
             time.sleep(0.1)
 
     def _wait_champion(self, serving_url: str, version: str) -> dict[str, Any]:
@@ -330,7 +355,9 @@ class ClosedLoop:
                 if str(ready.get("champion_version")) == str(version):
                     return ready
             if time.monotonic() > deadline:
-                raise TimeoutError(f"serving did not load champion v{version} within {self.config.champion_timeout_s} s")
+                raise TimeoutError(
+                    f"serving did not load champion v{version} within {self.config.champion_timeout_s} s"
+                )
             time.sleep(0.5)
 
     # -- the run ---------------------------------------------------------------------------------

@@ -416,7 +416,7 @@ class Settings(BaseSettings):
             if self.auth.secret_key.get_secret_value() == DEV_AUTH_SECRET:
                 raise ValueError("OO_AUTH__SECRET_KEY is the dev default outside local")
             if self.app.simulated_clock or self.serving.simulated_clock:
-                raise ValueError("a simulated clock (OO_APP__SIMULATED_CLOCK, OO_SERVING__SIMULATED_CLOCK) is local only")
+                raise ValueError("OO_APP__SIMULATED_CLOCK and OO_SERVING__SIMULATED_CLOCK are local only")
         return self
 
     @property
