@@ -30,6 +30,7 @@ wall clock) never close before a simulated reaction arrives. The served rule bas
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import os
 import random
@@ -180,8 +181,12 @@ class ClosedLoop:
     """Drives one run; :meth:`run` returns the :class:`LoopRun`."""
 
     def __init__(self, config: LoopConfig, on_progress: Callable[[str, int], None] | None = None) -> None:
-        from oo.fakes.todoist import Clock, FakeTodoist
-
+        try:
+            from oo.fakes.todoist import Clock, FakeTodoist
+        except ImportError as exc:  # the wheel leaves the stand-in servers out
+            raise RuntimeError(
+                "oo simulate needs a source checkout: oo.fakes (the FAKE Todoist) is not installed"
+            ) from exc
         if config.users < 1 or config.days < 1:
             raise ValueError("users and days must be at least 1")
         self.config = config
@@ -256,8 +261,8 @@ class ClosedLoop:
             pair = self._call(http, "POST", "/v1/auth/login", at, json=body).json()
         user.token, user.refresh = pair["access_token"], pair["refresh_token"]
 
-    def _session(self, http: httpx.Client, day: int, user: LoopUser, at: datetime) -> Served:
-        """One visit: log in, ask for the next tip, react to it."""
+    def _ask(self, http: httpx.Client, day: int, user: LoopUser, at: datetime) -> tuple[Served, Task | None]:
+        """A visit: renew the session, ask for the next tip; the served record and the hidden task."""
         self._at(at)
         self._log_in(http, user, at)
         auth = {"Authorization": f"Bearer {user.token}"}
@@ -268,25 +273,48 @@ class ClosedLoop:
         tip = self._call(http, "GET", "/v1/tips/next", at, headers=auth).json()
         served = Served(day, at, user.app_id, str(tip.get("decision_id")), None, None, None, None, values)
         if tip.get("tip") is None:
-            return served
+            return served, None
         cid = tip["tip"]["candidate_id"]
         owner_task = self.task_of.get(cid)
         if owner_task is None or owner_task[0] is not user:
             raise RuntimeError(f"serving chose {cid!r}, not an open task of {user.traits.user_id}")
-        task = owner_task[1]
         served.candidate_id, served.expected = cid, values[cid]
-        reacted = at + timedelta(minutes=self.rng.uniform(1, 10))
-        self._at(reacted)
+        return served, owner_task[1]
+
+    def _react(self, http: httpx.Client, user: LoopUser, served: Served, task: Task, at: datetime) -> None:
+        """The user's reaction a few minutes later, from the hidden traits, sent as feedback."""
+        self._at(at)
         reaction, replacement = self.sim.react_to(user.traits, task)
-        body = {"decision_id": tip["decision_id"], "reaction": reaction.value}
-        self._call(http, "POST", "/v1/feedback", reacted, json=body, headers=auth)
+        body = {"decision_id": served.decision_id, "reaction": reaction.value}
+        self._call(http, "POST", "/v1/feedback", at, json=body, headers={"Authorization": f"Bearer {user.token}"})
         if replacement is not None:
             self._complete(user, task, replacement)
         served.reaction, served.reward = reaction.value, float(self.sim.rewards[reaction.value])
-        return served
+
+    def _day(self, http: httpx.Client, day: int, day_start: datetime) -> int:
+        """Every user's visit of the day and their reactions, in time order; reactions sent."""
+        queue: list[tuple[datetime, int, int, Served | None, Task | None]] = []
+        for i, user in enumerate(self.users):
+            heapq.heappush(queue, (self._visit_time(day_start, user), i, i, None, None))
+        seq, reacted = len(self.users), 0
+        while queue:
+            at, _, i, served, task = heapq.heappop(queue)
+            user = self.users[i]
+            if served is None:
+                served, task = self._ask(http, day, user, at)
+                self.run_record.served.append(served)
+                self.on_progress("decision", 1)
+                if task is not None:
+                    seq += 1
+                    heapq.heappush(queue, (at + timedelta(minutes=self.rng.uniform(1, 10)), seq, i, served, task))
+            else:
+                assert task is not None
+                self._react(http, user, served, task, at)
+                reacted += 1
+        return reacted
 
     def _visit_time(self, day_start: datetime, user: LoopUser) -> datetime:
-        hour = min(23.5, max(0.5, self.rng.gauss(user.traits.active_hour % 24, 1.5)))
+        hour = min(23.0, max(0.5, self.rng.gauss(user.traits.active_hour % 24, 1.5)))
         return day_start + timedelta(hours=hour)
 
     # -- the DAGs' work, in-process --------------------------------------------------------------
@@ -417,14 +445,9 @@ class ClosedLoop:
         accepted = 0
         for day in range(self.config.days):
             day_start = self.start + timedelta(days=day)
-            visits = sorted(((self._visit_time(day_start, u), i) for i, u in enumerate(self.users)))
-            for at, i in visits:
-                served = self._session(http, day, self.users[i], at)
-                self.run_record.served.append(served)
-                accepted += served.reaction is not None
-                self.on_progress("decision", 1)
+            accepted += self._day(http, day, day_start)
             midnight = day_start + timedelta(days=1)
-            self._at(midnight - timedelta(minutes=30))
+            self._at(midnight - timedelta(minutes=10))
             for user in self.users:  # a few tasks get done outside oO
                 for done, replacement in self.sim.finish_outside(user.traits, self.config.outside_done_per_day):
                     self._complete(user, done, replacement)

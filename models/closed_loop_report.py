@@ -170,7 +170,14 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
         "batches": run.days,
         "promotions": [{k: v for k, v in p.items() if k != "serving"} for p in run.promotions],
     }
-    checks: dict[str, Any] = {"promoted": bool(run.promotions)}
+    checks: dict[str, Any] = {"promoted": bool(run.promotions), "beats_baseline": False, "ope_within_interval": False}
+    gates = [b["training"].get("gate") for b in run.days if b.get("training", {}).get("gate")]
+    report["last_gate"] = gates[-1] if gates else "the gate never ran (too few training examples)"
+    if not run.promotions:
+        report["not_evaluated"] = (
+            "no challenger was promoted, so there is no promoted policy to compare with the baseline or with its "
+            "off-policy estimate; the last gate said: " + report["last_gate"]
+        )
     if run.promotions:
         first = run.promotions[0]
         version = first["version"]

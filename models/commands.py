@@ -184,6 +184,8 @@ def _report_table(report: dict[str, Any]) -> Table:
             f"max {100 * report['skew_max']:.2f}% over {len(skew)} features; worst: "
             + ", ".join(f"{k} {100 * v:.2f}%" for k, v in worst),
         )
+    if report.get("not_evaluated"):
+        table.add_row("not evaluated", report["not_evaluated"])
     for name, ok in report["checks"].items():
         table.add_row(f"check {name}", "[green]yes[/]" if ok else "[red]NO[/]")
     return table

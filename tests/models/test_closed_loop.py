@@ -26,7 +26,11 @@ def test_the_simulated_world_and_its_schedule_are_deterministic_under_the_seed(t
 
     def world(loop: ClosedLoop) -> list[Any]:
         return [
-            (u.traits, [todoist_item(t, loop.sim.now) for t in loop.sim.tasks(u.traits.user_id)], loop._visit_time(START, u))
+            (
+                u.traits,
+                [todoist_item(t, loop.sim.now) for t in loop.sim.tasks(u.traits.user_id)],
+                loop._visit_time(START, u),
+            )
             for u in loop.users
         ]
 
@@ -82,6 +86,7 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
     for row in report["per_day"]:
         assert 0 <= row["reward"] <= 1 and row["regret"] >= -1e-12 and row["oracle"] >= row["expected"] - 1e-12
     assert report["checks"]["promoted"] is False and "ope" not in report  # too little data: honest
+    assert report["checks"]["beats_baseline"] is False and "no challenger was promoted" in report["not_evaluated"]
     assert len(report["batches"]) == 3 and all(not b["sync_failed"] for b in report["batches"])
     assert set(figures(report)) == {"reward_per_day.png", "regret_per_day.png", "skew_per_feature.png"}
     path = write(report, tmp_path / "report.json")
