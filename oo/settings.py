@@ -409,14 +409,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_dev_secrets_outside_local(self) -> Settings:
         if self.env != "local":
+            if self.app.simulated_clock or self.serving.simulated_clock:
+                raise ValueError("OO_APP__SIMULATED_CLOCK and OO_SERVING__SIMULATED_CLOCK are local only")
             if any(k.get_secret_value() == DEV_VAULT_KEY for k in self.vault.keys):
                 raise ValueError("OO_VAULT__KEYS holds the dev key; set real keys outside local")
             if self.todoist.client_secret.get_secret_value() == "dev-client-secret":
                 raise ValueError("OO_TODOIST__CLIENT_SECRET is the dev default outside local")
             if self.auth.secret_key.get_secret_value() == DEV_AUTH_SECRET:
                 raise ValueError("OO_AUTH__SECRET_KEY is the dev default outside local")
-            if self.app.simulated_clock or self.serving.simulated_clock:
-                raise ValueError("OO_APP__SIMULATED_CLOCK and OO_SERVING__SIMULATED_CLOCK are local only")
         return self
 
     @property

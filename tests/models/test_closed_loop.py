@@ -91,3 +91,31 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
     assert set(figures(report)) == {"reward_per_day.png", "regret_per_day.png", "skew_per_feature.png"}
     path = write(report, tmp_path / "report.json")
     assert json.loads(path.read_text())["config"] == {"users": 5, "days": 2, "seed": 11}
+
+
+def test_the_simulator_reacts_from_hidden_traits_and_changes_its_world() -> None:
+    from datetime import timedelta
+
+    from data_contracts.events import Reaction
+    from models.simulation import Simulator
+
+    sim = Simulator(n_users=3, seed=5, start=START, stateful=True, llm_tips=0)
+    with pytest.raises(ValueError, match="cannot go back"):
+        sim.set_now(START - timedelta(seconds=1))
+    user = sim.users[0]
+    seen: dict[Reaction, int] = {}
+    for _ in range(300):  # bounded: every reaction kind turns up, a done task is replaced
+        task = sim.tasks(user.user_id)[0]
+        reaction, replacement = sim.react_to(user, task)
+        seen[reaction] = seen.get(reaction, 0) + 1
+        open_ids = {t.task_id for t in sim.tasks(user.user_id)}
+        if reaction is Reaction.done:
+            assert replacement is not None and task.task_id not in open_ids and replacement.task_id in open_ids
+        else:
+            assert replacement is None and task.task_id in open_ids
+    assert set(seen) == set(Reaction)
+    assert 0.0 <= sim.value(user, sim.tasks(user.user_id)[0]) <= 1.0
+    done = sim.finish_outside(user, 1.0)
+    assert len(done) == sim.tasks_per_user and not {d.task_id for d, _ in done} & {
+        t.task_id for t in sim.tasks(user.user_id)
+    }
