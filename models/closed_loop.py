@@ -44,6 +44,7 @@ from typing import Any
 
 import httpx
 
+from data_contracts.events import Reaction
 from models.simulation import Simulator, Task, UserTraits
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ class LoopConfig:
     baseline_floor: float = 0.2
     outside_done_per_day: float = 0.05
     """Chance that each open task is completed outside oO on a given day."""
+    visits_per_day: int = 1
+    """Visits of each user a day. Above 1, the pushed reaction counters (which do not expire old
+    events until the next materialization) disagree with the offline store on a user's later visits
+    of a day: measurable train/serve skew on the 1- and 7-day counters."""
     health_timeout_s: float = 240.0
     champion_timeout_s: float = 120.0
     delivery_timeout_s: float = 120.0
@@ -187,8 +192,8 @@ class ClosedLoop:
             raise RuntimeError(
                 "oo simulate needs a source checkout: oo.fakes (the FAKE Todoist) is not installed"
             ) from exc
-        if config.users < 1 or config.days < 1:
-            raise ValueError("users and days must be at least 1")
+        if config.users < 1 or config.days < 1 or config.visits_per_day < 1:
+            raise ValueError("users, days and visits per day must be at least 1")
         self.config = config
         now = datetime.now(UTC)
         self.start = config.start or (now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1))
@@ -202,6 +207,10 @@ class ClosedLoop:
         """Simulated task id -> fake Todoist item id."""
         self.task_of: dict[str, tuple[LoopUser, Task]] = {}
         """``task:<item id>`` -> the user and their hidden task."""
+        self.undelivered: set[int] = set()
+        """Users whose reactions the relay may not have delivered yet."""
+        self.gone: dict[str, LoopUser] = {}
+        """Tasks done since the last sync, which serving may still offer (the lake is a day behind)."""
         self.on_progress = on_progress or (lambda what, n: None)
         self.run_record = LoopRun(config=config, start=self.start)
 
@@ -214,6 +223,7 @@ class ClosedLoop:
     def _complete(self, user: LoopUser, done: Task, replacement: Task) -> None:
         item_id = self.item_of.pop(done.task_id)
         self.task_of.pop(f"task:{item_id}", None)
+        self.gone[f"task:{item_id}"] = user
         item = self.world.complete_task(user.todoist, item_id)
         if not item.get("checked"):  # a recurring task moved on in Todoist; the simulated one is replaced
             self.world.delete_task(user.todoist, item_id)
@@ -275,41 +285,54 @@ class ClosedLoop:
         if tip.get("tip") is None:
             return served, None
         cid = tip["tip"]["candidate_id"]
+        if self.gone.get(cid) is user:  # done already; serving's copy of Todoist is a day behind
+            served.candidate_id = cid
+            served.expected = served.values[cid] = float(self.sim.rewards["dismiss"])
+            return served, None
         owner_task = self.task_of.get(cid)
         if owner_task is None or owner_task[0] is not user:
             raise RuntimeError(f"serving chose {cid!r}, not an open task of {user.traits.user_id}")
         served.candidate_id, served.expected = cid, values[cid]
         return served, owner_task[1]
 
-    def _react(self, http: httpx.Client, user: LoopUser, served: Served, task: Task, at: datetime) -> None:
-        """The user's reaction a few minutes later, from the hidden traits, sent as feedback."""
+    def _react(self, http: httpx.Client, user: LoopUser, served: Served, task: Task | None, at: datetime) -> None:
+        """The user's reaction a few minutes later, from the hidden traits, sent as feedback (a
+        tip for a task they already did (``task`` None) is dismissed)."""
         self._at(at)
-        reaction, replacement = self.sim.react_to(user.traits, task)
+        if task is not None and not any(t is task for t in self.sim.tasks(user.traits.user_id)):
+            task = None  # done in the meantime (two visits overlapped)
+        reaction, replacement = (Reaction.dismiss, None) if task is None else self.sim.react_to(user.traits, task)
         body = {"decision_id": served.decision_id, "reaction": reaction.value}
         self._call(http, "POST", "/v1/feedback", at, json=body, headers={"Authorization": f"Bearer {user.token}"})
-        if replacement is not None:
+        if task is not None and replacement is not None:
             self._complete(user, task, replacement)
         served.reaction, served.reward = reaction.value, float(self.sim.rewards[reaction.value])
 
     def _day(self, http: httpx.Client, day: int, day_start: datetime) -> int:
-        """Every user's visit of the day and their reactions, in time order; reactions sent."""
+        """Every user's visits of the day and their reactions, in time order; reactions sent."""
         queue: list[tuple[datetime, int, int, Served | None, Task | None]] = []
+        seq = 0
         for i, user in enumerate(self.users):
-            heapq.heappush(queue, (self._visit_time(day_start, user), i, i, None, None))
-        seq, reacted = len(self.users), 0
+            for _ in range(self.config.visits_per_day):
+                seq += 1
+                heapq.heappush(queue, (self._visit_time(day_start, user), seq, i, None, None))
+        reacted = 0
         while queue:
             at, _, i, served, task = heapq.heappop(queue)
             user = self.users[i]
             if served is None:
+                if i in self.undelivered:
+                    self._wait_delivered()
+                    self.undelivered.clear()
                 served, task = self._ask(http, day, user, at)
                 self.run_record.served.append(served)
                 self.on_progress("decision", 1)
-                if task is not None:
+                if served.candidate_id is not None:
                     seq += 1
                     heapq.heappush(queue, (at + timedelta(minutes=self.rng.uniform(1, 10)), seq, i, served, task))
             else:
-                assert task is not None
                 self._react(http, user, served, task, at)
+                self.undelivered.add(i)
                 reacted += 1
         return reacted
 
@@ -359,21 +382,26 @@ class ClosedLoop:
             "seconds": round(time.perf_counter() - t0, 2),
         }
 
-    def _wait_delivered(self, expected: int) -> None:
-        """Until serving logged every reward the app accepted (the outbox relay delivers them)."""
-        from oo.events_ingest import get_event_log
+    def _wait_delivered(self) -> None:
+        """Until the app's outbox delivered every reward to serving (which then logged it and
+        pushed the user's fresh counters): simulated hours pass in milliseconds, and a user's next
+        visit must not overtake what the relay would long have delivered."""
+        from sqlalchemy import text
 
-        path = get_event_log().path("rewards")
+        from oo.db import get_engine
+
+        query = text("SELECT status, count(*) FROM outbox WHERE destination = 'serving.reward' GROUP BY status")
         deadline = time.monotonic() + self.config.delivery_timeout_s
         while True:
-            got = sum(1 for line in path.open("rb") if line.strip()) if path.exists() else 0
-            if got >= expected:
+            with get_engine().connect() as con:
+                counts = {str(k): int(v) for k, v in con.execute(query).all()}
+            if counts.get("dead"):
+                raise RuntimeError(f"serving refused {counts['dead']} rewards (dead outbox messages); see logs/")
+            if not counts.get("pending"):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"serving logged {got} of {expected} rewards within {self.config.delivery_timeout_s} s"
-                )
-            time.sleep(0.1)
+                raise TimeoutError(f"{counts['pending']} rewards undelivered after {self.config.delivery_timeout_s} s")
+            time.sleep(0.02)
 
     def _wait_champion(self, serving_url: str, version: str) -> dict[str, Any]:
         deadline = time.monotonic() + self.config.champion_timeout_s
@@ -442,18 +470,19 @@ class ClosedLoop:
                 self._days(http, serving_url)
 
     def _days(self, http: httpx.Client, serving_url: str) -> None:
-        accepted = 0
         for day in range(self.config.days):
             day_start = self.start + timedelta(days=day)
-            accepted += self._day(http, day, day_start)
+            self._day(http, day, day_start)
             midnight = day_start + timedelta(days=1)
             self._at(midnight - timedelta(minutes=10))
             for user in self.users:  # a few tasks get done outside oO
                 for done, replacement in self.sim.finish_outside(user.traits, self.config.outside_done_per_day):
                     self._complete(user, done, replacement)
-            self._wait_delivered(accepted)
+            self._wait_delivered()
+            self.undelivered.clear()
             self._at(midnight)
             step = self.batch(midnight)
+            self.gone.clear()  # synced: serving no longer offers them
             step["day"] = day
             self.run_record.days.append(step)
             training = step["training"]

@@ -153,7 +153,12 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
     baseline_rows = [r for r in rows if r["policy"] == BASELINE]
     report: dict[str, Any] = {
         "simulated": True,
-        "config": {"users": run.config.users, "days": run.config.days, "seed": seed},
+        "config": {
+            "users": run.config.users,
+            "days": run.config.days,
+            "seed": seed,
+            "visits_per_day": run.config.visits_per_day,
+        },
         "simulated_start": run.start.isoformat(),
         "wall_seconds": round(run.wall_s, 1),
         "decisions": {

@@ -94,6 +94,9 @@ def simulate(
     users: int = typer.Option(50, min=1, max=2000, help="simulated users"),
     days: int = typer.Option(14, min=1, max=90, help="simulated days"),
     seed: int = typer.Option(0, help="seed of the simulated world"),
+    visits_per_day: int = typer.Option(
+        1, min=1, max=24, help="visits of each user a day (above 1: skew on the 1- and 7-day reaction counters)"
+    ),
     out: Annotated[Path | None, typer.Option(help="the run's folder (default: a new one under var/simulate)")] = None,
 ) -> None:
     """The closed loop: SIMULATED users sign up, connect a FAKE Todoist, ask the app API for tips
@@ -106,14 +109,17 @@ def simulate(
 
     configure()
     folder = (out or new_run_dir(get_settings().paths.resolve("simulate"), users, days, seed)).resolve()
-    config = LoopConfig(users=users, days=days, seed=seed, var_dir=folder)
-    console.print(f"[bold]SIMULATED closed loop[/]: {users} users x {days} days, seed {seed}; state in {folder}")
+    config = LoopConfig(users=users, days=days, seed=seed, var_dir=folder, visits_per_day=visits_per_day)
+    console.print(
+        f"[bold]SIMULATED closed loop[/]: {users} users x {days} days x {visits_per_day} visits, seed {seed}; "
+        f"state in {folder}"
+    )
     progress = Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console,
     )  # fmt: skip
     with progress:
-        decisions = progress.add_task("decisions (users asking for tips)", total=users * days)
+        decisions = progress.add_task("decisions (users asking for tips)", total=users * days * visits_per_day)
         day_bar = progress.add_task("simulated days (then sync, ingest, features, training, gate)", total=days)
 
         def on_progress(what: str, n: int) -> None:

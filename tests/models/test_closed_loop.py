@@ -90,7 +90,7 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
     assert len(report["batches"]) == 3 and all(not b["sync_failed"] for b in report["batches"])
     assert set(figures(report)) == {"reward_per_day.png", "regret_per_day.png", "skew_per_feature.png"}
     path = write(report, tmp_path / "report.json")
-    assert json.loads(path.read_text())["config"] == {"users": 5, "days": 2, "seed": 11}
+    assert json.loads(path.read_text())["config"] == {"users": 5, "days": 2, "seed": 11, "visits_per_day": 1}
 
 
 def test_the_simulator_reacts_from_hidden_traits_and_changes_its_world() -> None:
