@@ -45,9 +45,23 @@ async def get_settings_dep(services: ServicesDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-async def get_now(services: ServicesDep) -> datetime:
-    """The app's clock, read once per request."""
-    return services.clock()
+SIMULATED_TIME_HEADER = "X-OO-Simulated-Time"
+"""With ``OO_APP__SIMULATED_CLOCK`` (local only, for ``oo simulate``): the request's time, ISO 8601
+with an offset. Without the setting the header is ignored."""
+
+
+async def get_now(request: Request, services: ServicesDep) -> datetime:
+    """The app's clock, read once per request (a simulation's header when the setting allows it)."""
+    given = request.headers.get(SIMULATED_TIME_HEADER)
+    if given is None or not services.settings.app.simulated_clock:
+        return services.clock()
+    try:
+        at = datetime.fromisoformat(given)
+    except ValueError:
+        raise HTTPException(400, f"{SIMULATED_TIME_HEADER} must be an ISO 8601 time with an offset") from None
+    if at.tzinfo is None:
+        raise HTTPException(400, f"{SIMULATED_TIME_HEADER} must be an ISO 8601 time with an offset")
+    return at
 
 
 Now = Annotated[datetime, Depends(get_now)]

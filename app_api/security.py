@@ -61,8 +61,8 @@ def create_access_token(user_id: str, settings: AuthSettings, now: datetime) -> 
 
 
 @lru_cache(maxsize=8192)
-def _verified(token: str, key: str, algorithm: str, issuer: str) -> tuple[str, int]:
-    """``(sub, exp)`` of a token whose signature, issuer, claims and kind are valid.
+def _verified(token: str, key: str, algorithm: str, issuer: str) -> tuple[str, int, int]:
+    """``(sub, exp, iat)`` of a token whose signature, issuer, claims and kind are valid.
 
     Cached by the token's exact text with the key that verified it: the same bytes verify the
     same way every time, so a client's repeated requests pay for the signature check once. Only
@@ -74,20 +74,23 @@ def _verified(token: str, key: str, algorithm: str, issuer: str) -> tuple[str, i
             key,
             algorithms=[algorithm],
             issuer=issuer,
-            options={"require": ["sub", "iat", "exp", "iss", "typ"], "verify_exp": False},
+            # times are checked by the caller against the app's clock (``now``), not the library's
+            options={"require": ["sub", "iat", "exp", "iss", "typ"], "verify_exp": False, "verify_iat": False},
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(f"invalid access token ({type(exc).__name__})") from None
     if claims.get("typ") != "access" or not isinstance(claims.get("sub"), str):
         raise InvalidToken("invalid access token (not an access token)")
-    if not isinstance(claims["exp"], int):
-        raise InvalidToken("invalid access token (exp is not an integer)")
-    return str(claims["sub"]), claims["exp"]
+    if not isinstance(claims["exp"], int) or not isinstance(claims["iat"], int):
+        raise InvalidToken("invalid access token (exp or iat is not an integer)")
+    return str(claims["sub"]), claims["exp"], claims["iat"]
 
 
 def decode_access_token(token: str, settings: AuthSettings, now: datetime) -> str:
     """The user id of a valid access token; :class:`InvalidToken` otherwise."""
-    sub, exp = _verified(token, settings.secret_key.get_secret_value(), settings.algorithm, settings.issuer)
+    sub, exp, iat = _verified(token, settings.secret_key.get_secret_value(), settings.algorithm, settings.issuer)
     if exp <= now.timestamp():
         raise InvalidToken("the access token has expired")
+    if iat > now.timestamp() + 1:
+        raise InvalidToken("invalid access token (issued in the future)")
     return sub

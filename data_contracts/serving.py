@@ -44,6 +44,11 @@ class RankRequest(BaseModel):
     llm_consent: bool = Field(default=False, description="the user consented to LLM-written tips")
     context: dict[str, float] = Field(default={}, description="extra context features, added to the feature store's")
     include_todoist: bool = Field(default=True, description="add the user's open Todoist tasks to the candidates")
+    decided_at: AwareDatetime | None = Field(
+        default=None,
+        description="the decision's time, for simulations only: refused unless serving runs with "
+        "OO_SERVING__SIMULATED_CLOCK; absent: serving's clock",
+    )
 
 
 class RankedCandidate(BaseModel):

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from models import cli as models_cli
@@ -75,17 +76,125 @@ def train() -> None:
     console.print(table)
 
 
-@app.command()
-def simulate(
+@app.command("simulate-events")
+def simulate_events(
     users: int = typer.Option(20, help="simulated users"),
     days: float = typer.Option(3.0, help="days of traffic, ending now"),
     seed: int = typer.Option(0, help="seed of the simulated world"),
 ) -> None:
-    """SIMULATED traffic into the event log and the lake (``models.cli simulate``; the closed loop
-    through the app API comes with serving and the app)."""
+    """SIMULATED traffic straight into the event log and the lake, no services (what `make
+    demo-batch` seeds; ``models.cli simulate``). The closed loop through the services is `oo simulate`."""
     with _progress() as progress:
         progress.add_task(f"simulating {users} users over {days:g} days", total=None)
         models_cli.simulate(users=users, days=days, seed=seed)
+
+
+@app.command()
+def simulate(
+    users: int = typer.Option(50, min=1, max=2000, help="simulated users"),
+    days: int = typer.Option(14, min=1, max=90, help="simulated days"),
+    seed: int = typer.Option(0, help="seed of the simulated world"),
+    visits_per_day: int = typer.Option(
+        1, min=1, max=24, help="visits of each user a day (above 1: skew on the 1- and 7-day reaction counters)"
+    ),
+    out: Annotated[Path | None, typer.Option(help="the run's folder (default: a new one under var/simulate)")] = None,
+) -> None:
+    """The closed loop: SIMULATED users sign up, connect a FAKE Todoist, ask the app API for tips
+    and react, day by day on a simulated clock, through the real app API and serving (started on
+    free ports); the DAGs' work runs in-process between days. Ends with a report (table, JSON,
+    plots in MLflow)."""
+    from models.closed_loop import ClosedLoop, LoopConfig, applied_env, new_run_dir
+    from oo.runtime import configure
+    from oo.settings import get_settings
+
+    configure()
+    folder = (out or new_run_dir(get_settings().paths.resolve("simulate"), users, days, seed)).resolve()
+    config = LoopConfig(users=users, days=days, seed=seed, var_dir=folder, visits_per_day=visits_per_day)
+    console.print(
+        f"[bold]SIMULATED closed loop[/]: {users} users x {days} days x {visits_per_day} visits, seed {seed}; "
+        f"state in {folder}"
+    )
+    progress = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console,
+    )  # fmt: skip
+    with progress:
+        decisions = progress.add_task("decisions (users asking for tips)", total=users * days * visits_per_day)
+        day_bar = progress.add_task("simulated days (then sync, ingest, features, training, gate)", total=days)
+
+        def on_progress(what: str, n: int) -> None:
+            if what == "decision":
+                progress.advance(decisions, n)
+            elif what == "day":
+                progress.advance(day_bar, n)
+
+        for name in ("", "mlflow", "alembic", "py.warnings"):  # the bars; the report says what happened
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            run = ClosedLoop(config, on_progress).run()
+        except (RuntimeError, TimeoutError) as exc:
+            console.print(f"[red]simulation failed[/]: {exc}; service logs under {folder / 'logs'}")
+            raise typer.Exit(1) from None
+    with applied_env({"OO_PATHS__VAR_DIR": str(folder), "OO_FEAST__PROJECT": "oo_simulation"}):
+        report_path, mlflow_run = _report(run, folder)
+    console.print(f"report: {report_path}; MLflow run {mlflow_run} in {folder / 'mlflow.db'}")
+
+
+def _report(run: Any, folder: Path) -> tuple[Path, str]:
+    from models import closed_loop_report as rep
+    from models.registry import Registry
+    from oo.lake import get_lake
+
+    registry = Registry()
+    report = rep.build_report(run, get_lake(), registry)
+    path = rep.write(report, folder / "report.json")
+    rep.write(report, folder.parent / "latest.json")
+    mlflow_run = rep.log_to_mlflow(report, registry, path)
+    console.print(_report_table(report))
+    return path, mlflow_run
+
+
+def _report_table(report: dict[str, Any]) -> Table:
+    table = Table("", "", title="oo simulate (SIMULATED users, real services)", show_header=False)
+    d = report["decisions"]
+    table.add_row("wall time", f"{report['wall_seconds']:.0f} s")
+    table.add_row(
+        "decisions", f"{d['asked']} asked, {d['logged_by_serving']} logged by serving, {d['reacted']} reacted"
+    )
+    for version, s in report["per_policy"].items():
+        table.add_row(
+            f"policy {version}",
+            f"{s['decisions']} decisions, reward {s['reward']:.3f}, expected {s['expected']:.3f}, "
+            f"oracle {s['oracle']:.3f}, regret {s['regret']:.3f}",
+        )
+    for p in report["promotions"]:
+        table.add_row("promotion", f"v{p['version']} after day {p['day']} ({p['at']})")
+    ope = report.get("ope")
+    if ope:
+        e, live = ope["estimate"], ope["live_reward"]
+        table.add_row(
+            "off-policy vs live",
+            f"DR {e.get('dr', float('nan')):.3f} [{e.get('dr_low', float('nan')):.3f}, "
+            f"{e.get('dr_high', float('nan')):.3f}] vs live {live['mean']:.3f} "
+            f"[{live['low']:.3f}, {live['high']:.3f}] over {live['decisions']} decisions",
+        )
+        diff = report["promoted_vs_baseline"]["reward_difference"]
+        table.add_row(
+            "promoted - baseline", f"{diff['value']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] (live reward)"
+        )
+    skew = report.get("skew") or {}
+    if skew:
+        worst = sorted(skew.items(), key=lambda kv: -kv[1])[:3]
+        table.add_row(
+            "train/serve skew",
+            f"max {100 * report['skew_max']:.2f}% over {len(skew)} features; worst: "
+            + ", ".join(f"{k} {100 * v:.2f}%" for k, v in worst),
+        )
+    if report.get("not_evaluated"):
+        table.add_row("not evaluated", report["not_evaluated"])
+    for name, ok in report["checks"].items():
+        table.add_row(f"check {name}", "[green]yes[/]" if ok else "[red]NO[/]")
+    return table
 
 
 # -- policies ------------------------------------------------------------------------------------

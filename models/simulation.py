@@ -441,6 +441,56 @@ class Simulator:
         t = self.rewards
         return p_done * t["done"] + p_snooze * t["snooze"] + (1 - p_done - p_snooze) * t["dismiss"]
 
+    # -- driving the live stack (``models.closed_loop``) -------------------------------------
+    def set_now(self, when: datetime) -> None:
+        """Move the simulated clock to ``when`` (never backwards)."""
+        if when < self._now:
+            raise ValueError(f"the simulated clock cannot go back from {self._now} to {when}")
+        self._now = when
+
+    def value(self, user: UserTraits, task: Task | None) -> float:
+        """The expected reward of showing ``task`` (``None``: an LLM tip) to ``user`` now."""
+        if task is None:
+            return self._expected_reward(user, self._utility(user, "llm_tip", {}))
+        return self._expected_reward(user, self._utility(user, task.kind, self.task_features(task)))
+
+    def react_to(self, user: UserTraits, task: Task | None) -> tuple[Reaction, Task | None]:
+        """``user``'s reaction to being shown ``task`` now, from the hidden traits alone, and the
+        task that replaces it when it was done (the world changes: a stateful simulator)."""
+        kind = "llm_tip" if task is None else task.kind
+        features = {} if task is None else self.task_features(task)
+        p_done = _sigmoid(self._utility(user, kind, features))
+        u = self._react_rng.random()
+        if u < p_done:
+            reaction = Reaction.done
+        elif u < p_done + (1 - p_done) * user.snooze_habit:
+            reaction = Reaction.snooze
+        else:
+            reaction = Reaction.dismiss
+        if task is None:
+            return reaction, None
+        task.times_shown += 1
+        if reaction is Reaction.snooze:
+            task.times_snoozed += 1
+        if reaction is Reaction.done:
+            tasks = self._tasks[user.user_id]
+            index = tasks.index(task)
+            self._replace_task(user, index)
+            return reaction, tasks[index]
+        return reaction, None
+
+    def finish_outside(self, user: UserTraits, rate: float) -> list[tuple[Task, Task]]:
+        """Each open task of ``user`` is completed outside oO with probability ``rate``; the
+        ``(done, replacement)`` pairs."""
+        out = []
+        tasks = self._tasks[user.user_id]
+        for i in range(len(tasks)):
+            if self._rng.random() < rate:
+                done = tasks[i]
+                self._replace_task(user, i)
+                out.append((done, tasks[i]))
+        return out
+
     # -- rounds ------------------------------------------------------------------------------
     def next_round(self) -> Round:
         """Advance the clock, pick a user, and lay out the candidates of one decision."""

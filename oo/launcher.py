@@ -185,6 +185,22 @@ class Launcher:
             with contextlib.suppress(FileNotFoundError):
                 self.pid_file.unlink()
 
+    @contextlib.contextmanager
+    def started(self) -> Iterator[list[Running]]:
+        """Start every service, wait until each is healthy, and stop them all on leaving: for a
+        caller that drives the services itself (``oo simulate``), with no pid file, no signal
+        handlers and no log streaming (each service's output still goes to its log file).
+        Raises ``RuntimeError`` naming the services that were not healthy in time."""
+        try:
+            self._start_all()
+            failed = self._wait_healthy()
+            if failed:
+                self._report_unhealthy(failed)
+                raise RuntimeError("not healthy: " + ", ".join(f"{r.service.name} ({why})" for r, why in failed))
+            yield list(self.running)
+        finally:
+            self.stop_all()
+
     # -- a second instance ---------------------------------------------------------------------
     def running_instance(self) -> dict[str, Any] | None:
         """What the pid file says of a live launcher, or ``None`` (a stale file is removed)."""

@@ -287,6 +287,18 @@ class ServingSettings(BaseModel):
     )
     mlflow_timeout_s: float = Field(default=3.0, gt=0, description="MLflow HTTP timeout (a dead server fails fast)")
     apprentice_window: int = Field(default=1000, ge=1, description="decisions compared in apprentice mode")
+    baseline_floor: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="exploration mass of the rule baseline when it serves (0: deterministic; > 0 gives every "
+        "candidate a propensity, so its logs can evaluate other policies off-policy)",
+    )
+    simulated_clock: bool = Field(
+        default=False,
+        description="accept a caller's `decided_at` on rank (simulations, `oo simulate`; local only); "
+        "off: a request that gives one is refused",
+    )
 
 
 DEV_AUTH_SECRET = "dev-auth-secret-never-use-outside-local-0123456789"
@@ -346,6 +358,11 @@ class AppSettings(BaseModel):
     todoist_authorize_url: str = "https://app.todoist.com/oauth/authorize"
     todoist_token_url: str = "https://api.todoist.com/oauth/access_token"
     todoist_revoke_url: str = "https://api.todoist.com/api/v1/access_tokens/revoke"
+    simulated_clock: bool = Field(
+        default=False,
+        description="read the request's time from its X-OO-Simulated-Time header (simulations, `oo simulate`; "
+        "local only); off: the header is ignored",
+    )
 
 
 class PlatformSettings(BaseModel):
@@ -402,6 +419,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_dev_secrets_outside_local(self) -> Settings:
         if self.env != "local":
+            if self.app.simulated_clock or self.serving.simulated_clock:
+                raise ValueError("OO_APP__SIMULATED_CLOCK and OO_SERVING__SIMULATED_CLOCK are local only")
             if any(k.get_secret_value() == DEV_VAULT_KEY for k in self.vault.keys):
                 raise ValueError("OO_VAULT__KEYS holds the dev key; set real keys outside local")
             if self.todoist.client_secret.get_secret_value() == "dev-client-secret":

@@ -89,7 +89,7 @@ class DecisionEngine:
         self.generator = generator
         self.features = features
         self.loop = loop
-        self.baseline = lifecycle.rule_baseline()
+        self.baseline = lifecycle.rule_baseline(settings.serving.baseline_floor)
         self.fallbacks = 0
         self.policy_fallbacks = 0
 
@@ -97,7 +97,9 @@ class DecisionEngine:
     async def rank(self, request: RankRequest, now: datetime | None = None) -> RankResponse:
         """One decision for ``request`` (logged before it is returned)."""
         start = time.perf_counter()
-        decided_at = now or datetime.now(UTC)
+        if request.decided_at is not None and not self.settings.serving.simulated_clock:
+            raise BadRequest("decided_at is accepted only when serving runs with OO_SERVING__SIMULATED_CLOCK")
+        decided_at = now or request.decided_at or datetime.now(UTC)
         event_id = request.event_id or uuid.uuid4()
         digest = request_hash(request)
         if request.event_id is not None:

@@ -39,9 +39,9 @@ class Loaded:
     champion_version: str | None
 
 
-def rule_baseline() -> Policy:
-    """The always-available default policy."""
-    return RuleBased(version=BASELINE_VERSION)
+def rule_baseline(floor: float = 0.0) -> Policy:
+    """The always-available default policy (``floor``: ``OO_SERVING__BASELINE_FLOOR``)."""
+    return RuleBased(version=BASELINE_VERSION, floor=floor)
 
 
 def _bound_mlflow_http(settings: Settings) -> None:
@@ -114,4 +114,4 @@ def initial_policy(settings: Settings, snapshots: SnapshotStore) -> Loaded:
         log.info("serving: snapshot %d (%s %s)", info.seq, info.policy, info.policy_version)
         return Loaded(policy, SNAPSHOT, info.champion_version)
     log.info("serving: no champion and no snapshot; serving the rule baseline")
-    return Loaded(rule_baseline(), RULE_BASELINE, None)
+    return Loaded(rule_baseline(settings.serving.baseline_floor), RULE_BASELINE, None)

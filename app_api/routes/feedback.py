@@ -89,6 +89,8 @@ def submit(
     )
     # The reaction and its two outbox messages in one transaction, as plain INSERTs; a reaction
     # already recorded (the same key again, or committed concurrently) fails the first one.
+    # delivery is scheduled on the wall clock (the relay's), even when the request's time is simulated
+    sent = services.clock()
     try:
         session.execute(
             INSERT_REACTION,
@@ -100,8 +102,8 @@ def submit(
                 "occurred_at": now,
             },
         )
-        relay.enqueue(session, relay.SERVING_REWARD, f"reward:{reaction_id}", user.id, reward, now)
-        relay.enqueue(session, relay.BUS_REACTIONS, f"reaction:{reaction_id}", user.id, event, now)
+        relay.enqueue(session, relay.SERVING_REWARD, f"reward:{reaction_id}", user.id, reward, sent)
+        relay.enqueue(session, relay.BUS_REACTIONS, f"reaction:{reaction_id}", user.id, event, sent)
         session.commit()
     except IntegrityError:
         session.rollback()

@@ -57,6 +57,7 @@ def next_tip(user: CurrentUser, session: SessionDep, services: ServicesDep, now:
         event_id=uuid.uuid4(),
         llm_consent=llm_ok,
         include_todoist=CandidateKind.todoist_task.value in kinds,
+        decided_at=now if services.settings.app.simulated_clock else None,
     )
     session.close()  # give the connection back to the pool while serving decides
     try:

@@ -92,7 +92,7 @@ class FakeServing:
             if c.candidate_id not in seen and c.candidate_id not in req.excluded_ids:
                 seen.add(c.candidate_id)
                 allowed.append(c)
-        now = datetime.now(UTC)
+        now = req.decided_at or datetime.now(UTC)  # a simulation's time, as serving takes it
         if not allowed:
             response = RankResponse(
                 event_id=event_id, user_id=req.user_id, decided_at=now, ranking=[], reward_action_id=None,

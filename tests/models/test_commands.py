@@ -233,7 +233,7 @@ def test_user_commands_say_the_app_api_is_not_built_or_not_running(
 
 
 def test_simulate_writes_simulated_events_and_says_so(env: Settings) -> None:
-    out = runner.invoke(app, ["simulate", "--users", "2", "--days", "1", "--seed", "4"])
+    out = runner.invoke(app, ["simulate-events", "--users", "2", "--days", "1", "--seed", "4"])
     assert out.exit_code == 0, out.output
     assert "SIMULATED traffic" in out.output
     assert (env.paths.resolve("events")).exists()

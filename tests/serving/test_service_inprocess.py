@@ -73,8 +73,9 @@ def test_mlflow_down_serves_the_last_local_snapshot(world: dict[str, Any]) -> No
         ),
         ({"user_id": "dora", "candidates": candidates(2) + candidates(1)}, "must be unique"),
         ({"user_id": "dora", "event_id": "not-a-uuid"}, "event_id"),
+        ({"user_id": "dora", "decided_at": "2031-01-01T00:00:00Z"}, "OO_SERVING__SIMULATED_CLOCK"),
     ],
-    ids=["over-200", "no-user", "bad-kind", "duplicate-ids", "bad-event-id"],
+    ids=["over-200", "no-user", "bad-kind", "duplicate-ids", "bad-event-id", "time-without-simulated-clock"],
 )
 def test_malformed_rank_requests_get_400_with_a_message(
     world: dict[str, Any], body: dict[str, Any], message: str

@@ -1,0 +1,500 @@
+"""``oo simulate``: the simulator's users live through the real services, day by day.
+
+The loop, for ``users`` users over ``days`` simulated days (seeded):
+
+1. a FAKE Todoist API (in a thread) holds each simulated user's tasks, on the simulated clock;
+2. the app API and the BentoML service run as child processes (:mod:`oo.launcher`, free
+   loopback ports, an isolated var dir); each user signs up (``POST /v1/auth/register``) and
+   connects their fake Todoist account with a personal token (``POST /v1/integrations/todoist``);
+3. every simulated day, each user opens the app once, at a time drawn around their usual active
+   hour: they log in, ask ``GET /v1/tips/next`` (serving decides, reading the user's context and
+   the tasks' features from the feature store) and react with ``POST /v1/feedback``; the
+   reaction is drawn from the simulator's hidden traits only, never shown to the policy. A task
+   done through a tip is completed in the fake Todoist, and a few are completed outside oO;
+4. at each simulated midnight the DAGs' work runs **in-process**, the same library calls each
+   DAG task makes (no Airflow is started): Todoist sync of every user, ``events_ingest``,
+   ``features`` (build, validate, publish + apply, materialize, training examples) and
+   ``policy_training`` (train, evaluate off-policy, gate); when the gate moves ``@champion``, the
+   loop waits until serving reports the new champion.
+
+Simulated time: requests carry ``X-OO-Simulated-Time`` (the app honours it with
+``OO_APP__SIMULATED_CLOCK``, and passes it to serving as ``RankRequest.decided_at``, honoured
+with ``OO_SERVING__SIMULATED_CLOCK``; both settings are refused outside ``local``). The simulated
+days start at the UTC midnight after the wall clock, so that the learner's reward windows (on the
+wall clock) never close before a simulated reaction arrives. The served rule baseline explores
+(``OO_SERVING__BASELINE_FLOOR``, 0.2 here) so that its logs can evaluate challengers off-policy.
+
+:mod:`models.closed_loop_report` turns the run's records into the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from data_contracts.events import Reaction
+from models.simulation import Simulator, Task, UserTraits
+
+log = logging.getLogger(__name__)
+
+HEADER = "X-OO-Simulated-Time"
+PASSWORD = "simulated-user-password-1"  # noqa: S105  (a simulated account on a loopback app)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """One closed-loop run."""
+
+    users: int
+    days: int
+    seed: int
+    var_dir: Path
+    baseline_floor: float = 0.2
+    outside_done_per_day: float = 0.05
+    """Chance that each open task is completed outside oO on a given day."""
+    visits_per_day: int = 1
+    """Visits of each user a day. Above 1, the pushed reaction counters (which do not expire old
+    events until the next materialization) disagree with the offline store on a user's later visits
+    of a day: measurable train/serve skew on the 1- and 7-day counters."""
+    health_timeout_s: float = 240.0
+    champion_timeout_s: float = 120.0
+    delivery_timeout_s: float = 120.0
+    start: datetime | None = None
+    """The first simulated midnight (default: the UTC midnight after now)."""
+
+
+@dataclass
+class LoopUser:
+    """A simulated user and their accounts: the app's and the fake Todoist's."""
+
+    traits: UserTraits
+    email: str
+    app_id: str = ""
+    token: str = ""
+    refresh: str = ""
+    todoist: Any = None
+
+
+@dataclass
+class Served:
+    """One decision as the simulated user lived it."""
+
+    day: int
+    at: datetime
+    user: str
+    decision_id: str
+    candidate_id: str | None
+    reaction: str | None
+    reward: float | None
+    expected: float | None
+    values: dict[str, float]
+    """Expected reward of every open task of the user at the time (``task:<todoist id>``)."""
+
+
+@dataclass
+class LoopRun:
+    """What the loop did, for the report."""
+
+    config: LoopConfig
+    start: datetime
+    served: list[Served] = field(default_factory=list)
+    days: list[dict[str, Any]] = field(default_factory=list)
+    promotions: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def free_port() -> int:
+    """A free loopback port (bound and released: the caller binds it next)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def loop_env(var_dir: Path, todoist_url: str, serving_port: int, app_port: int, floor: float) -> dict[str, str]:
+    """The settings (``OO_*``) of this process and its services for one run."""
+    return {
+        "OO_ENV": "local",
+        "OO_PATHS__VAR_DIR": str(var_dir),
+        "OO_TODOIST__BASE_URL": todoist_url,
+        "OO_PLATFORM__SERVING_PORT": str(serving_port),
+        "OO_PLATFORM__APP_API_PORT": str(app_port),
+        "OO_APP__SERVING_URL": f"http://127.0.0.1:{serving_port}",
+        "OO_APP__SERVING_TIMEOUT_S": "20",
+        "OO_APP__RELAY_INTERVAL_S": "0.2",
+        "OO_APP__SIMULATED_CLOCK": "true",
+        "OO_SERVING__SIMULATED_CLOCK": "true",
+        "OO_SERVING__BASELINE_FLOOR": str(floor),
+        "OO_SERVING__CHAMPION_POLL_S": "1",
+        "OO_LLM__ENABLED": "false",
+        "OO_FEAST__PROJECT": "oo_simulation",
+        "OO_LOG_FORMAT": "json",
+    }
+
+
+@contextlib.contextmanager
+def applied_env(env: dict[str, str]) -> Iterator[None]:
+    """``env`` in this process's environment (and fresh settings) until leaving."""
+    from oo.settings import get_settings
+
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
+
+
+def todoist_item(task: Task, at: datetime) -> dict[str, Any]:
+    """The fake Todoist item fields of a simulated task (what its sync reads back)."""
+    snap = task.todoist("-", at)
+    due = None
+    if snap.due is not None:
+        due = {"date": snap.due.date, "timezone": None, "string": "sim", "lang": "en", "is_recurring": False}
+        due["is_recurring"] = bool(snap.due.is_recurring)
+    return {
+        "content": snap.content,
+        "labels": list(snap.labels),
+        "priority": snap.priority,
+        "due": due,
+        "deadline": None if snap.deadline is None else {"date": snap.deadline.date.isoformat(), "lang": "en"},
+        "duration": None if snap.duration is None else {"amount": snap.duration.amount, "unit": snap.duration.unit},
+        "added_at": task.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+
+
+class ClosedLoop:
+    """Drives one run; :meth:`run` returns the :class:`LoopRun`."""
+
+    def __init__(self, config: LoopConfig, on_progress: Callable[[str, int], None] | None = None) -> None:
+        try:
+            from oo.fakes.todoist import Clock, FakeTodoist
+        except ImportError as exc:  # the wheel leaves the stand-in servers out
+            raise RuntimeError(
+                "oo simulate needs a source checkout: oo.fakes (the FAKE Todoist) is not installed"
+            ) from exc
+        if config.users < 1 or config.days < 1 or config.visits_per_day < 1:
+            raise ValueError("users, days and visits per day must be at least 1")
+        self.config = config
+        now = datetime.now(UTC)
+        self.start = config.start or (now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1))
+        opened = self.start - timedelta(hours=1)  # users sign up an hour before the first day
+        self.sim = Simulator(n_users=config.users, seed=config.seed, start=opened, stateful=True, llm_tips=0)
+        self.clock = Clock(opened)
+        self.world = FakeTodoist(seed=config.seed, clock=self.clock)
+        self.rng = random.Random(config.seed + 7)
+        self.users = [LoopUser(t, f"{t.user_id}@simulated.example.com") for t in self.sim.users]
+        self.item_of: dict[str, str] = {}
+        """Simulated task id -> fake Todoist item id."""
+        self.task_of: dict[str, tuple[LoopUser, Task]] = {}
+        """``task:<item id>`` -> the user and their hidden task."""
+        self.undelivered: set[int] = set()
+        """Users whose reactions the relay may not have delivered yet."""
+        self.gone: dict[str, LoopUser] = {}
+        """Tasks done since the last sync, which serving may still offer (the lake is a day behind)."""
+        self.on_progress = on_progress or (lambda what, n: None)
+        self.run_record = LoopRun(config=config, start=self.start)
+
+    # -- the fake Todoist world ------------------------------------------------------------------
+    def _add(self, user: LoopUser, task: Task) -> None:
+        item = self.world.add_task(user.todoist, **todoist_item(task, self.sim.now))
+        self.item_of[task.task_id] = item["id"]
+        self.task_of[f"task:{item['id']}"] = (user, task)
+
+    def _complete(self, user: LoopUser, done: Task, replacement: Task) -> None:
+        item_id = self.item_of.pop(done.task_id)
+        self.task_of.pop(f"task:{item_id}", None)
+        self.gone[f"task:{item_id}"] = user
+        item = self.world.complete_task(user.todoist, item_id)
+        if not item.get("checked"):  # a recurring task moved on in Todoist; the simulated one is replaced
+            self.world.delete_task(user.todoist, item_id)
+        self._add(user, replacement)
+
+    def _at(self, when: datetime) -> None:
+        self.sim.set_now(when)
+        self.clock.advance(seconds=(when - self.clock.now()).total_seconds())  # the fake follows the simulation
+
+    # -- the app API -----------------------------------------------------------------------------
+    def _call(self, http: httpx.Client, method: str, path: str, at: datetime, **kw: Any) -> httpx.Response:
+        headers = {HEADER: at.isoformat(), **kw.pop("headers", {})}
+        for attempt in range(5):  # bounded: a busy machine may time a request out
+            try:
+                response = http.request(method, path, headers=headers, **kw)
+            except httpx.TimeoutException:
+                if attempt == 4:
+                    raise
+                continue
+            if response.status_code == 503 and attempt < 4:
+                time.sleep(0.5)
+                continue
+            if response.status_code >= 400:
+                raise RuntimeError(f"{method} {path}: HTTP {response.status_code} {response.text[:300]}")
+            return response
+        raise RuntimeError(f"{method} {path}: no answer")
+
+    def _sign_up(self, http: httpx.Client, user: LoopUser, at: datetime) -> None:
+        import jwt
+
+        body = {"email": user.email, "password": PASSWORD, "display_name": user.traits.user_id}
+        pair = self._call(http, "POST", "/v1/auth/register", at, json=body).json()
+        user.token, user.refresh = pair["access_token"], pair["refresh_token"]
+        user.app_id = str(jwt.decode(user.token, options={"verify_signature": False})["sub"])
+        auth = {"Authorization": f"Bearer {user.token}"}
+        self._call(http, "POST", "/v1/integrations/todoist", at, json={"token": user.todoist.token}, headers=auth)
+
+    def _log_in(self, http: httpx.Client, user: LoopUser, at: datetime) -> None:
+        """A returning user's app renews its session with the refresh token (signing in with the
+        password again when that is refused)."""
+        try:
+            pair = self._call(http, "POST", "/v1/auth/refresh", at, json={"refresh_token": user.refresh}).json()
+        except RuntimeError:
+            body = {"email": user.email, "password": PASSWORD}
+            pair = self._call(http, "POST", "/v1/auth/login", at, json=body).json()
+        user.token, user.refresh = pair["access_token"], pair["refresh_token"]
+
+    def _ask(self, http: httpx.Client, day: int, user: LoopUser, at: datetime) -> tuple[Served, Task | None]:
+        """A visit: renew the session, ask for the next tip; the served record and the hidden task."""
+        self._at(at)
+        self._log_in(http, user, at)
+        auth = {"Authorization": f"Bearer {user.token}"}
+        values = {
+            f"task:{self.item_of[t.task_id]}": self.sim.value(user.traits, t)
+            for t in self.sim.tasks(user.traits.user_id)
+        }
+        tip = self._call(http, "GET", "/v1/tips/next", at, headers=auth).json()
+        served = Served(day, at, user.app_id, str(tip.get("decision_id")), None, None, None, None, values)
+        if tip.get("tip") is None:
+            return served, None
+        cid = tip["tip"]["candidate_id"]
+        if self.gone.get(cid) is user:  # done already; serving's copy of Todoist is a day behind
+            served.candidate_id = cid
+            served.expected = served.values[cid] = float(self.sim.rewards["dismiss"])
+            return served, None
+        owner_task = self.task_of.get(cid)
+        if owner_task is None or owner_task[0] is not user:
+            raise RuntimeError(f"serving chose {cid!r}, not an open task of {user.traits.user_id}")
+        served.candidate_id, served.expected = cid, values[cid]
+        return served, owner_task[1]
+
+    def _react(self, http: httpx.Client, user: LoopUser, served: Served, task: Task | None, at: datetime) -> None:
+        """The user's reaction a few minutes later, from the hidden traits, sent as feedback (a
+        tip for a task they already did (``task`` None) is dismissed)."""
+        self._at(at)
+        if task is not None and not any(t is task for t in self.sim.tasks(user.traits.user_id)):
+            task = None  # done in the meantime (two visits overlapped)
+        reaction, replacement = (Reaction.dismiss, None) if task is None else self.sim.react_to(user.traits, task)
+        body = {"decision_id": served.decision_id, "reaction": reaction.value}
+        self._call(http, "POST", "/v1/feedback", at, json=body, headers={"Authorization": f"Bearer {user.token}"})
+        if task is not None and replacement is not None:
+            self._complete(user, task, replacement)
+        served.reaction, served.reward = reaction.value, float(self.sim.rewards[reaction.value])
+
+    def _day(self, http: httpx.Client, day: int, day_start: datetime) -> int:
+        """Every user's visits of the day and their reactions, in time order; reactions sent."""
+        queue: list[tuple[datetime, int, int, Served | None, Task | None]] = []
+        seq = 0
+        for i, user in enumerate(self.users):
+            for _ in range(self.config.visits_per_day):
+                seq += 1
+                heapq.heappush(queue, (self._visit_time(day_start, user), seq, i, None, None))
+        reacted = 0
+        while queue:
+            at, _, i, served, task = heapq.heappop(queue)
+            user = self.users[i]
+            if served is None:
+                if i in self.undelivered:
+                    self._wait_delivered()
+                    self.undelivered.clear()
+                served, task = self._ask(http, day, user, at)
+                self.run_record.served.append(served)
+                self.on_progress("decision", 1)
+                if served.candidate_id is not None:
+                    seq += 1
+                    heapq.heappush(queue, (at + timedelta(minutes=self.rng.uniform(1, 10)), seq, i, served, task))
+            else:
+                self._react(http, user, served, task, at)
+                self.undelivered.add(i)
+                reacted += 1
+        return reacted
+
+    def _visit_time(self, day_start: datetime, user: LoopUser) -> datetime:
+        hour = min(23.0, max(0.5, self.rng.gauss(user.traits.active_hour % 24, 1.5)))
+        return day_start + timedelta(hours=hour)
+
+    # -- the DAGs' work, in-process --------------------------------------------------------------
+    def batch(self, at: datetime) -> dict[str, Any]:
+        """What the DAGs do at ``at``: sync, ingest, features, training with the gate (their
+        printed output, Feast's and MLflow's, goes to ``logs/batch.log``)."""
+        from oo.settings import get_settings
+
+        log_path = get_settings().paths.resolve("logs", "batch.log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            return self._batch(at)
+
+    def _batch(self, at: datetime) -> dict[str, Any]:
+        from models.features import pipeline
+        from models.policy_training import train_and_register
+        from oo.events_ingest import run_ingest
+        from oo.integrations.todoist.sync import sync_users
+
+        t0 = time.perf_counter()
+        # the sync runs just before the features build, as todoist_sync runs before the features
+        # DAG: a snapshot stamped exactly at the build's as_of would count as a latest-state row
+        # (models.features.tables.incremental) and a task new at that instant would be left out
+        synced_at = at - timedelta(seconds=1)
+        synced = sync_users([u.app_id for u in self.users], now=lambda: synced_at, chunk=25)
+        failed = [r.user_id for r in synced if r.status != "ok"]
+        ingested = run_ingest().written
+        built = pipeline.build(f"sim-{at:%Y%m%dT%H%M}", at.isoformat())
+        pipeline.validate(built["staging"])
+        pipeline.publish_and_apply(built["staging"])
+        pipeline.materialize(at.isoformat())
+        examples = pipeline.training_examples(at.isoformat())
+        trained = train_and_register(at)
+        return {
+            "at": at.isoformat(),
+            "sync_failed": failed,
+            "events_ingested": ingested,
+            "training_examples_added": examples,
+            "training": {
+                k: trained.get(k) for k in ("examples", "trained", "challenger", "champion", "promoted", "gate")
+            },
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+
+    def _wait_delivered(self) -> None:
+        """Until the app's outbox delivered every reward to serving (which then logged it and
+        pushed the user's fresh counters): simulated hours pass in milliseconds, and a user's next
+        visit must not overtake what the relay would long have delivered."""
+        from sqlalchemy import text
+
+        from oo.db import get_engine
+
+        query = text("SELECT status, count(*) FROM outbox WHERE destination = 'serving.reward' GROUP BY status")
+        deadline = time.monotonic() + self.config.delivery_timeout_s
+        while True:
+            with get_engine().connect() as con:
+                counts = {str(k): int(v) for k, v in con.execute(query).all()}
+            if counts.get("dead"):
+                raise RuntimeError(f"serving refused {counts['dead']} rewards (dead outbox messages); see logs/")
+            if not counts.get("pending"):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{counts['pending']} rewards undelivered after {self.config.delivery_timeout_s} s")
+            time.sleep(0.02)
+
+    def _wait_champion(self, serving_url: str, version: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self.config.champion_timeout_s
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                ready: dict[str, Any] = httpx.get(serving_url + "/ops/ready", timeout=10).json()
+                if str(ready.get("champion_version")) == str(version):
+                    return ready
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"serving did not load champion v{version} within {self.config.champion_timeout_s} s"
+                )
+            time.sleep(0.5)
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> LoopRun:
+        """Run every simulated day; the services are stopped on leaving, whatever happens."""
+        from oo.fakes.todoist import serve_in_thread
+
+        t0 = time.perf_counter()
+        self.config.var_dir.mkdir(parents=True, exist_ok=True)
+        with serve_in_thread(self.world) as todoist_url:
+            serving_port, app_port = free_port(), free_port()
+            env = loop_env(self.config.var_dir, todoist_url, serving_port, app_port, self.config.baseline_floor)
+            with applied_env(env):
+                self._run(f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{serving_port}")
+        self.run_record.wall_s = time.perf_counter() - t0
+        return self.run_record
+
+    def _services(self, names: set[str]) -> Any:
+        from oo.launcher import Launcher
+        from oo.platform import platform_services
+        from oo.settings import get_settings
+
+        settings = get_settings()
+        chosen = [s for s in platform_services(settings) if s.name in names]
+        for s in chosen:
+            s.env = {**s.env, **{k: v for k, v in os.environ.items() if k.startswith("OO_")}}
+        return Launcher(
+            chosen,
+            run_dir=settings.paths.resolve("run"),
+            log_dir=settings.paths.resolve("logs"),
+            health_timeout_s=self.config.health_timeout_s,
+            title="oo simulate",
+        )
+
+    def _run(self, app_url: str, serving_url: str) -> None:
+        from oo.db import migrate
+        from oo.settings import get_settings
+
+        migrate()
+        get_settings().paths.resolve("events").mkdir(parents=True, exist_ok=True)  # read before serving writes
+        before = self.start - timedelta(hours=1)
+        self._at(before)
+        for user in self.users:
+            user.todoist = self.world.add_user(full_name=user.traits.user_id)
+            self.world.add_project(user.todoist, "Inbox", inbox=True)
+            for task in self.sim.tasks(user.traits.user_id):
+                self._add(user, task)
+        with self._services({"app-api"}).started(), httpx.Client(base_url=app_url, timeout=30) as http:
+            for user in self.users:
+                self._sign_up(http, user, before)
+            self.on_progress("signed up", len(self.users))
+            self.run_record.days.append(self.batch(self.start))  # the features serving reads on day 0
+            with self._services({"serving"}).started():
+                self._days(http, serving_url)
+
+    def _days(self, http: httpx.Client, serving_url: str) -> None:
+        for day in range(self.config.days):
+            day_start = self.start + timedelta(days=day)
+            self._day(http, day, day_start)
+            midnight = day_start + timedelta(days=1)
+            self._at(midnight - timedelta(minutes=10))
+            for user in self.users:  # a few tasks get done outside oO
+                for done, replacement in self.sim.finish_outside(user.traits, self.config.outside_done_per_day):
+                    self._complete(user, done, replacement)
+            self._wait_delivered()
+            self.undelivered.clear()
+            self._at(midnight)
+            step = self.batch(midnight)
+            self.gone.clear()  # synced: serving no longer offers them
+            step["day"] = day
+            self.run_record.days.append(step)
+            training = step["training"]
+            if training.get("promoted"):
+                ready = self._wait_champion(serving_url, str(training["champion"]))
+                self.run_record.promotions.append(
+                    {"day": day, "at": midnight.isoformat(), "version": str(training["champion"]), "serving": ready}
+                )
+            self.on_progress("day", 1)
+
+
+def new_run_dir(root: Path, users: int, days: int, seed: int) -> Path:
+    """A fresh folder for one run under ``root`` (``<users>x<days>-s<seed>-<utc time>-<id>``)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return root / f"{users}x{days}-s{seed}-{stamp}-{uuid.uuid4().hex[:6]}"
