@@ -124,13 +124,14 @@ class Delivery:
     outbox: dict[str, int]
     drain_s: float
     learner_learned: int | None
+    ingested_from_bus: dict[str, int]
     lost_examples: list[str]
 
 
 def account(stack: Stack, result: LoadResult, drain_timeout_s: float, learner_timeout_s: float = 30.0) -> Delivery:
     """Wait for the relay to drain, ingest, and count every accepted reaction where it arrived."""
     outbox, drain_s = wait_drained(stack, drain_timeout_s)
-    ingest_lake(stack)
+    ingested = ingest_lake(stack)
     counted = serving_rewards(stack)
     rewards, reactions = lake_rows(stack, "rewards"), lake_rows(stack, "reactions")
     log = log_lines(stack, "rewards")
@@ -156,6 +157,7 @@ def account(stack: Stack, result: LoadResult, drain_timeout_s: float, learner_ti
         outbox=outbox,
         drain_s=round(drain_s, 2),
         learner_learned=learned,
+        ingested_from_bus={topic: int(report["from_bus"]) for topic, report in ingested.items()},
         lost_examples=lost[:5],
     )
 

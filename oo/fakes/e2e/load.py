@@ -257,7 +257,9 @@ class Driver:
         """Send ``rps * seconds`` requests on schedule while the faults happen; wait for them all."""
         cond = self.cond
         total = int(cond.rps * cond.seconds)
-        limits = httpx.Limits(max_connections=400, max_keepalive_connections=100)
+        # no cap on connections: an overloaded server gets every request on time (open loop), and
+        # httpcore's queue of waiting requests (whose scans starve the event loop) never forms
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
         timeout = httpx.Timeout(cond.timeout_s)
         async with (
             httpx.AsyncClient(base_url=self.stack.app_url, limits=limits, timeout=timeout) as client,

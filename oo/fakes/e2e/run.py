@@ -6,6 +6,7 @@ import asyncio
 import os
 import platform
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -78,5 +79,49 @@ def run_e2e(
             "wall_s": round(time.monotonic() - started, 1),
         }
         return figures(cond, result, delivery, extra)
+    finally:
+        stack.close()
+
+
+async def _one_round(stack: Stack, cond: Conditions) -> tuple[list[User], dict[str, Any], Any]:
+    """Sign up, connect, sync; then each user asks for a tip and reacts to it once."""
+    import httpx
+
+    from oo.fakes.e2e.load import LoadResult, Reaction
+
+    async with httpx.AsyncClient(base_url=stack.app_url, timeout=30.0) as client:
+        users = await sign_up(client, stack, cond)
+        synced = await asyncio.to_thread(sync_everyone, stack, users)
+        result = LoadResult()
+        for i, user in enumerate(users):
+            r = await client.get("/v1/tips/next", headers=user.headers)
+            if r.status_code != 200 or not r.json().get("tip"):
+                raise RuntimeError(f"no tip for a connected, synced user: HTTP {r.status_code} {r.text[:300]}")
+            key = str(uuid.UUID(int=i + 1, version=4))
+            reaction = Reaction(key, user, r.json()["decision_id"], ("done", "snooze", "dismiss")[i % 3])
+            f = await client.post(
+                "/v1/feedback",
+                json={"decision_id": reaction.decision_id, "reaction": reaction.reaction},
+                headers={**user.headers, "Idempotency-Key": key},
+            )
+            if f.status_code != 202:
+                raise RuntimeError(f"feedback refused: HTTP {f.status_code} {f.text[:300]}")
+            result.accepted[key] = reaction
+        ready = (await client.get(stack.serving_url + "/ops/ready")).json()
+    return users, {"synced": synced, "serving_ready": ready}, result
+
+
+def run_smoke(var_dir: Path, env: dict[str, str] | None = None, users: int = 2) -> dict[str, Any]:
+    """register -> connect -> sync -> tip -> feedback -> delivered, on the stack's stores: where each
+    reaction arrived (:class:`oo.fakes.e2e.ledger.Delivery`) and what the ingest moved."""
+    from dataclasses import asdict
+
+    cond = Conditions(users=users, faulty_users=0)
+    stack = Stack(var_dir, todoist_users=users, env=env or {}, health_timeout_s=240.0)
+    stack.start()
+    try:
+        _, seen, result = asyncio.run(_one_round(stack, cond))
+        delivery = account(stack, result, drain_timeout_s=60.0)
+        return {**asdict(delivery), **seen}
     finally:
         stack.close()
