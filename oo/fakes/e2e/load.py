@@ -240,15 +240,25 @@ class Driver:
         self.result.events[f"{name}_healthy_s"] = self._now()
         self.result.events[f"{name}_restart_to_healthy_s"] = took
 
+    async def _admin(self, client: httpx.AsyncClient, path: str, **kwargs: Any) -> None:
+        """A call to the fake's admin endpoints, tried again while the (busy) machine refuses it."""
+        deadline = time.monotonic() + 60.0
+        while True:
+            try:
+                r = await client.post(self.stack.fake_admin_url + path, **kwargs)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        _raise_for(r, f"fake Todoist {path}")
+
     async def _sync_with_faults(self, client: httpx.AsyncClient) -> None:
         self.result.events["sync_started_s"] = self._now()
-        await client.post(self.stack.fake_admin_url + "evolve", params={"steps": 3})
+        await self._admin(client, "evolve", params={"steps": 3})
         for user in self.users:
             if user.fault is not None:
-                r = await client.post(
-                    self.stack.fake_admin_url + "faults", json={"todoist_id": user.todoist_id, **user.fault}
-                )
-                _raise_for(r, "inject a fault")
+                await self._admin(client, "faults", json={"todoist_id": user.todoist_id, **user.fault})
         statuses = await asyncio.to_thread(sync_everyone, self.stack, self.users)
         self.result.events["sync_finished_s"] = self._now()
         self.result.syncs.append({"round": "during_load", "statuses": statuses})
