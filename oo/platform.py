@@ -91,6 +91,8 @@ def platform_services(settings: Settings, root: Path = ROOT) -> list[Service]:
     common = child_env()
     if not external_todoist:
         common["OO_TODOIST__BASE_URL"] = fake_url
+    if "serving_url" not in settings.app.model_fields_set:  # the app API asks the serving started here
+        common["OO_APP__SERVING_URL"] = p.url(p.serving_port)
     todoist = Service(
         name="todoist",
         command=[

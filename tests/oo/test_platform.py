@@ -24,6 +24,7 @@ def test_every_service_listens_where_its_setting_says_and_has_its_health_check(t
     assert mlflow[mlflow.index("--backend-store-uri") + 1] == s.mlflow_tracking_uri
     assert mlflow[mlflow.index("--port") + 1] == "15000"
     assert services["serving"].command[1:3] == ["serve", "serving.service:TipService"]
+    assert services["app-api"].env["OO_APP__SERVING_URL"] == "http://127.0.0.1:13000"  # the serving started here
     assert services["app-api"].command[1:3] == ["--factory", "app_api.main:create_app"]
 
 
