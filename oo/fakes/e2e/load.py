@@ -294,15 +294,16 @@ class Driver:
         self.result.unaccepted = [r for r in self.waiting if r.attempts > 0]
         return self.result
 
-    async def _send_failed_again(self, client: httpx.AsyncClient, rounds: int = 5) -> None:
-        """After the timed window: feedback that failed is sent again (same key), as a client would."""
+    async def _send_failed_again(self, client: httpx.AsyncClient, rounds: int = 5, deadline_s: float = 90.0) -> None:
+        """After the timed window: feedback that failed is sent again (same key), as a client would,
+        all at once, for at most ``rounds`` rounds and ``deadline_s`` seconds."""
+        end = time.monotonic() + deadline_s
         for _ in range(rounds):
             failed = [r for r in self.waiting if r.attempts > 0]
-            if not failed:
+            if not failed or time.monotonic() > end:
                 return
             self.waiting = [r for r in self.waiting if r.attempts == 0]
-            for item in failed:
-                await self._feedback(client, item, self._now(), "retry")
+            await asyncio.gather(*(self._feedback(client, item, self._now(), "retry") for item in failed))
             await asyncio.sleep(1.0)
 
     async def _at(self, when_s: float, work: Any) -> None:
@@ -315,17 +316,19 @@ class Driver:
 async def recovered(stack: Stack, users: list[User], timeout_s: float) -> dict[str, Any]:
     """After the run: every user gets a tip again (within ``timeout_s``); how long that took."""
     start = time.monotonic()
-    missing = {u.user_id for u in users}
+    missing = {u.user_id: u for u in users}
+
+    async def ask(client: httpx.AsyncClient, user: User) -> None:
+        try:
+            r = await client.get("/v1/tips/next", headers=user.headers)
+        except httpx.HTTPError:
+            return
+        if r.status_code == 200 and r.json().get("tip"):
+            missing.pop(user.user_id, None)
+
     async with httpx.AsyncClient(base_url=stack.app_url, timeout=5.0) as client:
         while missing and time.monotonic() - start < timeout_s:
-            for user in users:
-                if user.user_id in missing:
-                    try:
-                        r = await client.get("/v1/tips/next", headers=user.headers)
-                    except httpx.HTTPError:
-                        continue
-                    if r.status_code == 200 and r.json().get("tip"):
-                        missing.discard(user.user_id)
+            await asyncio.gather(*(ask(client, u) for u in list(missing.values())))
             if missing:
                 await asyncio.sleep(0.5)
     return {"users_without_tip": len(missing), "seconds": round(time.monotonic() - start, 2)}
