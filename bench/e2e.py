@@ -1,15 +1,15 @@
 """Load-and-fault benchmark: ``make bench-e2e`` writes ``bench/results/e2e.json``.
 
 The platform's real processes on loopback (fake Todoist, serving with its separate learner, the
-app API with its outbox relay), on the embedded defaults unless ``OO_DB__URL`` / ``OO_BUS__NATS_URL``
-/ ``OO_REDIS__URL`` are set. ``USERS`` (20) signed-up users, each connected to a fake Todoist
-account, ask for tips and react at ``RPS`` (100) requests per second, open loop, for ``SECONDS``
-(60): at 20% serving is killed (SIGKILL, its whole process tree) and started again, at 50% the
-learner is killed and started again 2 s later, at 60% every user's Todoist is synced while the
-fake answers 429 and 5xx for 4 of them. Then the relay is given up to 180 s to drain, the
-``events_ingest`` step moves the event log into the lake, and every accepted reaction is looked up
-in serving's decision index, the lake and the learner's counters. Exit 1 when one is lost or
-counted twice.
+app API with its outbox relay), on the embedded defaults unless ``OO_DB__URL`` /
+``OO_BUS__NATS_URL`` / ``OO_REDIS__URL`` are set. ``USERS`` (20) signed-up users, each connected
+to a fake Todoist account, ask for tips and react at ``RPS`` (100) requests per second, open loop,
+for ``SECONDS`` (60); ``OUT`` names another result file. At 20% serving is killed (SIGKILL, its
+whole process tree) and started again, at 50% the learner is killed and started again 2 s later,
+at 60% every user's Todoist is synced while the fake answers 429 and 5xx for 4 of them. Then the
+relay is given up to 180 s to drain, the ``events_ingest`` step moves the event log into the
+lake, and every accepted reaction is looked up in serving's decision index, the lake and the
+learner's counters. Exit 1 when one is lost (not delivered by the deadline) or counted twice.
 
 Fields: ``requests`` (sent in the timed window), ``errors`` (answers other than 200 / 202, and
 timeouts; tips fail while serving is down, and that is counted), ``feedback_accepted`` (202s),
@@ -45,7 +45,7 @@ def main() -> int:
     var = Path(tempfile.mkdtemp(prefix="oo-bench-e2e-"))
     print(f"bench-e2e: {cond.users} users, {cond.rps:g} req/s for {cond.seconds:g} s; state and logs in {var}")
     report = run_e2e(var, cond, drain_timeout_s=180.0, recovery_timeout_s=120.0)
-    out = ROOT / "bench" / "results" / "e2e.json"
+    out = ROOT / os.environ.get("OUT", "bench/results/e2e.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     head = {k: report[k] for k in ("requests", "errors", "feedback_accepted", "feedback_delivered", "lost_feedback")}

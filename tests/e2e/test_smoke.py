@@ -38,7 +38,7 @@ def _delete_streams(url: str, names: list[str]) -> None:
     asyncio.run(delete())
 
 
-@pytest.fixture(params=["embedded", "services"])
+@pytest.fixture(params=["embedded", pytest.param("services", marks=pytest.mark.integration)])
 def stores(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, str]]]:
     if request.param == "embedded":
         yield "embedded", {}
