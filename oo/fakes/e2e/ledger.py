@@ -230,6 +230,8 @@ def figures(cond: Conditions, result: LoadResult, delivery: Delivery, extra: dic
         "lost_feedback": delivery.lost_feedback,
         "p99_ms": round(percentile([s.latency_ms for s in timed], 0.99), 1),
         "duplicated_feedback": delivery.duplicated_feedback,
+        "lost_means": "accepted (202) but not in serving's decision index and the lake when the bounded wait "
+        "for the outbox ended; delivery.outbox.pending says how many were still durable in the outbox then",
         "by_kind": by_kind,
         "tip_errors_due_s": _span([s.due_s for s in timed if s.kind == "tip" and s.status not in ok["tip"]]),
         "tips_around_serving_outage": _around_outage(result),
