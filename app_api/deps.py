@@ -76,6 +76,7 @@ def get_current_user(
     except InvalidToken as exc:
         raise _unauthorized(str(exc)) from None
     user = session.get(User, user_id)
+    session.commit()  # end the read: no pooled connection is held while the route waits for a worker thread
     if user is None:
         raise _unauthorized("the token's user no longer exists")
     return user
