@@ -20,7 +20,7 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION ?= False
 
 .PHONY: help setup run demo-batch test test-fast lint fmt contracts lock-check status clean \
 	api bench-api bench-policy train-policy bench-features feast-plan fake-todoist todoist-sync bench-ingest dags-test \
-	serve learner bench-serving
+	serve learner bench-serving bench-e2e
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -133,6 +133,9 @@ learner: setup ## the one online learner for replicas in OO_SERVING__LEARNER=sep
 
 bench-serving: setup ## rank p50/p99/throughput vs a BentoML echo floor, reward-to-policy -> bench/results/serving.json
 	$(RUN) python bench/serving.py
+
+bench-e2e: setup ## load and faults on the real processes: 60 s at 100 req/s, serving and learner killed, Todoist 429/5xx -> bench/results/e2e.json
+	$(RUN) python bench/e2e.py
 
 clean: ## remove local state (var/)
 	rm -rf var

@@ -7,8 +7,12 @@
 - ``airflow``: ``airflow standalone`` (API server, scheduler, DAG processor, triggerer) with the
   project's DAGs unpaused and ``OO_PLATFORM__AIRFLOW_PARALLELISM`` (2) workers;
 - ``mlflow``: the MLflow tracking server and UI on the project's tracking store and artifact root;
+- ``learner``: with ``OO_SERVING__LEARNER=separate`` only, the one online learner
+  (``python -m serving.learner``) whose snapshots serving follows;
 - ``serving``: the BentoML service (``serving.service:TipService``), once it exists;
-- ``app-api``: the FastAPI app (``app_api.main:create_app``), once it exists.
+- ``app-api``: the FastAPI app (``app_api.main:create_app``), once it exists; once healthy, the
+  demo login (:data:`DEMO_EMAIL` / :data:`DEMO_PASSWORD`, local mode only) is created and
+  connected to the fake Todoist's first user, whose tasks are synced once.
 
 A service whose code is not in this checkout is reported *not built* and skipped. Each port is
 a setting (``OO_PLATFORM__*_PORT``), each command can be replaced (``OO_PLATFORM__COMMANDS``)
@@ -39,6 +43,10 @@ SEED_NOTE = (
     "rewards a simulator makes for them, run through the real DAGs (events_ingest, features, "
     "policy_training) into the lake, the feature store and MLflow."
 )
+
+DEMO_EMAIL = "demo@example.org"
+DEMO_PASSWORD = "oo-demo-password"  # local mode only, printed in the table
+"""The demo login ``make run`` creates (local mode only); anyone may also sign up on the page."""
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run the oO platform on one machine.")
 
@@ -83,6 +91,8 @@ def platform_services(settings: Settings, root: Path = ROOT) -> list[Service]:
     common = child_env()
     if not external_todoist:
         common["OO_TODOIST__BASE_URL"] = fake_url
+    if "serving_url" not in settings.app.model_fields_set:  # the app API asks the serving started here
+        common["OO_APP__SERVING_URL"] = p.url(p.serving_port)
     todoist = Service(
         name="todoist",
         command=[
@@ -159,6 +169,17 @@ def platform_services(settings: Settings, root: Path = ROOT) -> list[Service]:
         built=(root / "serving" / "service.py").exists(),
         why_not_built="serving/service.py is not in this checkout yet",
     )
+    learner = Service(
+        name="learner",
+        command=[sys.executable, "-m", "serving.learner"],
+        notes=["the one online learner (OO_SERVING__LEARNER=separate); serving follows its snapshots"],
+        built=(root / "serving" / "learner.py").exists(),
+        why_not_built="serving/learner.py is not in this checkout yet",
+    )
+    demo = settings.env == "local"
+    demo_command = [sys.executable, "-m", "oo.platform", "demo-account", "--api", p.url(p.app_api_port)]
+    if not external_todoist:
+        demo_command += ["--todoist-token", _fake_todoist_tokens(p.todoist_users)[0]]
     app_api = Service(
         name="app-api",
         command=[
@@ -175,9 +196,22 @@ def platform_services(settings: Settings, root: Path = ROOT) -> list[Service]:
         health_url=p.url(p.app_api_port) + "/healthz",
         built=(root / "app_api" / "main.py").exists(),
         why_not_built="app_api/main.py is not in this checkout yet",
-        notes=["API docs: /docs"],
+        notes=[
+            f"the page: {p.url(p.app_api_port)}/",
+            *(
+                [f"demo login: {DEMO_EMAIL} / {DEMO_PASSWORD}"]
+                + ([] if external_todoist else ["  (Todoist connected to the fake's first user)"])
+                if demo
+                else []
+            ),
+            "or sign up there (any email, a password of 12+ characters)",
+            "API docs: /docs",
+        ],
+        after_healthy=[demo_command] if demo else [],
     )
     services = [todoist, airflow, mlflow, serving, app_api]
+    if settings.serving.learner == "separate":
+        services.insert(services.index(serving), learner)
     for service in services:
         service.cwd = root
         service.env = {**common, **service.env}
@@ -188,11 +222,39 @@ def platform_services(settings: Settings, root: Path = ROOT) -> list[Service]:
     return services
 
 
-def _fake_todoist_notes(users: int) -> list[str]:
+def _fake_todoist_tokens(users: int) -> list[str]:
+    """The personal tokens of the fake Todoist's users (the seed ``make run`` starts it with)."""
     from oo.fakes.todoist import FakeTodoist
 
-    world = FakeTodoist.seeded(seed=0, users=users, tasks_per_user=20)
-    return ["FAKE API, synthetic users; demo tokens:"] + [f"  {u.token}" for u in world.users[:3]]
+    return [u.token for u in FakeTodoist.seeded(seed=0, users=users, tasks_per_user=20).users]
+
+
+def _fake_todoist_notes(users: int) -> list[str]:
+    return ["FAKE API, synthetic users; demo tokens:"] + [f"  {t}" for t in _fake_todoist_tokens(users)[:3]]
+
+
+def ensure_demo_account(api: str, todoist_token: str | None, timeout_s: float = 30.0) -> str:
+    """Create the demo login on the app API at ``api`` (or sign in when it exists), connect its
+    Todoist with ``todoist_token`` unless connected, and sync it once; the account's user id."""
+    import httpx
+
+    with httpx.Client(base_url=api, timeout=timeout_s) as client:
+        credentials = {"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
+        r = client.post("/v1/auth/register", json=credentials)
+        if r.status_code == 409:
+            r = client.post("/v1/auth/login", json=credentials)
+        if r.status_code not in (200, 201):
+            raise RuntimeError(f"demo account: HTTP {r.status_code} {r.text[:200]}")
+        headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        user_id = str(client.get("/v1/auth/me", headers=headers).raise_for_status().json()["id"])
+        status = client.get("/v1/integrations/todoist", headers=headers).raise_for_status().json()["status"]
+        if todoist_token and status != "active":
+            client.post("/v1/integrations/todoist", json={"token": todoist_token}, headers=headers).raise_for_status()
+    if todoist_token:
+        from oo.integrations.todoist.sync import sync_users
+
+        sync_users([user_id])  # what the hourly todoist_sync DAG would do, now, for the demo login
+    return user_id
 
 
 def build_launcher(settings: Settings, seed: str | None = None, console: Console | None = None) -> Launcher:
@@ -231,6 +293,19 @@ def up(
     configure()
     settings = get_settings()
     raise typer.Exit(build_launcher(settings, seed=seed or None).up())
+
+
+@app.command("demo-account")
+def demo_account(
+    api: str = typer.Option(..., help="the app API's base URL"),
+    todoist_token: str = typer.Option("", help="a (fake) Todoist personal token to connect"),
+) -> None:
+    """Create the demo login (or find it), connect its Todoist and sync it once (idempotent)."""
+    from oo.runtime import configure
+
+    configure()
+    user_id = ensure_demo_account(api, todoist_token or None)
+    Console().print(f"demo login {DEMO_EMAIL} ready (user {user_id})")
 
 
 if __name__ == "__main__":

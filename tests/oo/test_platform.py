@@ -24,6 +24,7 @@ def test_every_service_listens_where_its_setting_says_and_has_its_health_check(t
     assert mlflow[mlflow.index("--backend-store-uri") + 1] == s.mlflow_tracking_uri
     assert mlflow[mlflow.index("--port") + 1] == "15000"
     assert services["serving"].command[1:3] == ["serve", "serving.service:TipService"]
+    assert services["app-api"].env["OO_APP__SERVING_URL"] == "http://127.0.0.1:13000"  # the serving started here
     assert services["app-api"].command[1:3] == ["--factory", "app_api.main:create_app"]
 
 
@@ -73,3 +74,32 @@ def test_a_bad_port_setting_is_refused(port: str, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("OO_PLATFORM__APP_API_PORT", port)
     with pytest.raises(ValueError, match="app_api_port"):
         Settings()
+
+
+def test_a_separate_learner_is_started_before_serving_only_when_the_settings_ask_for_one(tmp_path: Path) -> None:
+    (tmp_path / "serving").mkdir()
+    (tmp_path / "serving" / "learner.py").touch()
+    embedded = [x.name for x in platform_services(Settings(), root=tmp_path)]
+    assert "learner" not in embedded
+    separate = platform_services(Settings(serving={"learner": "separate"}), root=tmp_path)
+    names = [x.name for x in separate]
+    assert names.index("learner") == names.index("serving") - 1
+    learner = separate[names.index("learner")]
+    assert learner.command == [sys.executable, "-m", "serving.learner"] and learner.to_start
+    assert learner.port is None  # no HTTP: running is healthy
+
+
+def test_the_table_shows_the_demo_login_which_is_created_once_the_app_api_is_healthy(tmp_path: Path) -> None:
+    from oo.platform import DEMO_EMAIL, DEMO_PASSWORD, _fake_todoist_tokens
+
+    app_api = {x.name: x for x in platform_services(Settings(), root=tmp_path)}["app-api"]
+    assert f"demo login: {DEMO_EMAIL} / {DEMO_PASSWORD}" in app_api.notes
+    assert "the page: http://127.0.0.1:8000/" in app_api.notes
+    (command,) = app_api.after_healthy
+    assert command[1:4] == ["-m", "oo.platform", "demo-account"]
+    assert command[command.index("--todoist-token") + 1] == _fake_todoist_tokens(3)[0]
+    staging = Settings(
+        env="staging", vault={"keys": ["x" * 43 + "="]}, todoist={"client_secret": "s"}, auth={"secret_key": "k" * 40}
+    )
+    app_api = {x.name: x for x in platform_services(staging, root=tmp_path)}["app-api"]
+    assert app_api.after_healthy == [] and not any("demo login" in n for n in app_api.notes)
