@@ -9,10 +9,17 @@ a service declared with ``input_spec`` takes the model itself, which is ``wrap=N
 Failures are split in two so that callers can decide: :class:`ServingUnavailable` (connection
 refused, timeout, 5xx: retry later) and :class:`ServingRefused` (4xx: the request is wrong and
 retrying it will not help).
+
+While serving is down, a :class:`Breaker` makes calls fail at once instead of each waiting out
+its timeout: a caller's worker thread is not parked for seconds per request, so a burst of tip
+requests during a serving restart cannot exhaust the app's threads and database connections.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -90,15 +97,75 @@ def unwrap_body(endpoint: str, body: Any) -> Any:
     return body[wrap]
 
 
+class Breaker:
+    """A circuit breaker: after ``failures`` unavailable answers in a row the circuit opens and
+    calls fail at once for ``cooldown_s``; then one trial call at a time goes through (half open)
+    until one succeeds, which closes it.
+
+    Hand-written rather than pybreaker's: pybreaker holds its lock for the whole protected call,
+    which would let one serving call through at a time across all of the app's threads; here the
+    lock covers only the state, never the call.
+    """
+
+    def __init__(self, failures: int = 5, cooldown_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        if failures < 1 or cooldown_s <= 0:
+            raise ValueError("a breaker needs failures >= 1 and cooldown_s > 0")
+        self.failures, self.cooldown_s, self._clock = failures, cooldown_s, clock
+        self._lock = threading.Lock()
+        self._in_a_row = 0
+        self._opened_at: float | None = None
+        self._trial = False
+        self.short_circuited = 0
+        """Calls refused at once because the circuit was open (a counter for metrics and tests)."""
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half_open``."""
+        with self._lock:
+            if self._opened_at is None:
+                return "closed"
+            return "open" if self._clock() - self._opened_at < self.cooldown_s else "half_open"
+
+    def admit(self) -> bool:
+        """Whether a call may go out now (a half-open circuit admits one trial at a time)."""
+        with self._lock:
+            if self._opened_at is None:
+                return True
+            if self._clock() - self._opened_at >= self.cooldown_s and not self._trial:
+                self._trial = True
+                return True
+            self.short_circuited += 1
+            return False
+
+    def record(self, ok: bool) -> None:
+        """The outcome of an admitted call (a refusal, 4xx, counts as ok: serving answered)."""
+        with self._lock:
+            self._trial = False
+            if ok:
+                self._in_a_row, self._opened_at = 0, None
+                return
+            self._in_a_row += 1
+            if self._opened_at is not None or self._in_a_row >= self.failures:
+                self._opened_at = self._clock()  # (re)open: a failed trial starts a new cool-down
+
+
 class ServingClient:
     """Calls serving at ``base_url`` with a pooled, keep-alive ``httpx.Client``.
 
     ``timeout_s`` bounds connecting, reading and writing of each call; no call retries by
-    itself (the outbox relay and the notifier retry with backoff; a tip request fails fast).
+    itself (the outbox relay and the notifier retry with backoff; a tip request fails fast), and
+    ``breaker`` fails calls at once while serving is down.
     """
 
-    def __init__(self, base_url: str, timeout_s: float = 2.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float = 2.0,
+        transport: httpx.BaseTransport | None = None,
+        breaker: Breaker | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.breaker = breaker or Breaker()
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s),
@@ -114,10 +181,16 @@ class ServingClient:
         return f"ServingClient({self.base_url!r})"
 
     def _call(self, endpoint: str, body: BaseModel, answer: type[M]) -> M:
+        if not self.breaker.admit():
+            raise ServingUnavailable(
+                f"serving {endpoint}: circuit open (serving failed {self.breaker.failures} times in a row)"
+            )
         try:
             response = self._http.post(WIRE[endpoint].path, json=wire_body(endpoint, body))
         except httpx.HTTPError as exc:  # connect errors, timeouts, protocol errors
+            self.breaker.record(ok=False)
             raise ServingUnavailable(f"serving {endpoint}: {type(exc).__name__}") from None
+        self.breaker.record(ok=response.status_code < 500)
         if response.status_code >= 500:
             raise ServingUnavailable(f"serving {endpoint}: HTTP {response.status_code}")
         if response.status_code >= 400:
