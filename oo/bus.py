@@ -83,6 +83,19 @@ class MemoryDeduplicator:
         self._ids.add((consumer, event_id))
 
 
+STORED_KEY_LENGTH = 64
+"""``processed_events.event_id``'s width; longer keys are stored as their digest."""
+
+
+def stored_key(event_id: str) -> str:
+    """The key as stored: itself up to :data:`STORED_KEY_LENGTH` characters (every UUID), else
+    ``"sha256:"`` and the first 57 hex digits of its SHA-256 (a tip score's key joins a decision id,
+    a candidate id of any length and a policy name)."""
+    if len(event_id) <= STORED_KEY_LENGTH:
+        return event_id
+    return "sha256:" + hashlib.sha256(event_id.encode()).hexdigest()[: STORED_KEY_LENGTH - 7]
+
+
 class DbDeduplicator:
     """Processed ids in the app database, so they survive a consumer's crash."""
 
@@ -92,14 +105,14 @@ class DbDeduplicator:
     def seen(self, consumer: str, event_id: str) -> bool:
         with Session(self.engine) as s:
             q = select(ProcessedEvent.event_id).where(
-                ProcessedEvent.consumer == consumer, ProcessedEvent.event_id == event_id
+                ProcessedEvent.consumer == consumer, ProcessedEvent.event_id == stored_key(event_id)
             )
             return s.execute(q).first() is not None
 
     def mark(self, consumer: str, event_id: str) -> None:
         try:
             with Session(self.engine) as s, s.begin():
-                s.add(ProcessedEvent(consumer=consumer, event_id=event_id))
+                s.add(ProcessedEvent(consumer=consumer, event_id=stored_key(event_id)))
         except IntegrityError:  # marked concurrently by another replica: same outcome
             pass
 

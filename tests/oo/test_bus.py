@@ -235,3 +235,21 @@ async def test_on_nats_streams_are_created_idempotently(nats_url: str, tmp_path:
             await js.delete_stream(name)
         for b in buses:
             await b.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def test_keys_longer_than_the_column_are_deduplicated_by_their_digest(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A tip score's key (decision id | candidate id | policy) may be longer than the stored id's
+    64 characters: it is stored as its digest, distinct keys stay distinct, PostgreSQL included."""
+    url = request.getfixturevalue("pg_url") if database == "postgresql" else f"sqlite:///{tmp_path / 'bus.db'}"
+    migrate(url)
+    seen = DbDeduplicator(engine_for(url))
+    long_key = f"{uuid.uuid4()}|task:{'x' * 80}|rule_based"
+    other = long_key.replace("rule_based", "softmax")
+    seen.mark("events_ingest_tip_scores", long_key)
+    seen.mark("events_ingest_tip_scores", long_key)  # again: no error
+    assert seen.seen("events_ingest_tip_scores", long_key)
+    assert not seen.seen("events_ingest_tip_scores", other)
+    assert seen.seen("events_ingest_tip_scores", "short") is False
