@@ -158,6 +158,9 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
             "days": run.config.days,
             "seed": seed,
             "visits_per_day": run.config.visits_per_day,
+            "tasks_per_user": run.config.tasks_per_user,
+            "baseline_floor": run.config.baseline_floor,
+            "concurrency": run.config.concurrency,
         },
         "simulated_start": run.start.isoformat(),
         "wall_seconds": round(run.wall_s, 1),
@@ -173,6 +176,7 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
         "per_policy": {version: summary(rs) for version, rs in sorted(per_version.items())},
         "overall": summary(rows) if rows else {},
         "batches": run.days,
+        "slots": run.slots,
         "promotions": [{k: v for k, v in p.items() if k != "serving"} for p in run.promotions],
     }
     checks: dict[str, Any] = {"promoted": bool(run.promotions), "beats_baseline": False, "ope_within_interval": False}
