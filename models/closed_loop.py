@@ -61,16 +61,23 @@ class LoopConfig:
     days: int
     seed: int
     var_dir: Path
-    baseline_floor: float = 0.2
-    """Exploration mass of the served rule baseline (its logs must evaluate challengers off-policy)."""
+    baseline_floor: float = 0.5
+    """Exploration mass of the served rule baseline (its logs must evaluate challengers off-policy:
+    the gate's effective sample size is about n / E[1 / propensity of the challenger's choice])."""
     outside_done_per_day: float = 0.05
     """Chance that each open task is completed outside oO on a given day."""
     visits_per_day: int = 4
     """Slots a day (a notifier sending several tips): in each one every user opens the app once.
     Before each slot the hourly DAG work runs (Todoist sync, ingest, features build and
     materialize), so serving reads what the feature store would hold at that time."""
-    tasks_per_user: int = 15
+    tasks_per_user: int = 5
     """Open tasks of each simulated user: the candidates serving chooses among."""
+    holdout_fraction: float | None = 0.5
+    """``OO_TRAINING__HOLDOUT_FRACTION`` of the run (None: the platform's default, 0.3)."""
+    gate_fraction: float | None = 0.6
+    """``OO_TRAINING__GATE_FRACTION`` of the run (None: the platform's default, 0.5). With 0.5 and
+    0.6 the gate slice is 30% of the window instead of 15%: more evidence for the same gate rule
+    (its minimum ESS, level and margin are the platform's), less data to train the challengers."""
     concurrency: int = 8
     """Users whose requests of a slot are in flight at once."""
     health_timeout_s: float = 240.0
@@ -466,6 +473,10 @@ class ClosedLoop:
         with serve_in_thread(self.world) as todoist_url:
             serving_port, app_port = free_port(), free_port()
             env = loop_env(self.config.var_dir, todoist_url, serving_port, app_port, self.config.baseline_floor)
+            if self.config.holdout_fraction is not None:
+                env["OO_TRAINING__HOLDOUT_FRACTION"] = str(self.config.holdout_fraction)
+            if self.config.gate_fraction is not None:
+                env["OO_TRAINING__GATE_FRACTION"] = str(self.config.gate_fraction)
             with applied_env(env):
                 self._run(f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{serving_port}")
         self.run_record.wall_s = time.perf_counter() - t0

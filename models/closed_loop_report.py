@@ -161,6 +161,8 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
             "tasks_per_user": run.config.tasks_per_user,
             "baseline_floor": run.config.baseline_floor,
             "concurrency": run.config.concurrency,
+            "holdout_fraction": run.config.holdout_fraction,
+            "gate_fraction": run.config.gate_fraction,
         },
         "simulated_start": run.start.isoformat(),
         "wall_seconds": round(run.wall_s, 1),

@@ -97,10 +97,12 @@ def simulate(
     visits_per_day: int = typer.Option(
         4, min=1, max=12, help="slots a day; every user opens the app once a slot, after the hourly features run"
     ),
-    tasks_per_user: int = typer.Option(15, min=1, max=100, help="open tasks of each user (serving's candidates)"),
+    tasks_per_user: int = typer.Option(5, min=1, max=100, help="open tasks of each user (serving's candidates)"),
     baseline_floor: float = typer.Option(
-        0.2, min=0.0, max=1.0, help="exploration mass of the served rule baseline (OO_SERVING__BASELINE_FLOOR)"
+        0.5, min=0.0, max=1.0, help="exploration mass of the served rule baseline (OO_SERVING__BASELINE_FLOOR)"
     ),
+    holdout_fraction: float = typer.Option(0.5, min=0.05, max=0.95, help="OO_TRAINING__HOLDOUT_FRACTION of the run"),
+    gate_fraction: float = typer.Option(0.6, min=0.05, max=0.95, help="OO_TRAINING__GATE_FRACTION of the run"),
     concurrency: int = typer.Option(8, min=1, max=64, help="users' requests in flight at once"),
     out: Annotated[Path | None, typer.Option(help="the run's folder (default: a new one under var/simulate)")] = None,
 ) -> None:
@@ -123,6 +125,8 @@ def simulate(
         tasks_per_user=tasks_per_user,
         baseline_floor=baseline_floor,
         concurrency=concurrency,
+        holdout_fraction=holdout_fraction,
+        gate_fraction=gate_fraction,
     )
     console.print(
         f"[bold]SIMULATED closed loop[/]: {users} users x {days} days x {visits_per_day} visits "

@@ -98,9 +98,11 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
         "days": 2,
         "seed": 11,
         "visits_per_day": 2,
-        "tasks_per_user": 15,
-        "baseline_floor": 0.2,
+        "tasks_per_user": 5,
+        "baseline_floor": 0.5,
         "concurrency": 8,
+        "holdout_fraction": 0.5,
+        "gate_fraction": 0.6,
     }
 
 
