@@ -30,13 +30,13 @@ wall clock) never close before a simulated reaction arrives. The served rule bas
 from __future__ import annotations
 
 import contextlib
-import heapq
 import logging
 import os
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,13 +61,25 @@ class LoopConfig:
     days: int
     seed: int
     var_dir: Path
-    baseline_floor: float = 0.2
+    baseline_floor: float = 0.5
+    """Exploration mass of the served rule baseline (its logs must evaluate challengers off-policy:
+    the gate's effective sample size is about n / E[1 / propensity of the challenger's choice])."""
     outside_done_per_day: float = 0.05
     """Chance that each open task is completed outside oO on a given day."""
-    visits_per_day: int = 1
-    """Visits of each user a day. Above 1, the pushed reaction counters (which do not expire old
-    events until the next materialization) disagree with the offline store on a user's later visits
-    of a day: measurable train/serve skew on the 1- and 7-day counters."""
+    visits_per_day: int = 4
+    """Slots a day (a notifier sending several tips): in each one every user opens the app once.
+    Before each slot the hourly DAG work runs (Todoist sync, ingest, features build and
+    materialize), so serving reads what the feature store would hold at that time."""
+    tasks_per_user: int = 5
+    """Open tasks of each simulated user: the candidates serving chooses among."""
+    holdout_fraction: float | None = 0.5
+    """``OO_TRAINING__HOLDOUT_FRACTION`` of the run (None: the platform's default, 0.3)."""
+    gate_fraction: float | None = 0.6
+    """``OO_TRAINING__GATE_FRACTION`` of the run (None: the platform's default, 0.5). With 0.5 and
+    0.6 the gate slice is 30% of the window instead of 15%: more evidence for the same gate rule
+    (its minimum ESS, level and margin are the platform's), less data to train the challengers."""
+    concurrency: int = 8
+    """Users whose requests of a slot are in flight at once."""
     health_timeout_s: float = 240.0
     champion_timeout_s: float = 120.0
     delivery_timeout_s: float = 120.0
@@ -112,6 +124,8 @@ class LoopRun:
     served: list[Served] = field(default_factory=list)
     days: list[dict[str, Any]] = field(default_factory=list)
     promotions: list[dict[str, Any]] = field(default_factory=list)
+    slots: list[dict[str, Any]] = field(default_factory=list)
+    """The hourly DAG work before each slot (sync, ingest, features)."""
     wall_s: float = 0.0
 
 
@@ -139,6 +153,10 @@ def loop_env(var_dir: Path, todoist_url: str, serving_port: int, app_port: int, 
         "OO_SERVING__SIMULATED_CLOCK": "true",
         "OO_SERVING__BASELINE_FLOOR": str(floor),
         "OO_SERVING__CHAMPION_POLL_S": "1",
+        # simulated hours pass in wall seconds: serving's wall-clock caches of the online task
+        # features and of the synced task files would outlive a materialization or a sync
+        "OO_SERVING__TASK_FEATURES_TTL_S": "0",
+        "OO_SERVING__CANDIDATES_TTL_S": "0",
         "OO_LLM__ENABLED": "false",
         "OO_FEAST__PROJECT": "oo_simulation",
         "OO_LOG_FORMAT": "json",
@@ -192,13 +210,22 @@ class ClosedLoop:
             raise RuntimeError(
                 "oo simulate needs a source checkout: oo.fakes (the FAKE Todoist) is not installed"
             ) from exc
-        if config.users < 1 or config.days < 1 or config.visits_per_day < 1:
-            raise ValueError("users, days and visits per day must be at least 1")
+        if min(config.users, config.days, config.visits_per_day, config.tasks_per_user, config.concurrency) < 1:
+            raise ValueError("users, days, visits per day, tasks per user and concurrency must be at least 1")
+        if config.visits_per_day > 12:
+            raise ValueError("at most 12 visits a day (slots are an hour or more apart)")
         self.config = config
         now = datetime.now(UTC)
         self.start = config.start or (now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1))
         opened = self.start - timedelta(hours=1)  # users sign up an hour before the first day
-        self.sim = Simulator(n_users=config.users, seed=config.seed, start=opened, stateful=True, llm_tips=0)
+        self.sim = Simulator(
+            n_users=config.users,
+            seed=config.seed,
+            start=opened,
+            stateful=True,
+            llm_tips=0,
+            tasks_per_user=config.tasks_per_user,
+        )
         self.clock = Clock(opened)
         self.world = FakeTodoist(seed=config.seed, clock=self.clock)
         self.rng = random.Random(config.seed + 7)
@@ -207,8 +234,6 @@ class ClosedLoop:
         """Simulated task id -> fake Todoist item id."""
         self.task_of: dict[str, tuple[LoopUser, Task]] = {}
         """``task:<item id>`` -> the user and their hidden task."""
-        self.undelivered: set[int] = set()
-        """Users whose reactions the relay may not have delivered yet."""
         self.gone: dict[str, LoopUser] = {}
         """Tasks done since the last sync, which serving may still offer (the lake is a day behind)."""
         self.on_progress = on_progress or (lambda what, n: None)
@@ -271,21 +296,23 @@ class ClosedLoop:
             pair = self._call(http, "POST", "/v1/auth/login", at, json=body).json()
         user.token, user.refresh = pair["access_token"], pair["refresh_token"]
 
-    def _ask(self, http: httpx.Client, day: int, user: LoopUser, at: datetime) -> tuple[Served, Task | None]:
-        """A visit: renew the session, ask for the next tip; the served record and the hidden task."""
-        self._at(at)
+    def _ask(self, http: httpx.Client, user: LoopUser, at: datetime) -> dict[str, Any]:
+        """A visit: renew the session, ask for the next tip (HTTP only: run from the slot's threads)."""
         self._log_in(http, user, at)
         auth = {"Authorization": f"Bearer {user.token}"}
-        values = {
-            f"task:{self.item_of[t.task_id]}": self.sim.value(user.traits, t)
-            for t in self.sim.tasks(user.traits.user_id)
-        }
-        tip = self._call(http, "GET", "/v1/tips/next", at, headers=auth).json()
+        tip: dict[str, Any] = self._call(http, "GET", "/v1/tips/next", at, headers=auth).json()
+        return tip
+
+    def _served(
+        self, day: int, user: LoopUser, at: datetime, tip: dict[str, Any], values: dict[str, float]
+    ) -> tuple[Served, Task | None]:
+        """The served record of a visit and the hidden task of the tip (None: no tip, or a task
+        the user already did)."""
         served = Served(day, at, user.app_id, str(tip.get("decision_id")), None, None, None, None, values)
         if tip.get("tip") is None:
             return served, None
         cid = tip["tip"]["candidate_id"]
-        if self.gone.get(cid) is user:  # done already; serving's copy of Todoist is a day behind
+        if self.gone.get(cid) is user:  # done since the last sync: serving may still offer it
             served.candidate_id = cid
             served.expected = served.values[cid] = float(self.sim.rewards["dismiss"])
             return served, None
@@ -295,50 +322,52 @@ class ClosedLoop:
         served.candidate_id, served.expected = cid, values[cid]
         return served, owner_task[1]
 
-    def _react(self, http: httpx.Client, user: LoopUser, served: Served, task: Task | None, at: datetime) -> None:
-        """The user's reaction a few minutes later, from the hidden traits, sent as feedback (a
-        tip for a task they already did (``task`` None) is dismissed)."""
-        self._at(at)
-        if task is not None and not any(t is task for t in self.sim.tasks(user.traits.user_id)):
-            task = None  # done in the meantime (two visits overlapped)
-        reaction, replacement = (Reaction.dismiss, None) if task is None else self.sim.react_to(user.traits, task)
-        body = {"decision_id": served.decision_id, "reaction": reaction.value}
+    def _feedback(self, http: httpx.Client, user: LoopUser, served: Served, at: datetime) -> None:
+        body = {"decision_id": served.decision_id, "reaction": served.reaction}
         self._call(http, "POST", "/v1/feedback", at, json=body, headers={"Authorization": f"Bearer {user.token}"})
-        if task is not None and replacement is not None:
-            self._complete(user, task, replacement)
-        served.reaction, served.reward = reaction.value, float(self.sim.rewards[reaction.value])
 
-    def _day(self, http: httpx.Client, day: int, day_start: datetime) -> int:
-        """Every user's visits of the day and their reactions, in time order; reactions sent."""
-        queue: list[tuple[datetime, int, int, Served | None, Task | None]] = []
-        seq = 0
+    def _slot(self, http: httpx.Client, pool: ThreadPoolExecutor, day: int, slot_start: datetime) -> int:
+        """One slot: every user asks for a tip at their own time in the slot's first 10 minutes
+        (``concurrency`` users' requests in flight at once), then reacts at the slot's 12th
+        minute, within the access token's 15 (reactions drawn from the hidden traits, in user
+        order: the seed fixes them)."""
+        times = [self._visit_time(slot_start, u) for u in self.users]
+        self._at(slot_start)
+        values = [
+            {f"task:{self.item_of[t.task_id]}": self.sim.value(u.traits, t) for t in self.sim.tasks(u.traits.user_id)}
+            for u in self.users
+        ]
+        tips = list(pool.map(lambda i: self._ask(http, self.users[i], times[i]), range(len(self.users))))
+        visits = []
         for i, user in enumerate(self.users):
-            for _ in range(self.config.visits_per_day):
-                seq += 1
-                heapq.heappush(queue, (self._visit_time(day_start, user), seq, i, None, None))
-        reacted = 0
-        while queue:
-            at, _, i, served, task = heapq.heappop(queue)
-            user = self.users[i]
-            if served is None:
-                if i in self.undelivered:
-                    self._wait_delivered()
-                    self.undelivered.clear()
-                served, task = self._ask(http, day, user, at)
-                self.run_record.served.append(served)
-                self.on_progress("decision", 1)
-                if served.candidate_id is not None:
-                    seq += 1
-                    heapq.heappush(queue, (at + timedelta(minutes=self.rng.uniform(1, 10)), seq, i, served, task))
-            else:
-                self._react(http, user, served, task, at)
-                self.undelivered.add(i)
-                reacted += 1
-        return reacted
+            served, task = self._served(day, user, times[i], tips[i], values[i])
+            self.run_record.served.append(served)
+            visits.append((user, served, task))
+        self.on_progress("decision", len(visits))
+        react_at = slot_start + timedelta(minutes=12)
+        self._at(react_at)
+        done: list[tuple[LoopUser, Task, Task]] = []
+        reacting = []
+        for user, served, task in visits:
+            if served.candidate_id is None:
+                continue
+            reaction, replacement = (Reaction.dismiss, None) if task is None else self.sim.react_to(user.traits, task)
+            served.reaction, served.reward = reaction.value, float(self.sim.rewards[reaction.value])
+            reacting.append((user, served))
+            if task is not None and replacement is not None:
+                done.append((user, task, replacement))
+        list(pool.map(lambda us: self._feedback(http, us[0], us[1], react_at), reacting))
+        for user, task, replacement in done:
+            self._complete(user, task, replacement)
+        return len(reacting)
 
-    def _visit_time(self, day_start: datetime, user: LoopUser) -> datetime:
-        hour = min(23.0, max(0.5, self.rng.gauss(user.traits.active_hour % 24, 1.5)))
-        return day_start + timedelta(hours=hour)
+    def slot_starts(self, day_start: datetime) -> list[datetime]:
+        """The day's slots, spread over the waking hours 08:00-22:00 (UTC, simulated)."""
+        n = self.config.visits_per_day
+        return [day_start + timedelta(hours=8 + 14 * k / n) for k in range(n)]
+
+    def _visit_time(self, slot_start: datetime, user: LoopUser) -> datetime:
+        return slot_start + timedelta(minutes=self.rng.uniform(0.5, 10))
 
     # -- the DAGs' work, in-process --------------------------------------------------------------
     def batch(self, at: datetime) -> dict[str, Any]:
@@ -351,16 +380,14 @@ class ClosedLoop:
         with open(log_path, "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             return self._batch(at)
 
-    def _batch(self, at: datetime) -> dict[str, Any]:
+    def _features(self, at: datetime) -> tuple[list[str], int]:
+        """The hourly work before a slot: Todoist sync (``todoist_sync``), ``events_ingest`` and the
+        ``features`` DAG's build, validate, publish + apply and materialize; the users whose sync failed."""
         from models.features import pipeline
-        from models.policy_training import train_and_register
         from oo.events_ingest import run_ingest
         from oo.integrations.todoist.sync import sync_users
 
-        t0 = time.perf_counter()
-        # the sync runs just before the features build, as todoist_sync runs before the features
-        # DAG: a snapshot stamped exactly at the build's as_of would count as a latest-state row
-        # (models.features.tables.incremental) and a task new at that instant would be left out
+        # the sync runs just before the features build, as todoist_sync runs before the features DAG
         synced_at = at - timedelta(seconds=1)
         synced = sync_users([u.app_id for u in self.users], now=lambda: synced_at, chunk=25)
         failed = [r.user_id for r in synced if r.status != "ok"]
@@ -369,6 +396,26 @@ class ClosedLoop:
         pipeline.validate(built["staging"])
         pipeline.publish_and_apply(built["staging"])
         pipeline.materialize(at.isoformat())
+        self.gone.clear()  # synced: serving no longer offers them
+        return failed, ingested
+
+    def features(self, at: datetime) -> dict[str, Any]:
+        """:meth:`_features` with its printed output in ``logs/batch.log``; what it did."""
+        from oo.settings import get_settings
+
+        t0 = time.perf_counter()
+        with open(get_settings().paths.resolve("logs", "batch.log"), "a") as out:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                failed, ingested = self._features(at)
+        return {"at": at.isoformat(), "sync_failed": failed, "events_ingested": ingested,
+                "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+
+    def _batch(self, at: datetime) -> dict[str, Any]:
+        from models.features import pipeline
+        from models.policy_training import train_and_register
+
+        t0 = time.perf_counter()
+        failed, ingested = self._features(at)
         examples = pipeline.training_examples(at.isoformat())
         trained = train_and_register(at)
         return {
@@ -426,6 +473,10 @@ class ClosedLoop:
         with serve_in_thread(self.world) as todoist_url:
             serving_port, app_port = free_port(), free_port()
             env = loop_env(self.config.var_dir, todoist_url, serving_port, app_port, self.config.baseline_floor)
+            if self.config.holdout_fraction is not None:
+                env["OO_TRAINING__HOLDOUT_FRACTION"] = str(self.config.holdout_fraction)
+            if self.config.gate_fraction is not None:
+                env["OO_TRAINING__GATE_FRACTION"] = str(self.config.gate_fraction)
             with applied_env(env):
                 self._run(f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{serving_port}")
         self.run_record.wall_s = time.perf_counter() - t0
@@ -470,28 +521,37 @@ class ClosedLoop:
                 self._days(http, serving_url)
 
     def _days(self, http: httpx.Client, serving_url: str) -> None:
-        for day in range(self.config.days):
-            day_start = self.start + timedelta(days=day)
-            self._day(http, day, day_start)
-            midnight = day_start + timedelta(days=1)
-            self._at(midnight - timedelta(minutes=10))
-            for user in self.users:  # a few tasks get done outside oO
-                for done, replacement in self.sim.finish_outside(user.traits, self.config.outside_done_per_day):
-                    self._complete(user, done, replacement)
-            self._wait_delivered()
-            self.undelivered.clear()
-            self._at(midnight)
-            step = self.batch(midnight)
-            self.gone.clear()  # synced: serving no longer offers them
-            step["day"] = day
-            self.run_record.days.append(step)
-            training = step["training"]
-            if training.get("promoted"):
-                ready = self._wait_champion(serving_url, str(training["champion"]))
-                self.run_record.promotions.append(
-                    {"day": day, "at": midnight.isoformat(), "version": str(training["champion"]), "serving": ready}
-                )
-            self.on_progress("day", 1)
+        with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="sim-user") as pool:
+            for day in range(self.config.days):
+                day_start = self.start + timedelta(days=day)
+                for slot_start in self.slot_starts(day_start):
+                    self._wait_delivered()
+                    self._at(slot_start)
+                    step = self.features(slot_start)
+                    step["day"] = day
+                    self.run_record.slots.append(step)
+                    self._slot(http, pool, day, slot_start)
+                self._night(day, day_start + timedelta(days=1), serving_url)
+                self.on_progress("day", 1)
+
+    def _night(self, day: int, midnight: datetime, serving_url: str) -> None:
+        """A few tasks get done outside oO late in the evening; at midnight the nightly DAGs run
+        (features, training examples, training and the gate)."""
+        self._at(midnight - timedelta(minutes=10))
+        for user in self.users:
+            for done, replacement in self.sim.finish_outside(user.traits, self.config.outside_done_per_day):
+                self._complete(user, done, replacement)
+        self._wait_delivered()
+        self._at(midnight)
+        step = self.batch(midnight)
+        step["day"] = day
+        self.run_record.days.append(step)
+        training = step["training"]
+        if training.get("promoted"):
+            ready = self._wait_champion(serving_url, str(training["champion"]))
+            self.run_record.promotions.append(
+                {"day": day, "at": midnight.isoformat(), "version": str(training["champion"]), "serving": ready}
+            )
 
 
 def new_run_dir(root: Path, users: int, days: int, seed: int) -> Path:

@@ -158,6 +158,11 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
             "days": run.config.days,
             "seed": seed,
             "visits_per_day": run.config.visits_per_day,
+            "tasks_per_user": run.config.tasks_per_user,
+            "baseline_floor": run.config.baseline_floor,
+            "concurrency": run.config.concurrency,
+            "holdout_fraction": run.config.holdout_fraction,
+            "gate_fraction": run.config.gate_fraction,
         },
         "simulated_start": run.start.isoformat(),
         "wall_seconds": round(run.wall_s, 1),
@@ -173,9 +178,15 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
         "per_policy": {version: summary(rs) for version, rs in sorted(per_version.items())},
         "overall": summary(rows) if rows else {},
         "batches": run.days,
+        "slots": run.slots,
         "promotions": [{k: v for k, v in p.items() if k != "serving"} for p in run.promotions],
     }
-    checks: dict[str, Any] = {"promoted": bool(run.promotions), "beats_baseline": False, "ope_within_interval": False}
+    checks: dict[str, Any] = {
+        "promoted": bool(run.promotions),
+        "beats_baseline": False,
+        "ope_within_interval": False,
+        "ope_estimate_within_live_interval": False,
+    }
     gates = [b["training"].get("gate") for b in run.days if b.get("training", {}).get("gate")]
     report["last_gate"] = gates[-1] if gates else "the gate never ran (too few training examples)"
     if not run.promotions:
@@ -192,12 +203,15 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
         live = _mean_ci(by_user(after, "reward"), seed)
         ope = _ope(registry, version)
         within = bool(after) and ope.get("dr_low", math.inf) <= live[0] <= ope.get("dr_high", -math.inf)
+        # the other way round (issue 12's wording): the estimate inside the live reward's interval
+        estimate_within = bool(after) and live[1] <= ope.get("dr", math.nan) <= live[2]
         report["ope"] = {
             "version": version,
             "served_as": versions_after,
             "estimate": ope,
             "live_reward": {"mean": live[0], "low": live[1], "high": live[2], "decisions": len(after)},
             "live_within_interval": within,
+            "estimate_within_live_interval": estimate_within,
         }
         diff = _diff_ci(by_user(after, "reward"), by_user(baseline_rows, "reward"), seed + 1)
         diff_expected = _diff_ci(by_user(after, "expected"), by_user(baseline_rows, "expected"), seed + 2)
@@ -213,6 +227,7 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
         }
         checks["beats_baseline"] = bool(diff[1] > 0)
         checks["ope_within_interval"] = within
+        checks["ope_estimate_within_live_interval"] = estimate_within
     skew = _skew(lake)
     report["skew"] = skew
     report["skew_max"] = max(skew.values()) if skew else None

@@ -95,8 +95,15 @@ def simulate(
     days: int = typer.Option(14, min=1, max=90, help="simulated days"),
     seed: int = typer.Option(0, help="seed of the simulated world"),
     visits_per_day: int = typer.Option(
-        1, min=1, max=24, help="visits of each user a day (above 1: skew on the 1- and 7-day reaction counters)"
+        4, min=1, max=12, help="slots a day; every user opens the app once a slot, after the hourly features run"
     ),
+    tasks_per_user: int = typer.Option(5, min=1, max=100, help="open tasks of each user (serving's candidates)"),
+    baseline_floor: float = typer.Option(
+        0.5, min=0.0, max=1.0, help="exploration mass of the served rule baseline (OO_SERVING__BASELINE_FLOOR)"
+    ),
+    holdout_fraction: float = typer.Option(0.5, min=0.05, max=0.95, help="OO_TRAINING__HOLDOUT_FRACTION of the run"),
+    gate_fraction: float = typer.Option(0.6, min=0.05, max=0.95, help="OO_TRAINING__GATE_FRACTION of the run"),
+    concurrency: int = typer.Option(8, min=1, max=64, help="users' requests in flight at once"),
     out: Annotated[Path | None, typer.Option(help="the run's folder (default: a new one under var/simulate)")] = None,
 ) -> None:
     """The closed loop: SIMULATED users sign up, connect a FAKE Todoist, ask the app API for tips
@@ -109,9 +116,21 @@ def simulate(
 
     configure()
     folder = (out or new_run_dir(get_settings().paths.resolve("simulate"), users, days, seed)).resolve()
-    config = LoopConfig(users=users, days=days, seed=seed, var_dir=folder, visits_per_day=visits_per_day)
+    config = LoopConfig(
+        users=users,
+        days=days,
+        seed=seed,
+        var_dir=folder,
+        visits_per_day=visits_per_day,
+        tasks_per_user=tasks_per_user,
+        baseline_floor=baseline_floor,
+        concurrency=concurrency,
+        holdout_fraction=holdout_fraction,
+        gate_fraction=gate_fraction,
+    )
     console.print(
-        f"[bold]SIMULATED closed loop[/]: {users} users x {days} days x {visits_per_day} visits, seed {seed}; "
+        f"[bold]SIMULATED closed loop[/]: {users} users x {days} days x {visits_per_day} visits "
+        f"({tasks_per_user} tasks each, baseline floor {baseline_floor:g}), seed {seed}; "
         f"state in {folder}"
     )
     progress = Progress(

@@ -13,7 +13,7 @@ from typing import Any
 
 from data_contracts import TrainingExample
 from models.registry import Registry
-from models.training import train_candidates
+from models.training import NotEnoughExamples, train_candidates
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +68,20 @@ def train_and_register(interval_end: datetime, settings: Any = None, lake: Any =
         )
         return {"interval_end": interval_key, "examples": len(examples), "trained": 0, "promoted": False}
     skew = read_skew(start, interval_end, lake)
-    outcome = train_candidates(
-        examples,
-        holdout_fraction=cfg.holdout_fraction,
-        gate_fraction=cfg.gate_fraction,
-        min_examples=cfg.min_examples,
-        n_bootstrap=cfg.n_bootstrap,
-        seed=cfg.seed,
-        metric=cfg.gate_metric,
-        clip=cfg.weight_clip,
-    )
+    try:
+        outcome = train_candidates(
+            examples,
+            holdout_fraction=cfg.holdout_fraction,
+            gate_fraction=cfg.gate_fraction,
+            min_examples=cfg.min_examples,
+            n_bootstrap=cfg.n_bootstrap,
+            seed=cfg.seed,
+            metric=cfg.gate_metric,
+            clip=cfg.weight_clip,
+        )
+    except NotEnoughExamples as exc:  # too few to split into train / selection / gate: skip, as above
+        log.warning("%d training examples in [%s, %s): %s; nothing trained", len(examples), start, interval_end, exc)
+        return {"interval_end": interval_key, "examples": len(examples), "trained": 0, "promoted": False}
     return registry.register_outcome(
         outcome, interval_key=interval_key, n_examples=len(examples), skew=skew, examples=examples
     )

@@ -111,6 +111,7 @@ class EventLog:
     def commit(self, topic: str, reader: str, offset: int) -> None:
         """Store ``reader``'s new watermark atomically."""
         mark = self.root / f"{topic}.{reader}.offset"
+        mark.parent.mkdir(parents=True, exist_ok=True)  # nothing logged yet: the folder may not exist
         tmp = mark.with_suffix(".tmp")
         tmp.write_text(str(offset))
         os.replace(tmp, mark)

@@ -290,7 +290,8 @@ def incremental(
 
     Incremental materialization then writes only what changed, and the offline store keeps, as
     history, the rows that were materialized: what serving read is what training reads. A row
-    exactly at ``as_of`` counts as a latest-state row.
+    exactly at ``as_of`` counts as a latest-state row; an entity new since ``previous`` (a task
+    whose first snapshot is stamped exactly at ``as_of``) keeps its latest-state row.
     """
     key = _KEYS[table]
     cols = ", ".join(f'"{c}"' for c in _columns(table) if c != "created")
@@ -298,7 +299,10 @@ def incremental(
     sql = f"""
     WITH base AS (SELECT * FROM _current WHERE event_timestamp < $as_of),
     prev AS (SELECT * FROM read_parquet($previous)),
-    changed AS (SELECT DISTINCT {key} FROM (SELECT {cols} FROM base EXCEPT SELECT {cols} FROM prev)),
+    changed AS (
+        SELECT DISTINCT {key} FROM (SELECT {cols} FROM base EXCEPT SELECT {cols} FROM prev)
+        UNION SELECT {key} FROM _current WHERE event_timestamp >= $as_of AND {key} NOT IN (SELECT {key} FROM prev)
+    ),
     carried AS (
         SELECT p.* FROM prev p ANTI JOIN base b ON p.{key} = b.{key} AND p.event_timestamp = b.event_timestamp
         WHERE p.event_timestamp < $as_of

@@ -46,7 +46,9 @@ def test_a_bad_size_is_refused(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) -> None:
     t0 = time.monotonic()
-    config = LoopConfig(users=5, days=2, seed=11, var_dir=tmp_path / "run", start=START, health_timeout_s=150)
+    config = LoopConfig(
+        users=5, days=2, seed=11, var_dir=tmp_path / "run", start=START, health_timeout_s=150, visits_per_day=2
+    )
     run = ClosedLoop(config).run()
     assert time.monotonic() - t0 < 150
 
@@ -60,9 +62,9 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
         skew_rows = lake.read("feature_skew").to_pylist()
         users = {r["user_id"] for r in lake.read("todoist_tasks", columns=["user_id"]).to_pylist()}
 
-    # every user asked once a day, and every decision was made and logged by serving
-    assert len(run.served) == 10
-    assert report["decisions"]["asked"] == report["decisions"]["logged_by_serving"] == 10
+    # every user asked once a slot, two slots a day, and every decision was made and logged by serving
+    assert len(run.served) == 20
+    assert report["decisions"]["asked"] == report["decisions"]["logged_by_serving"] == 20
     assert report["checks"]["decisions_from_serving"] is True
     assert {d["decision_id"] for d in decisions} == {s.decision_id for s in run.served}
     # ... by the served (exploring) rule baseline: no champion exists in two days
@@ -88,9 +90,20 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
     assert report["checks"]["promoted"] is False and "ope" not in report  # too little data: honest
     assert report["checks"]["beats_baseline"] is False and "no challenger was promoted" in report["not_evaluated"]
     assert len(report["batches"]) == 3 and all(not b["sync_failed"] for b in report["batches"])
+    assert len(report["slots"]) == 4 and all(not b["sync_failed"] for b in report["slots"])
     assert set(figures(report)) == {"reward_per_day.png", "regret_per_day.png", "skew_per_feature.png"}
     path = write(report, tmp_path / "report.json")
-    assert json.loads(path.read_text())["config"] == {"users": 5, "days": 2, "seed": 11, "visits_per_day": 1}
+    assert json.loads(path.read_text())["config"] == {
+        "users": 5,
+        "days": 2,
+        "seed": 11,
+        "visits_per_day": 2,
+        "tasks_per_user": 5,
+        "baseline_floor": 0.5,
+        "concurrency": 8,
+        "holdout_fraction": 0.5,
+        "gate_fraction": 0.6,
+    }
 
 
 def test_the_simulator_reacts_from_hidden_traits_and_changes_its_world() -> None:

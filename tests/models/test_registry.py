@@ -165,3 +165,18 @@ def test_a_policy_pickled_by_other_code_fails_to_load_clearly(registry, examples
     assert evidence.reference == f"logged policy (champion v{summary['challenger']} unloadable)"
     assert evidence.difference is not None
     assert evidence.difference.reference == pytest.approx(sum(d.reward for d in outcome.gated) / len(outcome.gated))
+
+
+def test_training_on_too_few_examples_to_split_skips_instead_of_raising(tmp_path: Path, examples) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from models.policy_training import train_and_register
+    from oo.lake import Lake
+
+    lake = Lake(tmp_path / "lake")
+    few = examples[:3]  # at min_examples 2, three examples leave no held-out pair to select and gate on
+    lake.write("training_examples", few)
+    settings = make_registry(tmp_path, min_examples=2).settings
+    end = max(e.decided_at for e in few) + timedelta(seconds=1)
+    out = train_and_register(end, settings=settings, lake=lake)
+    assert out == {"interval_end": end.isoformat(), "examples": 3, "trained": 0, "promoted": False}

@@ -90,3 +90,10 @@ def test_nats_events_reach_the_lake_through_the_durable_consumer(lake, events, n
     assert report.topics["decisions"].from_bus == 1 and report.written == 2
     assert ingest(lake, events, bus()).written == 0  # the consumer's position is the watermark
     assert lake.read("reactions").column("reaction").to_pylist() == ["dismiss"]
+
+
+def test_ingest_before_anything_was_logged_writes_nothing_and_does_not_fail(lake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    missing = EventLog(tmp_path / "no-events-yet")
+    assert not missing.root.exists()
+    assert ingest(lake, missing).written == 0
+    assert ingest(lake, missing).written == 0  # and again, from the stored watermarks

@@ -144,3 +144,21 @@ def test_a_rebuild_repeats_only_changed_entities_at_as_of_and_keeps_what_was_mat
     assert got[("moved", second_as_of)] == 4.0
     # the rows the first run materialized stay in the history (what serving read then)
     assert got[("same", first_as_of)] == 1.0 and got[("moved", first_as_of)] == 1.0
+
+
+def test_a_task_first_synced_exactly_at_as_of_is_kept_by_the_rebuild(lake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from models.features.tables import publish
+
+    lake.write("todoist_tasks", [task("u1", "old", T0)])
+    first_as_of = T0 + timedelta(hours=1)
+    build(lake, tmp_path / "s1", first_as_of)
+    publish(tmp_path / "s1", tmp_path / "live")
+    second_as_of = T0 + timedelta(hours=2)
+    lake.write("todoist_tasks", [task("u1", "new", second_as_of, priority=3)])  # its first snapshot, at as_of
+    build(lake, tmp_path / "s2", second_as_of, previous=tmp_path / "live")
+    got = {
+        (r["task_id"], r["event_timestamp"]): r["priority"]
+        for r in pq.read_table(tmp_path / "s2" / "task_attributes.parquet").to_pylist()
+    }
+    assert got[("new", second_as_of)] == 3.0
+    assert ("old", second_as_of) not in got and got[("old", first_as_of)] == 1.0
