@@ -74,7 +74,10 @@ async def get_session(services: ServicesDep) -> AsyncIterator[Session]:
         yield session
     finally:
         if session.in_transaction():  # a connection to roll back and give back to the pool: I/O
-            await anyio.to_thread.run_sync(session.close)
+            # Shielded: when the request is cancelled (the client went away), an unshielded await
+            # here is cancelled too and the connection never goes back, until the pool runs dry.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close)
         else:
             session.close()
 
