@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -73,13 +72,12 @@ async def get_session(services: ServicesDep) -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        if session.in_transaction():  # a connection to roll back and give back to the pool: I/O
-            # Shielded: when the request is cancelled (the client went away), an unshielded await
-            # here is cancelled too and the connection never goes back, until the pool runs dry.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(session.close)
-        else:
-            session.close()
+        # Closed here, on the event loop, never through a worker thread: a session still in a
+        # transaction holds a pooled connection, and waiting for a thread to close it while every
+        # worker thread waits for a connection is a deadlock (seen under load: the app stopped
+        # answering). The close is a rollback and a return to the pool, and it runs even when the
+        # request was cancelled (a client that gave up).
+        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
