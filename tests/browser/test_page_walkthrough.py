@@ -231,6 +231,7 @@ def test_the_walkthrough_in_a_real_browser(watched: tuple[Any, list[str]], platf
     now = datetime.now(UTC)
     start, end = (now - timedelta(hours=1)).strftime("%H:%M"), (now + timedelta(hours=1)).strftime("%H:%M")
     form = page.locator("#profile-form")
+    expect(form.get_by_label("Time zone")).not_to_have_value("")  # the profile has loaded
     form.get_by_label("Time zone").fill("UTC")
     form.get_by_label("No tips from").fill(start)
     form.get_by_label("until").fill(end)
@@ -337,6 +338,8 @@ def test_bad_input_is_explained_and_nothing_is_created(watched: tuple[Any, list[
     sign_up(page, "lin@example.org")
     expect(page.locator("#account-email")).to_have_text("lin@example.org")
     form = page.locator("#profile-form")
+    # the page fills the form from the profile once it has loaded; fill it after that, not before
+    expect(form.get_by_label("Time zone")).not_to_have_value("")
     form.get_by_label("No tips from").fill("22:00")
     form.get_by_role("button", name="Save quiet hours").click()
     expect(page.get_by_role("alert")).to_have_text("Give both a start and an end for quiet hours, or neither.")
