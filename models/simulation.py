@@ -174,6 +174,16 @@ class SimulationResult:
     """Mean expected regret per round."""
 
 
+def _reaction_for(u: float, p_done: float, snooze_habit: float) -> Reaction:
+    """The reaction a uniform draw ``u`` gives: done with ``p_done``, else snooze with the user's
+    snooze habit, else dismiss."""
+    if u < p_done:
+        return Reaction.done
+    if u < p_done + (1 - p_done) * snooze_habit:
+        return Reaction.snooze
+    return Reaction.dismiss
+
+
 def _sigmoid(u: float) -> float:
     return 1.0 / (1.0 + math.exp(-u))
 
@@ -461,12 +471,7 @@ class Simulator:
         features = {} if task is None else self.task_features(task)
         p_done = _sigmoid(self._utility(user, kind, features))
         u = self._react_rng.random()
-        if u < p_done:
-            reaction = Reaction.done
-        elif u < p_done + (1 - p_done) * user.snooze_habit:
-            reaction = Reaction.snooze
-        else:
-            reaction = Reaction.dismiss
+        reaction = _reaction_for(u, p_done, user.snooze_habit)
         if task is None:
             return reaction, None
         task.times_shown += 1
@@ -569,12 +574,7 @@ class Simulator:
             self._utility(user, kind, next(c for c in rnd.candidates if c.candidate_id == chosen_id).features)
         )
         u = r.random()
-        if u < p_done:
-            reaction = Reaction.done
-        elif u < p_done + (1 - p_done) * user.snooze_habit:
-            reaction = Reaction.snooze
-        else:
-            reaction = Reaction.dismiss
+        reaction = _reaction_for(u, p_done, user.snooze_habit)
         if task is not None and self.stateful:
             task.times_shown += 1
             if reaction is Reaction.snooze:
