@@ -35,7 +35,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,6 +46,7 @@ import httpx
 
 from data_contracts.events import Reaction
 from models.simulation import Simulator, Task, UserTraits
+from oo.settings import settings_env
 
 log = logging.getLogger(__name__)
 
@@ -161,25 +162,6 @@ def loop_env(var_dir: Path, todoist_url: str, serving_port: int, app_port: int, 
         "OO_FEAST__PROJECT": "oo_simulation",
         "OO_LOG_FORMAT": "json",
     }
-
-
-@contextlib.contextmanager
-def applied_env(env: dict[str, str]) -> Iterator[None]:
-    """``env`` in this process's environment (and fresh settings) until leaving."""
-    from oo.settings import get_settings
-
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
 
 
 def todoist_item(task: Task, at: datetime) -> dict[str, Any]:
@@ -477,7 +459,7 @@ class ClosedLoop:
                 env["OO_TRAINING__HOLDOUT_FRACTION"] = str(self.config.holdout_fraction)
             if self.config.gate_fraction is not None:
                 env["OO_TRAINING__GATE_FRACTION"] = str(self.config.gate_fraction)
-            with applied_env(env):
+            with settings_env(**env):
                 self._run(f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{serving_port}")
         self.run_record.wall_s = time.perf_counter() - t0
         return self.run_record

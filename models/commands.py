@@ -110,9 +110,9 @@ def simulate(
     and react, day by day on a simulated clock, through the real app API and serving (started on
     free ports); the DAGs' work runs in-process between days. Ends with a report (table, JSON,
     plots in MLflow)."""
-    from models.closed_loop import ClosedLoop, LoopConfig, applied_env, new_run_dir
+    from models.closed_loop import ClosedLoop, LoopConfig, new_run_dir
     from oo.runtime import configure
-    from oo.settings import get_settings
+    from oo.settings import get_settings, settings_env
 
     configure()
     folder = (out or new_run_dir(get_settings().paths.resolve("simulate"), users, days, seed)).resolve()
@@ -154,7 +154,7 @@ def simulate(
         except (RuntimeError, TimeoutError) as exc:
             console.print(f"[red]simulation failed[/]: {exc}; service logs under {folder / 'logs'}")
             raise typer.Exit(1) from None
-    with applied_env({"OO_PATHS__VAR_DIR": str(folder), "OO_FEAST__PROJECT": "oo_simulation"}):
+    with settings_env(OO_PATHS__VAR_DIR=str(folder), OO_FEAST__PROJECT="oo_simulation"):
         report_path, mlflow_run = _report(run, folder)
     console.print(f"report: {report_path}; MLflow run {mlflow_run} in {folder / 'mlflow.db'}")
 

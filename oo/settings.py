@@ -7,6 +7,9 @@ Embedded defaults keep all state under ``./var/`` so that ``make run`` needs no 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -474,3 +477,21 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, built once on first use."""
     return Settings()
+
+
+@contextmanager
+def settings_env(**env: str) -> Iterator[Settings]:
+    """Settings built from ``env`` (``OO_*`` variables) for the duration of the block: the variables
+    are set in this process's environment and restored after, the settings cache cleared both times."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        yield get_settings()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()

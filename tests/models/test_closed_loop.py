@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from data_contracts import CandidateFeatures, UserContext
-from models.closed_loop import ClosedLoop, LoopConfig, applied_env, todoist_item
+from models.closed_loop import ClosedLoop, LoopConfig, todoist_item
 from models.closed_loop_report import build_report, figures, write
+from oo.settings import settings_env
 
 START = datetime(2030, 3, 4, tzinfo=UTC)
 """A simulated start after the wall clock (the learner's windows are on the wall clock)."""
@@ -52,7 +53,7 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
     run = ClosedLoop(config).run()
     assert time.monotonic() - t0 < 150
 
-    with applied_env({"OO_PATHS__VAR_DIR": str(config.var_dir), "OO_FEAST__PROJECT": "oo_simulation"}):
+    with settings_env(OO_PATHS__VAR_DIR=str(config.var_dir), OO_FEAST__PROJECT="oo_simulation"):
         from models.registry import Registry
         from oo.lake import get_lake
 

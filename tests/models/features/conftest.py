@@ -3,7 +3,6 @@ SQLite or the Redis online store, through the same settings the platform uses.""
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -12,26 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from oo.settings import Settings, get_settings
+from oo.settings import Settings, get_settings, settings_env
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
-
-
-@contextmanager
-def settings_env(**env: str) -> Iterator[Settings]:
-    """Settings built from ``env`` (``OO_*`` variables) for the duration of the block."""
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
-        yield get_settings()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
 
 
 def redis_or_skip() -> str:
