@@ -4,7 +4,8 @@ delivered to serving and to the bus until acknowledged, each exactly once downst
 A route adds :class:`OutboxMessage` rows in the same transaction as its own rows, so either both
 exist or neither does. :func:`relay_once` delivers the due ones: an acknowledgement marks a
 message ``delivered``; an outage (serving unreachable or 5xx, the bus failing) schedules another
-attempt with exponential backoff; a refusal (4xx: the message is invalid) marks it ``dead`` with
+attempt of the message sent with exponential backoff and leaves the receiver's other messages
+due for the next pass; a refusal (4xx: the message is invalid) marks it ``dead`` with
 the reason. Delivery is at-least-once (a crash between the acknowledgement and the mark sends the
 message again; the marks of a pass are committed together), and every message carries its
 idempotency key to the receiver: serving counts a ``reaction_id`` once, the bus deduplicates on
@@ -18,6 +19,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -100,6 +102,8 @@ class RelayReport:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    skipped: int = 0
+    """Due messages not sent because their receiver failed earlier in the pass."""
 
 
 def backoff(attempts: int, initial_s: float, max_s: float) -> timedelta:
@@ -114,16 +118,24 @@ def backoff(attempts: int, initial_s: float, max_s: float) -> timedelta:
 
 
 async def relay_once(services: Services, now: datetime | None = None) -> RelayReport:
-    """Deliver every due pending message once; return the tally."""
+    """Deliver every due pending message once, ``relay_concurrency`` at a time; return the tally.
+
+    A receiver that fails (an outage) is not tried again in the same pass: the rest of its
+    messages stay due, untouched, for the next pass, so an outage costs each message no attempts
+    and no growing backoff, and the receiver is not flooded while it recovers. Only the messages
+    actually sent during the outage back off (capped at ``relay_backoff_max_s``).
+    """
     now = now or services.clock()
     cfg = services.settings.app
     report = RelayReport()
-    with Session(services.engine, expire_on_commit=False) as session:
-        due = select(OutboxMessage).where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
-        if services.engine.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)  # several relays never take the same row
-        rows = session.execute(due.order_by(OutboxMessage.id).limit(cfg.relay_batch)).scalars().all()
-        for row in rows:
+    down: set[str] = set()
+    gate = asyncio.Semaphore(cfg.relay_concurrency)
+
+    async def deliver(row: OutboxMessage) -> None:
+        async with gate:
+            if row.destination in down:
+                report.skipped += 1
+                return
             row.attempts += 1
             try:
                 await SENDERS[row.destination](services, row.payload)
@@ -132,6 +144,7 @@ async def relay_once(services: Services, now: datetime | None = None) -> RelayRe
                 report.dead += 1
                 log.error("outbox %s to %s refused: %s", row.message_id, row.destination, exc)
             except Exception as exc:  # an outage of the receiver: retry later (logged, not raised)
+                down.add(row.destination)
                 row.next_attempt_at = now + backoff(row.attempts, cfg.relay_backoff_initial_s, cfg.relay_backoff_max_s)
                 row.last_error = f"{type(exc).__name__}: {exc}"[:1000]
                 report.retried += 1
@@ -141,6 +154,15 @@ async def relay_once(services: Services, now: datetime | None = None) -> RelayRe
             else:
                 row.status, row.delivered_at, row.last_error = "delivered", now, None
                 report.delivered += 1
+
+    with Session(services.engine, expire_on_commit=False) as session:
+        due = select(OutboxMessage).where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
+        if services.engine.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)  # several relays never take the same row
+        rows = session.execute(due.order_by(OutboxMessage.id).limit(cfg.relay_batch)).scalars().all()
+        if services.engine.dialect.name != "postgresql":  # (PostgreSQL keeps the rows' locks until the marks)
+            session.commit()  # the read is over: its connection goes back to the pool while sending
+        await asyncio.gather(*(deliver(row) for row in rows))
         # One commit for the batch (each commit is an fsync, and on SQLite it holds the one write
         # lock the API's requests wait for). A crash before it sends the batch's acknowledged
         # messages again: receivers deduplicate by the idempotency key, so at-least-once holds.
@@ -172,6 +194,10 @@ class RelayWorker:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        # the senders' blocking calls run here (asyncio's default pool has min(32, cores + 4) threads)
+        loop.set_default_executor(
+            ThreadPoolExecutor(self.services.settings.app.relay_concurrency, thread_name_prefix="outbox-relay")
+        )
         try:
             while not self._stop.is_set():
                 try:

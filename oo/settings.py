@@ -347,8 +347,11 @@ class AppSettings(BaseModel):
     run_workers: bool = Field(default=True, description="run the outbox relay in the API process")
     relay_interval_s: float = Field(default=1.0, gt=0, description="how often the relay looks for due messages")
     relay_batch: int = Field(default=100, ge=1)
+    relay_concurrency: int = Field(default=8, ge=1, description="messages of a batch in flight at once")
     relay_backoff_initial_s: float = Field(default=1.0, gt=0, description="first retry delay (doubles)")
-    relay_backoff_max_s: float = Field(default=300.0, gt=0)
+    relay_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="longest retry delay: how long a message may wait after its receiver is back"
+    )
     notify_every_hours: float = Field(default=24.0, gt=0, description="a user gets at most one tip per this long")
     notify_max_attempts: int = Field(default=5, ge=1)
     notify_backoff_initial_s: float = Field(default=60.0, gt=0)

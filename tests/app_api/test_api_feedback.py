@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app_api import relay as relay_module
 from app_api.main import create_app
 from app_api.relay import relay_once
 from app_api.services import Services
@@ -129,6 +130,50 @@ def test_serving_down_then_back_delivers_exactly_once(
     assert isinstance(services.bus, InProcessBus)
     assert len(services.bus._log["reactions"]) == 2  # published twice ...
     assert len(bus_reactions(services.bus)) == 1  # ... and consumed once: consumers dedupe on the event id
+
+
+def test_an_outage_costs_the_waiting_messages_no_attempts(
+    client: TestClient, services: Services, clock: Clock, fake_serving: FakeServingServer, alice: Account
+) -> None:
+    """While serving is down a pass sends it one message (at concurrency 1), not every due one:
+    the rest stay due with no attempt spent, and go in the first pass after serving is back."""
+    services.settings.app.relay_concurrency = 1
+    decisions = [a_tip(client, alice) for _ in range(5)]
+    fake_serving.stop()
+    try:
+        for d in decisions:
+            assert react(client, alice, d).status_code == 202
+        report = relay(services)
+        assert (report.retried, report.skipped, report.delivered) == (1, 4, 5)  # the bus took all five
+    finally:
+        fake_serving.start()
+    with Session(services.engine) as s:
+        rewards = s.execute(select(OutboxMessage).where(OutboxMessage.destination == "serving.reward")).scalars().all()
+        assert sorted(r.attempts for r in rewards) == [0, 0, 0, 0, 1]
+    assert relay(services).delivered == 4  # at once, no backoff for the untried four
+    clock.advance(seconds=services.settings.app.relay_backoff_initial_s)
+    assert relay(services).delivered == 1
+    assert sorted(len(fake_serving.world.accepted_rewards(d)) for d in decisions) == [1] * 5
+
+
+def test_a_batch_is_sent_concurrently_within_the_bound(
+    client: TestClient, services: Services, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services.settings.app.relay_concurrency = 3
+    in_flight, most = 0, 0
+
+    async def slow_bus(_services: Services, _payload: str) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+
+    monkeypatch.setitem(relay_module.SENDERS, relay_module.BUS_REACTIONS, slow_bus)
+    for _ in range(4):
+        react(client, alice, a_tip(client, alice))
+    assert relay(services).delivered == 8 and pending(services) == 0
+    assert most == 3
 
 
 class DownBus(InProcessBus):
