@@ -19,6 +19,7 @@ from app_api.page import router as page_router
 from app_api.relay import RelayWorker
 from app_api.routes import auth, feedback, health, integrations, privacy, profile, tips
 from app_api.services import Services, build
+from oo.serving_client import AsyncServingClient
 
 API_PREFIX = "/v1"
 
@@ -37,9 +38,16 @@ def create_app(services: Services | None = None) -> FastAPI:
         if worker is not None:
             services.extra["relay"] = worker
             worker.start()
+        serving = AsyncServingClient(
+            settings.app.serving_url, settings.app.serving_timeout_s, breaker=services.serving.breaker
+        )
+        services.serving_async = serving
         try:
             yield
         finally:
+            await serving.aclose()
+            if services.serving_async is serving:
+                services.serving_async = None
             if worker is not None:
                 worker.stop()
                 services.extra.pop("relay", None)

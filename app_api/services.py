@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from oo.bus import Bus
 from oo.lake import Lake
-from oo.serving_client import ServingClient
+from oo.serving_client import AsyncServingClient, ServingClient
 from oo.settings import Settings
 from oo.vault import Vault
 
@@ -38,6 +38,8 @@ class Services:
     http: httpx.Client
     clock: Callable[[], datetime] = utc_now
     extra: dict[str, Any] = field(default_factory=dict)
+    serving_async: AsyncServingClient | None = None
+    """The app's event-loop client of serving, opened and closed by the app's lifespan."""
 
     def close(self) -> None:
         """Close the pools this object opened."""

@@ -181,24 +181,12 @@ class ServingClient:
         return f"ServingClient({self.base_url!r})"
 
     def _call(self, endpoint: str, body: BaseModel, answer: type[M]) -> M:
-        if not self.breaker.admit():
-            raise ServingUnavailable(
-                f"serving {endpoint}: circuit open (serving failed {self.breaker.failures} times in a row)"
-            )
+        _admit(self.breaker, endpoint)
         try:
             response = self._http.post(WIRE[endpoint].path, json=wire_body(endpoint, body))
         except httpx.HTTPError as exc:  # connect errors, timeouts, protocol errors
-            self.breaker.record(ok=False)
-            raise ServingUnavailable(f"serving {endpoint}: {type(exc).__name__}") from None
-        self.breaker.record(ok=response.status_code < 500)
-        if response.status_code >= 500:
-            raise ServingUnavailable(f"serving {endpoint}: HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise ServingRefused(f"serving {endpoint}: HTTP {response.status_code}", response.status_code)
-        try:
-            return answer.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise ServingUnavailable(f"serving {endpoint}: malformed answer ({exc.error_count()} errors)") from None
+            raise _unreachable(self.breaker, endpoint, exc) from None
+        return _answer(self.breaker, endpoint, response, answer)
 
     def rank(self, request: RankRequest) -> RankResponse:
         """One decision for ``request.user_id``."""
@@ -219,6 +207,71 @@ class ServingClient:
     def forget(self, user_id: str) -> ForgetResponse:
         """Remove ``user_id`` from serving's state (decisions, rewards, learner state)."""
         return self._call("forget", UserRequest(user_id=user_id), ForgetResponse)
+
+
+class AsyncServingClient:
+    """The same calls for an event loop, over a pooled ``httpx.AsyncClient``: a request that waits
+    for serving holds no worker thread (the app's tip route). Shares ``breaker`` with the
+    :class:`ServingClient` it is made beside, so both see the one serving's health.
+    Create and close it on the loop that uses it."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float = 2.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        breaker: Breaker | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.breaker = breaker or Breaker()
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncServingClient({self.base_url!r})"
+
+    async def _call(self, endpoint: str, body: BaseModel, answer: type[M]) -> M:
+        _admit(self.breaker, endpoint)
+        try:
+            response = await self._http.post(WIRE[endpoint].path, json=wire_body(endpoint, body))
+        except httpx.HTTPError as exc:  # connect errors, timeouts, protocol errors
+            raise _unreachable(self.breaker, endpoint, exc) from None
+        return _answer(self.breaker, endpoint, response, answer)
+
+    async def rank(self, request: RankRequest) -> RankResponse:
+        """One decision for ``request.user_id``."""
+        return await self._call("rank", request, RankResponse)
+
+
+def _admit(breaker: Breaker, endpoint: str) -> None:
+    if not breaker.admit():
+        raise ServingUnavailable(f"serving {endpoint}: circuit open (serving failed {breaker.failures} times in a row)")
+
+
+def _unreachable(breaker: Breaker, endpoint: str, exc: httpx.HTTPError) -> ServingUnavailable:
+    breaker.record(ok=False)
+    return ServingUnavailable(f"serving {endpoint}: {type(exc).__name__}")
+
+
+def _answer(breaker: Breaker, endpoint: str, response: httpx.Response, answer: type[M]) -> M:
+    """Serving's answer, parsed; its status recorded with the breaker (4xx counts as answered)."""
+    breaker.record(ok=response.status_code < 500)
+    if response.status_code >= 500:
+        raise ServingUnavailable(f"serving {endpoint}: HTTP {response.status_code}")
+    if response.status_code >= 400:
+        raise ServingRefused(f"serving {endpoint}: HTTP {response.status_code}", response.status_code)
+    try:
+        return answer.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ServingUnavailable(f"serving {endpoint}: malformed answer ({exc.error_count()} errors)") from None
 
 
 class _Ignored(BaseModel):

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import Literal, cast
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import Table, insert
+from sqlalchemy.orm import Session
 
 from app_api.deps import CurrentUser, Now, ServicesDep, SessionDep
 from app_api.preferences import Purpose, current_consents, in_quiet_hours, profile_of
 from app_api.problems import openapi_responses
+from app_api.services import Services
 from app_api.tables import ServedDecision
 from data_contracts import CandidateKind
-from data_contracts.serving import RankRequest
+from data_contracts.decisions import TipCandidate
+from data_contracts.serving import RankRequest, RankResponse
 from oo.serving_client import ServingRefused, ServingUnavailable
+from oo.tables import User
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +51,17 @@ class NextTip(BaseModel):
 
 
 @router.get("/next", responses=openapi_responses(401, 502, 503))
-def next_tip(user: CurrentUser, session: SessionDep, services: ServicesDep, now: Now) -> NextTip:
-    """Ask serving for the caller's next tip."""
-    profile = profile_of(session, user.id)
-    if in_quiet_hours(now, user.timezone, profile.quiet_start, profile.quiet_end):
-        return NextTip(decision_id=None, tip=None, reason="quiet_hours")
-    kinds = set(profile.tip_kinds) or {k.value for k in CandidateKind}
-    llm_ok = current_consents(session, user.id)[Purpose.llm_tips] and CandidateKind.llm_tip.value in kinds
-    request = RankRequest(
-        user_id=user.id,
-        event_id=uuid.uuid4(),
-        llm_consent=llm_ok,
-        include_todoist=CandidateKind.todoist_task.value in kinds,
-        decided_at=now if services.settings.app.simulated_clock else None,
-    )
-    session.close()  # give the connection back to the pool while serving decides
+async def next_tip(user: CurrentUser, session: SessionDep, services: ServicesDep, now: Now) -> NextTip:
+    """Ask serving for the caller's next tip.
+
+    The database work runs in worker threads; the wait for serving runs on the event loop, so a
+    slow or restarting serving holds no thread that feedback and sign-ins need."""
+    asked = await run_in_threadpool(_ask, session, services, user, now)
+    if isinstance(asked, NextTip):
+        return asked
+    request, kinds = asked
     try:
-        decision = services.serving.rank(request)
+        decision = await _rank(services, request)
     except ServingUnavailable as exc:
         log.warning("tips/next: %s", exc)
         raise HTTPException(
@@ -73,15 +73,47 @@ def next_tip(user: CurrentUser, session: SessionDep, services: ServicesDep, now:
     chosen = decision.chosen
     if chosen is None:
         return NextTip(decision_id=decision.event_id, tip=None, reason="no_candidates")
-    if chosen.kind.value not in kinds or (chosen.kind is CandidateKind.llm_tip and not llm_ok):
+    if chosen.kind.value not in kinds or (chosen.kind is CandidateKind.llm_tip and not request.llm_consent):
         # Serving must not do this; if it does, the user's choice wins and nothing is shown.
         log.error("tips/next: serving chose a %s the user did not allow; not shown", chosen.kind.value)
         return NextTip(decision_id=decision.event_id, tip=None, reason="no_candidates")
+    await run_in_threadpool(_record, session, user.id, decision.event_id, chosen, now)
+    return NextTip(
+        decision_id=decision.event_id,
+        tip=Tip(candidate_id=chosen.candidate_id, kind=chosen.kind, content=chosen.content),
+    )
+
+
+def _ask(session: Session, services: Services, user: User, now: datetime) -> NextTip | tuple[RankRequest, set[str]]:
+    """The request to serving (and the kinds the user allows), or the answer without one."""
+    profile = profile_of(session, user.id)
+    if in_quiet_hours(now, user.timezone, profile.quiet_start, profile.quiet_end):
+        return NextTip(decision_id=None, tip=None, reason="quiet_hours")
+    kinds = set(profile.tip_kinds) or {k.value for k in CandidateKind}
+    llm_ok = current_consents(session, user.id)[Purpose.llm_tips] and CandidateKind.llm_tip.value in kinds
+    session.commit()  # end the read: the connection goes back to the pool while serving decides
+    request = RankRequest(
+        user_id=user.id,
+        event_id=uuid.uuid4(),
+        llm_consent=llm_ok,
+        include_todoist=CandidateKind.todoist_task.value in kinds,
+        decided_at=now if services.settings.app.simulated_clock else None,
+    )
+    return request, kinds
+
+
+async def _rank(services: Services, request: RankRequest) -> RankResponse:
+    if services.serving_async is None:  # outside the app's lifespan: the blocking client, in a thread
+        return await run_in_threadpool(services.serving.rank, request)
+    return await services.serving_async.rank(request)
+
+
+def _record(session: Session, user_id: str, decision_id: UUID, chosen: TipCandidate, now: datetime) -> None:
     session.execute(  # a plain INSERT: nothing reads the row back in this request
         INSERT_SERVED,
         {
-            "decision_id": str(decision.event_id),
-            "user_id": user.id,
+            "decision_id": str(decision_id),
+            "user_id": user_id,
             "candidate_id": chosen.candidate_id,
             "kind": chosen.kind.value,
             "content": chosen.content,
@@ -90,7 +122,3 @@ def next_tip(user: CurrentUser, session: SessionDep, services: ServicesDep, now:
         },
     )
     session.commit()
-    return NextTip(
-        decision_id=decision.event_id,
-        tip=Tip(candidate_id=chosen.candidate_id, kind=chosen.kind, content=chosen.content),
-    )

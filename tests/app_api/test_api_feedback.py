@@ -162,14 +162,15 @@ def test_a_batch_is_sent_concurrently_within_the_bound(
     services.settings.app.relay_concurrency = 3
     in_flight, most = 0, 0
 
-    async def slow_bus(_services: Services, _payload: str) -> None:
+    async def slow(_services: Services, _payload: str) -> None:
         nonlocal in_flight, most
         in_flight += 1
         most = max(most, in_flight)
         await asyncio.sleep(0.01)
         in_flight -= 1
 
-    monkeypatch.setitem(relay_module.SENDERS, relay_module.BUS_REACTIONS, slow_bus)
+    for destination in (relay_module.SERVING_REWARD, relay_module.BUS_REACTIONS):
+        monkeypatch.setitem(relay_module.SENDERS, destination, slow)
     for _ in range(4):
         react(client, alice, a_tip(client, alice))
     assert relay(services).delivered == 8 and pending(services) == 0

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import anyio.to_thread
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app_api.services import Services
 from app_api.tables import ServedDecision
+from data_contracts.serving import RankRequest
 from oo.fakes.serving import FakeServingServer
+from oo.serving_client import AsyncServingClient, unwrap_body
 from tests.app_api.conftest import Account, Clock
 
 
@@ -76,3 +86,39 @@ def test_serving_down_is_a_503_problem(client: TestClient, fake_serving: FakeSer
 
 def test_tips_need_a_user(client: TestClient) -> None:
     assert client.get("/v1/tips/next").status_code == 401
+
+
+def test_tip_requests_waiting_for_serving_hold_no_worker_thread(
+    client: TestClient, services: Services, fake_serving: FakeServingServer, alice: Account
+) -> None:
+    """With two worker threads in the app, six tip requests all reach a stalled serving at once,
+    and the app still answers what needs a thread (its health check) while they wait."""
+    waiting = 0
+    release = threading.Event()
+
+    async def stalled(request: httpx.Request) -> httpx.Response:
+        nonlocal waiting
+        waiting += 1
+        for _ in range(2000):  # bounded: 10 s at most
+            if release.is_set():
+                break
+            await asyncio.sleep(0.005)
+        decision = fake_serving.world.rank(RankRequest.model_validate(unwrap_body("rank", json.loads(request.content))))
+        return httpx.Response(200, content=decision.model_dump_json())
+
+    async def two_threads() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 2
+
+    assert client.portal is not None
+    client.portal.call(two_threads)
+    services.serving_async = AsyncServingClient("http://serving.test", transport=httpx.MockTransport(stalled))
+    with ThreadPoolExecutor(6) as pool:
+        tips = [pool.submit(client.get, "/v1/tips/next", headers=alice.auth) for _ in range(6)]
+        for _ in range(1000):
+            if waiting == 6:
+                break
+            time.sleep(0.01)
+        assert waiting == 6  # every request is at serving: none is parked in a worker thread
+        assert client.get("/healthz").status_code == 200
+        release.set()
+        assert [t.result().status_code for t in tips] == [200] * 6
