@@ -264,6 +264,11 @@ class ServingSettings(BaseModel):
     state_dir: Path | None = Field(
         default=None, description="decision index and learner checkpoint; unset means var/serving"
     )
+    index_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of the decision index replicas share past one machine (schema `serving`); "
+        "unset means SQLite in the state dir",
+    )
     snapshot_every_rewards: int = Field(default=50, ge=1, description="publish a snapshot after this many rewards")
     snapshot_every_s: float = Field(default=5.0, gt=0, description="... or after this many seconds with news")
     checkpoint_every_s: float = Field(

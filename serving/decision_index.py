@@ -1,16 +1,21 @@
 """Every decision served, by id: whose it is, what was chosen, the answer given, its reward.
 
 Replicas share it to refuse rewards for unknown or foreign decisions, to count a reward once and
-to answer a repeated ``event_id`` with the decision already made. SQLite in WAL mode under the
-serving state dir (one machine; past one, the same table belongs in the app database). It is an
-index, not the record: the event log holds the decisions durably (fsynced) before the index is
-written, so its commits skip the fsync (``synchronous=NORMAL``).
+to answer a repeated ``event_id`` with the decision already made. On one machine: SQLite in WAL
+mode under the serving state dir (:class:`DecisionIndex`). Past one machine replicas behind a load
+balancer must share it, or a reward that reaches another replica than the one that decided would
+be refused as unknown: :class:`PostgresDecisionIndex` keeps the same tables in PostgreSQL (schema
+``serving``), chosen by ``OO_SERVING__INDEX_URL`` (:func:`open_index`). It is an index, not the
+record: the event log (or the spool) holds the decisions durably (fsynced) before the index is
+written, so SQLite's commits skip the fsync (``synchronous=NORMAL``).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +71,9 @@ class IndexedReward:
     status: str
 
 
+log = logging.getLogger(__name__)
+
+
 def _ts(at: datetime) -> float:
     return at.timestamp()
 
@@ -112,7 +120,7 @@ class DecisionIndex:
     ) -> bool:
         """Index a decision; ``False`` when its id is already indexed (nothing changes)."""
         with self._lock:
-            cur = self._db.execute(
+            cur = self._exec(
                 "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 (
                     str(decision_id),
@@ -125,12 +133,12 @@ class DecisionIndex:
                     response,
                 ),
             )
-            return cur.rowcount == 1
+            return bool(cur.rowcount == 1)
 
     def get(self, decision_id: UUID) -> IndexedDecision | None:
         """The decision ``decision_id``, or ``None``."""
         with self._lock:
-            row = self._db.execute("SELECT * FROM decisions WHERE decision_id = ?", (str(decision_id),)).fetchone()
+            row = self._exec("SELECT * FROM decisions WHERE decision_id = ?", (str(decision_id),)).fetchone()
         if row is None:
             return None
         return IndexedDecision(
@@ -148,16 +156,16 @@ class DecisionIndex:
     def activate(self, decision_id: UUID, at: datetime) -> bool:
         """Mark a decision seen; ``False`` when it already was."""
         with self._lock:
-            cur = self._db.execute(
+            cur = self._exec(
                 "UPDATE decisions SET activated_at = ? WHERE decision_id = ? AND activated_at IS NULL",
                 (_ts(at), str(decision_id)),
             )
-            return cur.rowcount == 1
+            return bool(cur.rowcount == 1)
 
     def reward_of(self, decision_id: UUID) -> IndexedReward | None:
         """The reward counted for ``decision_id``, or ``None``."""
         with self._lock:
-            row = self._db.execute("SELECT * FROM rewards WHERE decision_id = ?", (str(decision_id),)).fetchone()
+            row = self._exec("SELECT * FROM rewards WHERE decision_id = ?", (str(decision_id),)).fetchone()
         if row is None:
             return None
         return IndexedReward(UUID(row[0]), UUID(row[1]), row[2], float(row[3]), row[4])
@@ -167,16 +175,16 @@ class DecisionIndex:
     ) -> bool:
         """Count a reward for ``decision_id``; ``False`` when one was counted already."""
         with self._lock:
-            cur = self._db.execute(
+            cur = self._exec(
                 "INSERT OR IGNORE INTO rewards VALUES (?, ?, ?, ?, ?, ?)",
                 (str(decision_id), str(reaction_id), reaction, reward, status, _ts(occurred_at)),
             )
-            return cur.rowcount == 1
+            return bool(cur.rowcount == 1)
 
     def for_user(self, user_id: str) -> list[dict[str, Any]]:
         """Every decision indexed for ``user_id``, with its reward when one was counted (an export)."""
         with self._lock:
-            rows = self._db.execute(
+            rows = self._exec(
                 "SELECT d.decision_id, d.decided_at, d.chosen_id, d.chosen_kind, d.deferred, d.activated_at,"
                 " r.reaction, r.reward, r.status FROM decisions d LEFT JOIN rewards r USING (decision_id)"
                 " WHERE d.user_id = ? ORDER BY d.decided_at",
@@ -200,14 +208,86 @@ class DecisionIndex:
     def forget(self, user_id: str) -> list[UUID]:
         """Remove ``user_id``'s decisions and their rewards; the ids removed."""
         with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT decision_id FROM decisions WHERE user_id = ?", (user_id,))]
-            self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM rewards WHERE decision_id = ?", [(i,) for i in ids])
-            self._db.execute("DELETE FROM decisions WHERE user_id = ?", (user_id,))
-            self._db.execute("COMMIT")
+            ids = [r[0] for r in self._exec("SELECT decision_id FROM decisions WHERE user_id = ?", (user_id,))]
+            self._transaction(
+                [("DELETE FROM rewards WHERE decision_id = ?", (i,)) for i in ids]
+                + [("DELETE FROM decisions WHERE user_id = ?", (user_id,))]
+            )
         return [UUID(i) for i in ids]
 
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
             self._db.close()
+
+    # -- the statements, run under ``self._lock`` (one connection; SQLite's own lock does the rest)
+
+    def _exec(self, sql: str, params: Sequence[Any]) -> Any:
+        return self._db.execute(sql, params)
+
+    def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        self._db.execute("BEGIN")
+        for sql, params in statements:
+            self._db.execute(sql, params)
+        self._db.execute("COMMIT")
+
+
+class PostgresDecisionIndex(DecisionIndex):
+    """The same index in PostgreSQL (schema ``serving``), shared by replicas on many machines.
+
+    One autocommit connection per process, under the same lock as SQLite's (each statement is a
+    single round trip on a keyed row). A broken connection (the server restarted) is opened again
+    and the statement retried once; the inserts are ``ON CONFLICT DO NOTHING``, so a retry after a
+    commit whose answer was lost reports the row as already there rather than adding it twice.
+    """
+
+    def __init__(self, url: str) -> None:  # noqa: D107 (no path: the URL names the database)
+        self.url = url
+        self._lock = threading.Lock()
+        self._pg: Any = self._connect()
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        conn.execute("CREATE SCHEMA IF NOT EXISTS serving")
+        conn.execute("SET search_path TO serving")
+        for statement in SCHEMA.replace(" REAL", " DOUBLE PRECISION").split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        return conn
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        if sql.startswith("INSERT OR IGNORE"):
+            sql = sql.replace("INSERT OR IGNORE", "INSERT", 1) + " ON CONFLICT DO NOTHING"
+        return sql.replace("?", "%s")
+
+    def _exec(self, sql: str, params: Sequence[Any]) -> Any:
+        import psycopg
+
+        try:
+            return self._pg.execute(self._sql(sql), params)
+        except psycopg.OperationalError as exc:
+            if not self._pg.closed and not self._pg.broken:
+                raise
+            log.warning("decision index: connection lost (%s); reconnecting", exc)
+            self._pg = self._connect()
+            return self._pg.execute(self._sql(sql), params)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._pg.close()
+
+    def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        with self._pg.transaction():
+            for sql, params in statements:
+                self._pg.execute(self._sql(sql), params)
+
+
+def open_index(url: str | None, state_dir: Path) -> DecisionIndex:
+    """PostgreSQL at ``url`` when given (replicas on many machines), else SQLite in ``state_dir``."""
+    if url:
+        return PostgresDecisionIndex(url)
+    return DecisionIndex(state_dir / "decisions.db")

@@ -59,7 +59,7 @@ def build_engine() -> tuple[DecisionEngine, Any]:
     from oo.lake import get_lake
     from serving import metrics
     from serving.candidates import CandidateGenerator
-    from serving.decision_index import DecisionIndex
+    from serving.decision_index import open_index
     from serving.learning import Background, LearnerLoop
     from serving.models_source import EmbeddedSource, PolicySource, SnapshotSource
     from serving.snapshots import SnapshotStore
@@ -74,7 +74,7 @@ def build_engine() -> tuple[DecisionEngine, Any]:
     else:
         events = get_event_log()
     snapshots = SnapshotStore(settings.snapshot_dir)
-    index = DecisionIndex(settings.serving_state_dir / "decisions.db")
+    index = open_index(settings.serving.index_url, settings.serving_state_dir)
     features = None
     try:
         from models.features.online import OnlineFeatures

@@ -48,6 +48,7 @@ def stores(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, str]
     nats_url = request.getfixturevalue("nats_url")
     env = {
         "OO_DB__URL": pg_url,
+        "OO_SERVING__INDEX_URL": pg_url,  # the decision index replicas share
         "OO_REDIS__URL": request.getfixturevalue("redis_url"),
         "OO_BUS__NATS_URL": nats_url,
         "OO_BUS__STREAM": f"OO_SMOKE_{run.upper()}",

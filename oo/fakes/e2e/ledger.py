@@ -47,6 +47,12 @@ def wait_drained(stack: Stack, timeout_s: float) -> tuple[dict[str, int], float]
 
 def serving_rewards(stack: Stack) -> dict[str, str]:
     """Serving's decision index: the reaction key counted for each rewarded decision."""
+    url = stack.env.get("OO_SERVING__INDEX_URL")
+    if url:  # the index replicas share past one machine (serving.decision_index, schema ``serving``)
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=10) as pg:
+            return {str(d): str(r) for d, r in pg.execute("SELECT decision_id, reaction_id FROM serving.rewards")}
     path = stack.settings().serving_state_dir / "decisions.db"
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as conn:
         return {str(d): str(r) for d, r in conn.execute("SELECT decision_id, reaction_id FROM rewards")}
