@@ -19,6 +19,7 @@ from app_api.page import router as page_router
 from app_api.relay import RelayWorker
 from app_api.routes import auth, feedback, health, integrations, privacy, profile, tips
 from app_api.services import Services, build
+from oo.runtime import freeze_startup_heap
 from oo.serving_client import AsyncServingClient
 
 API_PREFIX = "/v1"
@@ -26,6 +27,7 @@ API_PREFIX = "/v1"
 
 def create_app(services: Services | None = None) -> FastAPI:
     """The app on ``services`` (built from the process settings when omitted)."""
+    own_process = services is None  # the server's factory (uvicorn --factory), not a test's app
     if services is None:
         from oo.settings import get_settings
 
@@ -42,6 +44,8 @@ def create_app(services: Services | None = None) -> FastAPI:
             settings.app.serving_url, settings.app.serving_timeout_s, breaker=services.serving.breaker
         )
         services.serving_async = serving
+        if own_process:
+            freeze_startup_heap()  # no full-collection pauses over the start-up heap (oo.runtime)
         try:
             yield
         finally:

@@ -8,6 +8,7 @@ It only sets defaults: an operator's explicit environment wins.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import warnings
@@ -84,3 +85,18 @@ def configure(var_dir: Path | None = None, log_level: str | None = None, log_for
         logging.getLogger(name).setLevel(level)
     for message, category in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def freeze_startup_heap() -> int:
+    """Exempt what a long-running process built at start-up (imported modules, the stores it
+    opened, the model it loaded) from the cyclic garbage collector; the count frozen.
+
+    A full collection walks every tracked object: with serving's start-up heap (~480k objects,
+    Feast, MLflow, LiteLLM) each one paused the process for 150-800 ms on the build machine, once
+    every few thousand requests: the tail of the latency. Objects made later are collected as
+    before; the frozen ones live as long as the process anyway (``gc.freeze``, Python's documented
+    remedy for this).
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

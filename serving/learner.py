@@ -22,7 +22,7 @@ import threading
 import time
 from types import FrameType
 
-from oo.runtime import configure
+from oo.runtime import configure, freeze_startup_heap
 
 log = logging.getLogger("serving.learner")
 
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     loop = LearnerLoop(settings, get_event_log(), SnapshotStore(settings.snapshot_dir))
+    freeze_startup_heap()  # no full-collection pauses over the start-up heap
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -39,7 +39,7 @@ from data_contracts.serving import (
     UserStateResponse,
 )
 from models.policies import PolicyInputError
-from oo.runtime import configure
+from oo.runtime import configure, freeze_startup_heap
 from oo.settings import get_settings
 from serving.engine import BadRequest, Conflict, DecisionEngine, NotFoundError
 
@@ -158,6 +158,7 @@ class TipService:
         configure()
         _own_log_lines()
         self.engine, self.background = build_engine()
+        freeze_startup_heap()  # no full-collection pauses over the start-up heap (oo.runtime)
 
     @bentoml.api(input_spec=RankRequest)
     async def rank(self, **fields: Any) -> RankResponse:
