@@ -170,11 +170,15 @@ class DecisionEngine:
             response = response.model_copy(update={"reason": "unknown user: the rule baseline decided"})
         kind = next(c.kind.value for c in eligible if c.candidate_id == made.decision.chosen_id)
 
+        decision_line = made.decision.model_dump_json().encode()
+        if self.loop is not None:  # the embedded learner takes the record when it reads this line
+            self.loop.expect(decision_line, made.decision)
+
         async def record() -> None:
             # durable before the answer leaves: tip scores, then the decision (the learner reads
             # decisions), fsynced in a worker thread together with the concurrent ranks' (group
             # commit); then indexed, so that a repeated event_id gets this answer
-            await self.journal.append(("tip_scores", made.tip_scores), ("decisions", [made.decision]))
+            await self.journal.append(("tip_scores", made.tip_scores), ("decisions", decision_line + b"\n"))
             self.index.add(
                 event_id,
                 request.user_id,

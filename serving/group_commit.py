@@ -45,14 +45,25 @@ class GroupCommit:
         self._queue: list[tuple[Entries, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def append(self, *entries: tuple[str, Sequence[Record]]) -> None:
-        """Return once every record of ``entries`` is written and fsynced (raise if it was not)."""
+    async def append(self, *entries: tuple[str, Sequence[Record] | bytes]) -> None:
+        """Return once every record of ``entries`` is written and fsynced (raise if it was not).
+
+        An entry holds records, or their event-log lines already serialized (:func:`lines`)."""
         loop = asyncio.get_running_loop()
         if self._flusher is not None and (self._flusher.done() or self._flusher.get_loop() is not loop):
             self._flusher = None  # finished, or left behind by a closed loop (asyncio.run per call)
             self._queue = [q for q in self._queue if q[1].get_loop() is loop and not q[1].done()]
         done: asyncio.Future[None] = loop.create_future()
-        self._queue.append(([(topic, lines(records)) for topic, records in entries if records], done))
+        self._queue.append(
+            (
+                [
+                    (topic, records if isinstance(records, bytes) else lines(records))
+                    for topic, records in entries
+                    if records
+                ],
+                done,
+            )
+        )
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         await done
