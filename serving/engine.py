@@ -83,7 +83,7 @@ class DecisionEngine:
     ) -> None:
         self.settings = settings
         self.events = events
-        self.journal = GroupCommit(events)
+        self.journal = GroupCommit(events, after=None if loop is None else loop.poll)
         self.index = index
         self.source = source
         self.generator = generator
@@ -174,26 +174,25 @@ class DecisionEngine:
         if self.loop is not None:  # the embedded learner takes the record when it reads this line
             self.loop.expect(decision_line, made.decision)
 
-        async def record() -> None:
-            # durable before the answer leaves: tip scores, then the decision (the learner reads
-            # decisions), fsynced in a worker thread together with the concurrent ranks' (group
-            # commit); then indexed, so that a repeated event_id gets this answer
-            await self.journal.append(("tip_scores", made.tip_scores), ("decisions", decision_line + b"\n"))
-            self.index.add(
-                event_id,
-                request.user_id,
-                decided_at,
-                made.decision.chosen_id,
-                kind,
-                request.defer_activation,
-                digest,
-                response.model_dump_json(),
-            )
-
-        # shielded: a caller that goes away mid-write never leaves a logged decision unindexed
-        await asyncio.shield(record())
-        if self.loop is not None:
-            self.loop.poll()
+        index_it = partial(
+            self.index.add,
+            event_id,
+            request.user_id,
+            decided_at,
+            made.decision.chosen_id,
+            kind,
+            request.defer_activation,
+            digest,
+            response.model_dump_json(),
+        )
+        # durable before the answer leaves: tip scores, then the decision (the learner reads
+        # decisions), fsynced in a worker thread together with the concurrent ranks' (group
+        # commit); then indexed in that thread, so that a repeated event_id gets this answer; then
+        # the embedded learner polls (once per flush). Shielded: a caller that goes away mid-write
+        # never leaves a logged decision unindexed
+        await asyncio.shield(
+            self.journal.append(("tip_scores", made.tip_scores), ("decisions", decision_line + b"\n"), then=index_it)
+        )
         metrics.DECISIONS.labels(policy=served.name, outcome="served").inc()
         metrics.DECISION_LATENCY.observe(time.perf_counter() - start)
         return response

@@ -13,6 +13,7 @@ models (the request, the candidates, the policies), so the rows need no second v
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from datetime import datetime
 from uuid import UUID
 
@@ -42,6 +43,12 @@ if tuple(TipScore.model_fields) != FIELDS:  # the contract moved: this module mu
 
 def _json(value: object) -> bytes:
     return to_json(value, inf_nan_mode="null")
+
+
+@lru_cache(maxsize=65_536)
+def _string(value: str | None) -> bytes:
+    """A string's (or None's) JSON, remembered: candidate ids, kinds and versions recur."""
+    return _json(value)
 
 
 def _floats(values: Sequence[float]) -> list[bytes]:
@@ -84,15 +91,15 @@ def tip_score_lines(
         + _json(decided_at)
         + b',"candidate_id":'
     )
-    ids = [_json(c.candidate_id) + b',"kind":' + _json(c.kind.value) for c in candidates]
+    ids = [_string(c.candidate_id) + b',"kind":' + _string(c.kind.value) for c in candidates]
     features = [b',"features":' + _json(c.features) + b',"latency_ms":' for c in candidates]
     tails = [
-        b',"prompt_version":' + _json(c.prompt_version) + b',"llm_model":' + _json(c.llm_model) + b"}\n"
+        b',"prompt_version":' + _string(c.prompt_version) + b',"llm_model":' + _string(c.llm_model) + b"}\n"
         for c in candidates
     ]
     out: list[bytes] = []
     for name, version, scores, probabilities, latency_ms in policies:
-        policy = b',"policy":' + _json(name) + b',"policy_version":' + _json(version) + b',"score":'
+        policy = b',"policy":' + _string(name) + b',"policy_version":' + _string(version) + b',"score":'
         latency = _json(latency_ms)
         for i, (s, p) in enumerate(zip(_floats(scores), _floats(probabilities), strict=True)):
             out += (head, ids[i], policy, s, b',"probability":', p, features[i], latency, tails[i])
