@@ -13,8 +13,8 @@ models (the request, the candidates, the policies), so the rows need no second v
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from datetime import datetime
+from functools import lru_cache
 from uuid import UUID
 
 from pydantic_core import to_json
