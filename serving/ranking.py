@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from pydantic import TypeAdapter
+
 from data_contracts import CandidateKind, Decision, ShadowPick, TipCandidate
 from data_contracts.serving import RankedCandidate, RankRequest, RankResponse
 from models.policies import Policy
 from serving.tip_score_lines import tip_score_lines
+
+_RANKING = TypeAdapter(list[RankedCandidate])
 
 
 def seeded_draw(probabilities: Sequence[float], seed: int) -> int:
@@ -141,15 +145,19 @@ def make_decision(
             for s in (main, *others)
         ],
     )
-    ranking = [
-        RankedCandidate(
-            id=eligible[i].candidate_id,
-            probability=min(1.0, max(0.0, main.probabilities[i])),
-            kind=eligible[i].kind,
-            content=eligible[i].content,
-        )
-        for i in order
-    ] + [RankedCandidate(id=c.candidate_id, probability=0.0, kind=c.kind, content=c.content) for c in excluded]
+    # validated in one call of the contract's compiled validator, not one model per candidate
+    ranking = _RANKING.validate_python(
+        [
+            {
+                "id": eligible[i].candidate_id,
+                "probability": min(1.0, max(0.0, main.probabilities[i])),
+                "kind": eligible[i].kind,
+                "content": eligible[i].content,
+            }
+            for i in order
+        ]
+        + [{"id": c.candidate_id, "probability": 0.0, "kind": c.kind, "content": c.content} for c in excluded]
+    )
     response = RankResponse(
         event_id=event_id,
         user_id=request.user_id,
