@@ -153,7 +153,7 @@ class DecisionEngine:
                 reason = "no candidates: the user has no open tasks and the request gave none"
                 if excluded:
                     reason = "every candidate is excluded"
-                metrics.DECISIONS.labels(policy=served.name, outcome="empty").inc()
+                metrics.decisions(served.name, "empty").inc()
                 return Answer.of(empty_response(event_id, request, decided_at, served, reason, excluded))
             decide = partial(
                 make_decision,
@@ -213,7 +213,7 @@ class DecisionEngine:
         await asyncio.shield(
             self.journal.append(("tip_scores", made.tip_scores), ("decisions", decision_line + b"\n"), then=index_it)
         )
-        metrics.DECISIONS.labels(policy=served.name, outcome="served").inc()
+        metrics.decisions(served.name, "served").inc()
         metrics.DECISION_LATENCY.observe(time.perf_counter() - start)
         return Answer(response, body.encode())
 
