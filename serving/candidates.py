@@ -36,7 +36,13 @@ from pydantic import TypeAdapter
 
 from data_contracts import CandidateFeatures, CandidateKind, TipCandidate, TodoistTask, UserContext
 from data_contracts.decisions import MAX_CANDIDATES
-from models.features.online import candidate_from_row, features_dict, llm_tip_features, task_row_features
+from models.features.online import (
+    candidate_from_row,
+    features_dict,
+    features_dicts,
+    llm_tip_features,
+    task_row_features,
+)
 from oo.integrations.todoist.sync import current_tasks
 from oo.lake import Lake
 from oo.llm.prompts import response_format, tip_messages
@@ -233,9 +239,9 @@ class CandidateGenerator:
                     "kind": CandidateKind.todoist_task,
                     "source": "todoist",
                     "task_id": task.id,
-                    "features": _pool_features(task, f),
+                    "features": _pool_features(task, f, d),
                 }
-                for task, f in zip(tasks, features, strict=True)
+                for task, f, d in zip(tasks, features, features_dicts(features), strict=True)
             ]
         )
         return candidates, context
@@ -376,11 +382,10 @@ class CandidateGenerator:
         return repeats(vectors[len(recent) :], vectors[: len(recent)], self.cfg.duplicate_similarity)
 
 
-def _pool_features(task: TodoistTask, stored: CandidateFeatures) -> dict[str, float]:
-    """The store's features of a task it knows; for one it does not know yet (``task_known = 0``,
-    say synced since the last materialization) the contract defaults overlaid with what the
-    task's own lake row says (its priority, due date, labels...)."""
-    features = features_dict(stored)
+def _pool_features(task: TodoistTask, stored: CandidateFeatures, features: dict[str, float]) -> dict[str, float]:
+    """The store's features of a task it knows (``features``: ``stored`` as a dict); for one it
+    does not know yet (``task_known = 0``, say synced since the last materialization) the contract
+    defaults overlaid with what the task's own lake row says (its priority, due date, labels...)."""
     if stored.task_known > 0:
         return features
     return {**features, **task_row_features(task)}

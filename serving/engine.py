@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -67,6 +68,19 @@ def _merge_features(candidate: TipCandidate, base: dict[str, float], from_store:
     return candidate.model_copy(update={"features": features})
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A rank's answer and its JSON (the response's ``model_dump_json``)."""
+
+    response: RankResponse
+    body: bytes
+
+    @classmethod
+    def of(cls, response: RankResponse) -> Answer:
+        """``response`` with its JSON."""
+        return cls(response, response.model_dump_json().encode())
+
+
 class DecisionEngine:
     """Rank, reward, activate; the stores and the policy source are handed in."""
 
@@ -83,7 +97,7 @@ class DecisionEngine:
     ) -> None:
         self.settings = settings
         self.events = events
-        self.journal = GroupCommit(events)
+        self.journal = GroupCommit(events, after=None if loop is None else loop.poll)
         self.index = index
         self.source = source
         self.generator = generator
@@ -96,6 +110,11 @@ class DecisionEngine:
     # -- rank --------------------------------------------------------------------------------
     async def rank(self, request: RankRequest, now: datetime | None = None) -> RankResponse:
         """One decision for ``request`` (logged before it is returned)."""
+        return (await self.decide(request, now)).response
+
+    async def decide(self, request: RankRequest, now: datetime | None = None) -> Answer:
+        """One decision for ``request`` (logged before it is returned), and its JSON, serialized
+        once for the decision index and the HTTP answer alike."""
         start = time.perf_counter()
         if request.decided_at is not None and not self.settings.serving.simulated_clock:
             raise BadRequest("decided_at is accepted only when serving runs with OO_SERVING__SIMULATED_CLOCK")
@@ -134,8 +153,8 @@ class DecisionEngine:
                 reason = "no candidates: the user has no open tasks and the request gave none"
                 if excluded:
                     reason = "every candidate is excluded"
-                metrics.DECISIONS.labels(policy=served.name, outcome="empty").inc()
-                return empty_response(event_id, request, decided_at, served, reason, excluded)
+                metrics.decisions(served.name, "empty").inc()
+                return Answer.of(empty_response(event_id, request, decided_at, served, reason, excluded))
             decide = partial(
                 make_decision,
                 event_id=event_id,
@@ -170,34 +189,38 @@ class DecisionEngine:
             response = response.model_copy(update={"reason": "unknown user: the rule baseline decided"})
         kind = next(c.kind.value for c in eligible if c.candidate_id == made.decision.chosen_id)
 
-        async def record() -> None:
-            # durable before the answer leaves: tip scores, then the decision (the learner reads
-            # decisions), fsynced in a worker thread together with the concurrent ranks' (group
-            # commit); then indexed, so that a repeated event_id gets this answer
-            await self.journal.append(("tip_scores", made.tip_scores), ("decisions", [made.decision]))
-            self.index.add(
-                event_id,
-                request.user_id,
-                decided_at,
-                made.decision.chosen_id,
-                kind,
-                request.defer_activation,
-                digest,
-                response.model_dump_json(),
-            )
+        body = response.model_dump_json()
+        decision_line = made.decision.model_dump_json().encode()
+        if self.loop is not None:  # the embedded learner takes the record when it reads this line
+            self.loop.expect(decision_line, made.decision)
 
-        # shielded: a caller that goes away mid-write never leaves a logged decision unindexed
-        await asyncio.shield(record())
-        if self.loop is not None:
-            self.loop.poll()
-        metrics.DECISIONS.labels(policy=served.name, outcome="served").inc()
+        index_it = partial(
+            self.index.add,
+            event_id,
+            request.user_id,
+            decided_at,
+            made.decision.chosen_id,
+            kind,
+            request.defer_activation,
+            digest,
+            body,
+        )
+        # durable before the answer leaves: tip scores, then the decision (the learner reads
+        # decisions), fsynced in a worker thread together with the concurrent ranks' (group
+        # commit); then indexed in that thread, so that a repeated event_id gets this answer; then
+        # the embedded learner polls (once per flush). Shielded: a caller that goes away mid-write
+        # never leaves a logged decision unindexed
+        await asyncio.shield(
+            self.journal.append(("tip_scores", made.tip_scores), ("decisions", decision_line + b"\n"), then=index_it)
+        )
+        metrics.decisions(served.name, "served").inc()
         metrics.DECISION_LATENCY.observe(time.perf_counter() - start)
-        return response
+        return Answer(response, body.encode())
 
-    def _repeat(self, previous: IndexedDecision, digest: str) -> RankResponse:
+    def _repeat(self, previous: IndexedDecision, digest: str) -> Answer:
         if previous.request_hash != digest:
             raise Conflict(f"event_id {previous.decision_id} was already used for another request")
-        return RankResponse.model_validate_json(previous.response)
+        return Answer(RankResponse.model_validate_json(previous.response), previous.response.encode())
 
     @staticmethod
     def _check_candidates(candidates: Sequence[TipCandidate]) -> list[TipCandidate]:
@@ -385,4 +408,4 @@ class DecisionEngine:
         }
 
 
-__all__ = ["BadRequest", "Conflict", "DecisionEngine", "NotFoundError", "PolicyInputError"]
+__all__ = ["Answer", "BadRequest", "Conflict", "DecisionEngine", "NotFoundError", "PolicyInputError"]

@@ -6,21 +6,36 @@ queues its serialized events and awaits; one flush at a time, in a worker thread
 everything queued so far topic by topic (in the order the callers gave them: tip scores before
 decisions), one write and one fsync per topic, and only then wakes its callers. Under load the
 ranks that arrive during a flush share the next one; alone, a rank costs what it did.
+
+What must follow the write before a caller is answered runs in the same worker thread, off the
+event loop: each caller's own ``then`` (a rank indexes its decision: a SQLite commit, and now and
+then a WAL checkpoint's fsync, that used to stall the loop), then the journal's ``after`` once per
+flush (the embedded learner's poll, which reads the log once for the whole batch, not once per
+rank).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from data_contracts import Record
 from oo.events_ingest import EventLog, lines
 
 Entries = list[tuple[str, bytes]]
+Then = Callable[[], object] | None
 
 
 class GroupCommit:
     """Durable appends to ``events`` from coroutines of one event loop at a time.
+
+    Parameters
+    ----------
+    events
+        The event log written.
+    after
+        Called in the flush's thread after each flush's writes and its callers' ``then``; when it
+        raises, every caller of that flush gets the error (their events are durable, though).
 
     Examples
     --------
@@ -39,20 +54,25 @@ class GroupCommit:
     (3, True)
     """
 
-    def __init__(self, events: EventLog) -> None:
+    def __init__(self, events: EventLog, after: Callable[[], object] | None = None) -> None:
         self.events = events
+        self.after = after
         self.flushes = 0
-        self._queue: list[tuple[Entries, asyncio.Future[None]]] = []
+        self._queue: list[tuple[Entries, Then, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def append(self, *entries: tuple[str, Sequence[Record]]) -> None:
-        """Return once every record of ``entries`` is written and fsynced (raise if it was not)."""
+    async def append(self, *entries: tuple[str, Sequence[Record] | bytes], then: Then = None) -> None:
+        """Return once every record of ``entries`` is written and fsynced, and ``then`` (if given)
+        has run after that in the flush's thread (raise if either failed).
+
+        An entry holds records, or their event-log lines already serialized (:func:`lines`)."""
         loop = asyncio.get_running_loop()
         if self._flusher is not None and (self._flusher.done() or self._flusher.get_loop() is not loop):
             self._flusher = None  # finished, or left behind by a closed loop (asyncio.run per call)
-            self._queue = [q for q in self._queue if q[1].get_loop() is loop and not q[1].done()]
+            self._queue = [q for q in self._queue if q[2].get_loop() is loop and not q[2].done()]
         done: asyncio.Future[None] = loop.create_future()
-        self._queue.append(([(topic, lines(records)) for topic, records in entries if records], done))
+        data = [(topic, r if isinstance(r, bytes) else lines(r)) for topic, r in entries if r]
+        self._queue.append((data, then, done))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         await done
@@ -61,24 +81,40 @@ class GroupCommit:
         while self._queue:
             batch, self._queue = self._queue, []
             try:
-                await asyncio.to_thread(self._write, [entries for entries, _ in batch])
+                failed = await asyncio.to_thread(self._write, [(entries, then) for entries, then, _ in batch])
             except BaseException as exc:  # every caller of this batch learns its events may be lost
-                for _, done in batch:
+                for _, _, done in batch:
                     if not done.done():
                         done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("flush cancelled"))
                 if not isinstance(exc, Exception):
                     raise
             else:
-                for _, done in batch:
-                    if not done.done():
+                for (_, _, done), error in zip(batch, failed, strict=True):
+                    if done.done():
+                        continue
+                    if error is None:
                         done.set_result(None)
+                    else:
+                        done.set_exception(error)
 
-    def _write(self, batch: list[Entries]) -> None:
-        """One write and one fsync per topic, topics in their first caller's order."""
+    def _write(self, batch: list[tuple[Entries, Then]]) -> list[Exception | None]:
+        """One write and one fsync per topic, topics in their first caller's order; then each
+        caller's ``then`` (its error, or None, per caller); then ``after``."""
         by_topic: dict[str, list[bytes]] = {}
-        for entries in batch:
+        for entries, _ in batch:
             for topic, data in entries:
                 by_topic.setdefault(topic, []).append(data)
         for topic, chunks in by_topic.items():
             self.events.append_lines(topic, b"".join(chunks))
+        failed: list[Exception | None] = []
+        for _, then in batch:
+            try:
+                if then is not None:
+                    then()
+                failed.append(None)
+            except Exception as exc:  # this caller's alone: the others' events and thens stand
+                failed.append(exc)
         self.flushes += 1
+        if self.after is not None:
+            self.after()
+        return failed

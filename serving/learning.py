@@ -19,6 +19,7 @@ after a restart is recognised and not learned twice.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -51,6 +52,17 @@ _MODELS: dict[str, type[Decision] | type[RewardEvent] | type[Activation]] = {
 
 RECENT_KEYS = 100_000
 """Event keys the learner remembers (and checkpoints) to recognise a redelivered event."""
+
+EXPECTED_LINES = 1024
+"""Decisions this process logged whose records the learner keeps until it reads their lines."""
+
+
+def round_trips(decision: Decision) -> bool:
+    """Whether ``decision`` reads back from its JSON line as itself: not when a feature is NaN or
+    infinite (JSON has no such number; the line holds ``null``, which the contract refuses)."""
+    return math.isfinite(sum(decision.features.values())) and all(
+        math.isfinite(sum(c.features.values())) for c in decision.candidates
+    )
 
 
 def would_pick(decision: Decision, learner_policy: Policy) -> str | None:
@@ -92,6 +104,8 @@ class LearnerLoop:
         self.checkpoints = 0
         self.redelivered = 0
         self.consumed: OrderedDict[str, None] = OrderedDict()
+        self._expected: OrderedDict[bytes, Decision] = OrderedDict()
+        self._expected_lock = threading.Lock()  # not the learner's: a rank never waits for a poll here
         cfg = settings.serving
         restored = load_checkpoint(self.checkpoint_path)
         loaded = lifecycle.initial_policy(settings, snapshots) if restored is None else None
@@ -146,6 +160,18 @@ class LearnerLoop:
             self.expire(now)
         return applied
 
+    def expect(self, line: bytes, decision: Decision) -> None:
+        """``decision`` is about to be logged as ``line`` (its JSON, without the newline): when the
+        learner reads that line it takes ``decision`` as it is rather than parsing and validating
+        the line again (most of an embedded poll after a rank). Only records that read back as
+        themselves are kept (see :func:`round_trips`); the line is what decides, byte for byte."""
+        if not round_trips(decision):
+            return
+        with self._expected_lock:
+            self._expected[line] = decision
+            while len(self._expected) > EXPECTED_LINES:
+                self._expected.popitem(last=False)
+
     def expire(self, now: datetime | None = None) -> int:
         """Close the reward windows due by ``now`` (default rewards, skipped deferred decisions)."""
         with self.lock:
@@ -154,12 +180,17 @@ class LearnerLoop:
     def apply(self, topic: str, line: bytes) -> bool | None:
         """Apply one event (a line of the event log, a message of the bus): ``True`` when applied,
         ``False`` when it was applied before (a redelivery), ``None`` when malformed (skipped)."""
-        try:
-            record = _MODELS[topic].model_validate_json(line)
-        except ValidationError as exc:  # the ingest quarantines it; the learner skips it
-            self.malformed += 1
-            log.warning("learner: skipping a malformed %s event: %s", topic, exc.errors()[:1])
-            return None
+        record: Decision | RewardEvent | Activation | None = None
+        if topic == "decisions" and self._expected:
+            with self._expected_lock:
+                record = self._expected.pop(line, None)
+        if record is None:
+            try:
+                record = _MODELS[topic].model_validate_json(line)
+            except ValidationError as exc:  # the ingest quarantines it; the learner skips it
+                self.malformed += 1
+                log.warning("learner: skipping a malformed %s event: %s", topic, exc.errors()[:1])
+                return None
         key = f"{topic}:{event_key(record)}"
         with self.lock:
             if key in self.consumed:

@@ -3,6 +3,9 @@ prometheus_client wired to BentoML's multi-process registry)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Any
+
 import bentoml
 
 DECISION_LATENCY = bentoml.metrics.Histogram(
@@ -47,3 +50,9 @@ RELAYED = bentoml.metrics.Counter(
 RELAY_FAILURES = bentoml.metrics.Counter(
     name="oo_relay_failures_total", documentation="Relay attempts that failed (the bus down); the events stay spooled"
 )
+
+
+@lru_cache(maxsize=1024)
+def decisions(policy: str, outcome: str) -> Any:
+    """:data:`DECISIONS`' child for these labels, looked up once (a rank counts one)."""
+    return DECISIONS.labels(policy=policy, outcome=outcome)

@@ -18,11 +18,12 @@ from uuid import UUID
 
 from pydantic import TypeAdapter
 
-from data_contracts import CandidateKind, Decision, ShadowPick, TipCandidate, TipScore
+from data_contracts import CandidateKind, Decision, ShadowPick, TipCandidate
 from data_contracts.serving import RankedCandidate, RankRequest, RankResponse
 from models.policies import Policy
+from serving.tip_score_lines import tip_score_lines
 
-_TIP_SCORES = TypeAdapter(list[TipScore])
+_RANKING = TypeAdapter(list[RankedCandidate])
 
 
 def seeded_draw(probabilities: Sequence[float], seed: int) -> int:
@@ -77,7 +78,8 @@ class Made:
     """A decision and everything logged and answered for it."""
 
     decision: Decision
-    tip_scores: list[TipScore]
+    tip_scores: bytes
+    """The decision's ``tip_scores`` rows as event-log lines (:func:`serving.tip_score_lines.tip_score_lines`)."""
     response: RankResponse
 
 
@@ -125,38 +127,37 @@ def make_decision(
         features=dict(context),
         defer_activation=request.defer_activation,
     )
-    # validated in one call of the contract's compiled validator (faster than building 2 x K
-    # models one by one, even unvalidated); scores and probabilities are clamped to what it accepts
-    tip_scores = _TIP_SCORES.validate_python(
+    # serialized from their parts (each candidate's features once, not once per policy); the
+    # scores and probabilities clamped to what the contract accepts
+    tip_scores = tip_score_lines(
+        decision_id=event_id,
+        user_id=request.user_id,
+        decided_at=decided_at,
+        candidates=eligible,
+        policies=[
+            (
+                s.policy.name,
+                s.policy.version,
+                [float(x) if math.isfinite(x) else 0.0 for x in s.scores],
+                [min(1.0, max(0.0, float(p))) for p in s.probabilities],
+                s.latency_ms,
+            )
+            for s in (main, *others)
+        ],
+    )
+    # validated in one call of the contract's compiled validator, not one model per candidate
+    ranking = _RANKING.validate_python(
         [
             {
-                "decision_id": event_id,
-                "user_id": request.user_id,
-                "decided_at": decided_at,
-                "candidate_id": c.candidate_id,
-                "kind": c.kind,
-                "policy": s.policy.name,
-                "policy_version": s.policy.version,
-                "score": s.scores[i] if math.isfinite(s.scores[i]) else 0.0,
-                "probability": min(1.0, max(0.0, s.probabilities[i])),
-                "features": c.features,
-                "latency_ms": s.latency_ms,
-                "prompt_version": c.prompt_version,
-                "llm_model": c.llm_model,
+                "id": eligible[i].candidate_id,
+                "probability": min(1.0, max(0.0, main.probabilities[i])),
+                "kind": eligible[i].kind,
+                "content": eligible[i].content,
             }
-            for s in (main, *others)
-            for i, c in enumerate(eligible)
+            for i in order
         ]
+        + [{"id": c.candidate_id, "probability": 0.0, "kind": c.kind, "content": c.content} for c in excluded]
     )
-    ranking = [
-        RankedCandidate(
-            id=eligible[i].candidate_id,
-            probability=min(1.0, max(0.0, main.probabilities[i])),
-            kind=eligible[i].kind,
-            content=eligible[i].content,
-        )
-        for i in order
-    ] + [RankedCandidate(id=c.candidate_id, probability=0.0, kind=c.kind, content=c.content) for c in excluded]
     response = RankResponse(
         event_id=event_id,
         user_id=request.user_id,

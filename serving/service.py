@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from fastapi import FastAPI
+from starlette.responses import Response
 
 from data_contracts.serving import (
     ActivateRequest,
@@ -160,13 +161,15 @@ class TipService:
         self.engine, self.background = build_engine()
         freeze_startup_heap()  # no full-collection pauses over the start-up heap (oo.runtime)
 
-    @bentoml.api(input_spec=RankRequest)
-    async def rank(self, **fields: Any) -> RankResponse:
+    @bentoml.api(input_spec=RankRequest, output_spec=RankResponse)
+    async def rank(self, **fields: Any) -> Response:
         """One decision: the ranking with every candidate's probability and the chosen one."""
         try:
-            return await self.engine.rank(RankRequest(**fields))
+            answer = await self.engine.decide(RankRequest(**fields))
         except (BadRequest, Conflict, NotFoundError, PolicyInputError) as exc:
             raise _translate(exc) from exc
+        # the JSON the decision index keeps, sent as is (BentoML would serialize the model again)
+        return Response(answer.body, media_type="application/json")
 
     @bentoml.api(input_spec=RewardRequest)
     def reward(self, **fields: Any) -> RewardResponse:

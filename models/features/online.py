@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pydantic import TypeAdapter
+
 from data_contracts import CandidateFeatures, CandidateKind, ReactionEvent, TodoistTask, UserContext
 from data_contracts.feature_tables import KINDS, REACTIONS, feature_columns
 from data_contracts.features import HOUR_BUCKETS, WINDOWS
@@ -36,6 +38,8 @@ USER_FEATURES = tuple(n for n in UserContext.model_fields if n not in COMPUTED)
 TASK_FEATURES = tuple(n for n in CandidateFeatures.model_fields if n not in COMPUTED)
 REQUEST_ONLY = frozenset({"hour_of_day", "weekday"})
 """Features computed from the request alone: present even for a user the store never saw."""
+
+_CANDIDATES = TypeAdapter(list[CandidateFeatures])
 
 NO_TASK = ""
 """The task id of the one entity row sent when a request has no task candidates."""
@@ -80,6 +84,23 @@ def candidate_from_row(row: Mapping[str, Any]) -> CandidateFeatures:
     task = {n: _value(row.get(n)) for n in TASK_FEATURES}
     known = task["priority"] is not None
     return CandidateFeatures(task_known=1.0 if known else 0.0, **{n: v for n, v in task.items() if v is not None})
+
+
+def candidates_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[CandidateFeatures]:
+    """:func:`candidate_from_row` of each row, validated in one call (a rank reads 30 tasks).
+
+    Examples
+    --------
+    >>> [c.task_known for c in candidates_from_rows([{"priority": 4.0}, {}])]
+    [1.0, 0.0]
+    """
+    out: list[dict[str, float]] = []
+    for row in rows:
+        task = {n: _value(row.get(n)) for n in TASK_FEATURES}
+        fields = {n: v for n, v in task.items() if v is not None}
+        fields["task_known"] = 1.0 if task["priority"] is not None else 0.0
+        out.append(fields)
+    return _CANDIDATES.validate_python(out)
 
 
 def records_from_row(row: Mapping[str, Any]) -> tuple[UserContext, CandidateFeatures]:
@@ -132,6 +153,19 @@ def task_row_features(task: TodoistTask) -> dict[str, float]:
 def features_dict(record: UserContext | CandidateFeatures) -> dict[str, float]:
     """A record as the flat ``{name: value}`` the decision log and training rows keep."""
     return {k: float(v) for k, v in record.model_dump(exclude={"schema_version"}).items()}
+
+
+def features_dicts(records: Sequence[CandidateFeatures]) -> list[dict[str, float]]:
+    """:func:`features_dict` of each record, dumped in one call.
+
+    Examples
+    --------
+    >>> features_dicts([CandidateFeatures(priority=4.0)]) == [features_dict(CandidateFeatures(priority=4.0))]
+    True
+    """
+    return [
+        {k: float(v) for k, v in d.items() if k != "schema_version"} for d in _CANDIDATES.dump_python(list(records))
+    ]
 
 
 @dataclass(frozen=True)
@@ -230,7 +264,7 @@ class OnlineFeatures:
             return context, []
         plan = plans["task"]
         tasks = self._apply_views(plan, self._task_columns(plan, task_ids), len(task_ids), now_ts, tz)
-        return context, [candidate_from_row({k: v[i] for k, v in tasks.items()}) for i in range(len(task_ids))]
+        return context, candidates_from_rows([{k: v[i] for k, v in tasks.items()} for i in range(len(task_ids))])
 
     def _task_columns(self, plan: _ReadPlan, task_ids: Sequence[str]) -> dict[str, list[float | None]]:
         """The tasks' stored features as columns: those read within ``task_ttl_s`` from memory,

@@ -109,3 +109,38 @@ def test_nothing_to_write_returns_at_once(tmp_path: Path, entries: tuple[tuple[s
     log = RecordingLog(tmp_path)
     asyncio.run(GroupCommit(log).append(*entries))
     assert log.appends == []
+
+
+def test_each_callers_then_runs_after_the_write_and_after_runs_once_per_flush(tmp_path: Path) -> None:
+    """A rank indexes its decision once it is durable, and the embedded learner polls once for
+    the whole flush; a failing ``then`` fails its own caller only."""
+    log = RecordingLog(tmp_path)
+    seen: list[tuple[str, int]] = []
+    journal = GroupCommit(log, after=lambda: seen.append(("after", len(log.appends))))
+
+    def then(i: int) -> None:
+        seen.append((f"then{i}", len(log.read("reactions", "t", start=0)[0])))
+        if i == 2:
+            raise ValueError("index full")
+
+    async def three() -> list[BaseException | None]:
+        return await asyncio.gather(
+            *(journal.append(("reactions", [reaction(i)]), then=lambda i=i: then(i)) for i in range(3)),
+            return_exceptions=True,
+        )
+
+    outcomes = asyncio.run(three())
+    assert seen == [("then0", 3), ("then1", 3), ("then2", 3), ("after", 1)] and journal.flushes == 1
+    assert outcomes[:2] == [None, None] and isinstance(outcomes[2], ValueError)
+
+
+def test_a_failing_after_fails_the_flushs_callers_with_their_events_written(tmp_path: Path) -> None:
+    log = RecordingLog(tmp_path)
+
+    def broken() -> None:
+        raise OSError("learner checkpoint unwritable")
+
+    journal = GroupCommit(log, after=broken)
+    with pytest.raises(OSError, match="unwritable"):
+        asyncio.run(journal.append(("reactions", [reaction(1)])))
+    assert log.appends == [("reactions", 1)]

@@ -75,3 +75,30 @@ def test_a_restarted_learner_replays_what_came_after_its_checkpoint(tmp_path: Pa
     assert restarted.learner.pending == 2 and restarted.learner.counts.learned == 0
     restarted.poll()
     assert restarted.learner.counts.learned == 1 and restarted.policy.scores({}, decision(1).candidates) == learned
+
+
+def test_an_expected_decision_is_taken_as_logged_and_a_line_that_differs_is_parsed(tmp_path: Path) -> None:
+    """A decision this process logs is handed to the learner with its line: the learner takes the
+    record when it reads exactly that line (no second parse), and parses any other line as before."""
+    events = EventLog(tmp_path / "events")
+    loop = loop_for(tmp_path)
+    mine, other = decision(1), decision(2)
+    line = mine.model_dump_json().encode()
+    loop.expect(line, mine)
+    loop.expect(b'{"not": "this line"}', other)  # never logged: ignored, evicted in time
+    events.append_lines("decisions", line + b"\n")
+    events.append("decisions", other)
+    assert loop.poll() == 2 and loop.learner.pending == 2
+    assert list(loop._expected.values()) == [other]  # the logged one was taken, not parsed
+
+
+def test_an_expected_decision_that_would_not_read_back_is_still_skipped_as_malformed(tmp_path: Path) -> None:
+    """A NaN feature is ``null`` in JSON, which the contract refuses: the learner skips that line
+    whether or not the record was handed to it (the line decides, as before)."""
+    events = EventLog(tmp_path / "events")
+    loop = loop_for(tmp_path)
+    bad = decision(3).model_copy(update={"features": {"hour_of_day": float("nan")}})
+    line = bad.model_dump_json().encode()
+    loop.expect(line, bad)
+    events.append_lines("decisions", line + b"\n")
+    assert loop.poll() == 0 and loop.malformed == 1 and loop.learner.pending == 0
