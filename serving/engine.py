@@ -45,6 +45,9 @@ from serving.ranking import empty_response, make_decision, request_hash
 
 log = logging.getLogger(__name__)
 
+WARM_UP_USER = "oo-warm-up"
+"""The user of the warm-up decision (:meth:`DecisionEngine.warm_up`; never logged)."""
+
 
 class BadRequest(ValueError):
     """A request the service refuses (400)."""
@@ -112,9 +115,26 @@ class DecisionEngine:
         """One decision for ``request`` (logged before it is returned)."""
         return (await self.decide(request, now)).response
 
-    async def decide(self, request: RankRequest, now: datetime | None = None) -> Answer:
+    async def warm_up(self) -> float:
+        """Take one decision through every step but the log, the index and the counters (the
+        feature store's first read, the lake's task files, the policy's first scores), so that
+        the first user after a start does not wait for them; the seconds it took. Run before the
+        service says it is ready."""
+        start = time.perf_counter()
+        candidates = [
+            TipCandidate(
+                candidate_id=f"warm-up:{i}", content="warm-up", kind=CandidateKind.todoist_task, source="warm-up"
+            )
+            for i in range(2)
+        ]
+        request = RankRequest(user_id=WARM_UP_USER, include_todoist=True, candidates=candidates)
+        await self.decide(request, dry_run=True)
+        return time.perf_counter() - start
+
+    async def decide(self, request: RankRequest, now: datetime | None = None, dry_run: bool = False) -> Answer:
         """One decision for ``request`` (logged before it is returned), and its JSON, serialized
-        once for the decision index and the HTTP answer alike."""
+        once for the decision index and the HTTP answer alike; ``dry_run`` (the warm-up) logs,
+        indexes and counts nothing."""
         start = time.perf_counter()
         if request.decided_at is not None and not self.settings.serving.simulated_clock:
             raise BadRequest("decided_at is accepted only when serving runs with OO_SERVING__SIMULATED_CLOCK")
@@ -190,6 +210,8 @@ class DecisionEngine:
         kind = next(c.kind.value for c in eligible if c.candidate_id == made.decision.chosen_id)
 
         body = response.model_dump_json()
+        if dry_run:
+            return Answer(response, body.encode())
         decision_line = made.decision.model_dump_json().encode()
         if self.loop is not None:  # the embedded learner takes the record when it reads this line
             self.loop.expect(decision_line, made.decision)

@@ -161,6 +161,17 @@ class TipService:
         self.engine, self.background = build_engine()
         freeze_startup_heap()  # no full-collection pauses over the start-up heap (oo.runtime)
 
+    @bentoml.on_startup
+    async def warm_up(self) -> None:
+        """One decision through every step but the log before the server accepts requests (and
+        before ``/readyz`` answers), so the first user after a start is not the one who waits."""
+        try:
+            took = await self.engine.warm_up()
+        except Exception as exc:  # a cold first request is better than no service
+            log.warning("serving: warm-up failed (%s: %s); the first request will be slower", type(exc).__name__, exc)
+        else:
+            log.info("serving: warmed up in %.2f s", took)
+
     @bentoml.api(input_spec=RankRequest, output_spec=RankResponse)
     async def rank(self, **fields: Any) -> Response:
         """One decision: the ranking with every candidate's probability and the chosen one."""

@@ -301,3 +301,13 @@ def test_forget_redacts_the_user_from_the_services_own_event_log(world: dict[str
     assert r.status_code == 200 and r.json()["removed"] >= 1
     assert holding("erin") == []
     assert holding("dora"), "another user's events stay"
+
+
+def test_the_start_up_warm_up_decision_is_never_logged_nor_indexed(world: dict[str, Any]) -> None:
+    """The service takes one decision through every step before it accepts requests (so the first
+    user is not the one who waits for the cold feature store and lake); nothing of it is kept."""
+    from serving.engine import WARM_UP_USER
+
+    logged = b"".join(p.read_bytes() for p in (world["var"] / "events").glob("*.jsonl"))
+    assert WARM_UP_USER.encode() not in logged
+    assert post(world, "/user_state", {"user_id": WARM_UP_USER}).json()["state"] == {"decisions": []}
