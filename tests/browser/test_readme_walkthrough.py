@@ -12,9 +12,9 @@ runs step 6 finds are the training runs of ``policy_training`` in that Airflow, 
 history (the walkthrough's own reaction becomes a training example only when its reward window
 closes, 24 h later).
 
-Start-up dominates: Airflow alone takes about a minute and a half to become healthy on a quiet
-2-core machine and five minutes or more when it is loaded, so the waits are generous and bounded,
-and nothing is timed.
+Airflow dominates: on the shared 2-core build machine at load 6 to 17, the platform took about 6
+minutes to be up (Airflow last), each DAG task 10 s to 2 minutes, and the test 17 minutes; every
+wait is generous and bounded, and nothing is timed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 1200.0  # the seed, then every service healthy (Airflow: minutes on a loaded machine)
 HEALTH_TIMEOUT_S = 900.0
-DAG_TIMEOUT_S = 900.0  # a DAG run, queued behind the scheduled ones on Airflow's 2 workers
+DAG_TIMEOUT_S = 1800.0  # a DAG run, queued behind the scheduled ones on Airflow's 2 workers (minutes when loaded)
 WAIT_MS = 60_000  # the first decisions of a freshly started serving, the export: on a busy machine
 SEED = [sys.executable, "-m", "models.cli", "simulate", "--users", "8", "--days", "3", "--seed", "0"]
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
