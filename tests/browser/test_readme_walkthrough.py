@@ -12,8 +12,8 @@ runs step 6 finds are the training runs of ``policy_training`` in that Airflow, 
 history (the walkthrough's own reaction becomes a training example only when its reward window
 closes, 24 h later).
 
-Airflow dominates: on the shared 2-core build machine at load 6 to 17, the platform took about 6
-minutes to be up (Airflow last), each DAG task 10 s to 2 minutes, and the test 17 minutes; every
+Airflow dominates: on the shared 2-core build machine at load 2 to 17, the platform took about 6
+minutes to be up (Airflow last), each DAG task 10 s to 2 minutes, and the test 14 to 17 minutes; every
 wait is generous and bounded, and nothing is timed.
 """
 
