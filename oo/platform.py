@@ -124,6 +124,9 @@ def platform_services(settings: Settings, root: Path = ROOT) -> list[Service]:
             "AIRFLOW__CORE__PARALLELISM": str(p.airflow_parallelism),
             "AIRFLOW__API__HOST": p.host,
             "AIRFLOW__API__PORT": str(p.airflow_port),
+            # where task workers reach the execution API (`{base_url}/execution/`); unset, Airflow
+            # assumes localhost:8080 and every task fails on another port
+            "AIRFLOW__API__BASE_URL": p.url(p.airflow_port),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         },
         # DAGs first seen by `airflow dags test` (the seeding) may have been created paused

@@ -33,6 +33,7 @@ def test_airflow_gets_two_workers_its_api_on_loopback_unpaused_dags_and_the_venv
     assert airflow.command[-1] == "standalone"
     assert airflow.env["AIRFLOW__CORE__PARALLELISM"] == "2"
     assert airflow.env["AIRFLOW__API__HOST"] == "127.0.0.1" and airflow.env["AIRFLOW__API__PORT"] == "8080"
+    assert airflow.env["AIRFLOW__API__BASE_URL"] == "http://127.0.0.1:8080"  # the workers' execution API
     assert airflow.env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
     assert airflow.env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
     assert ["unpause", "--treat-dag-id-as-regex"] == airflow.after_healthy[0][2:4]
