@@ -18,7 +18,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION ?= False
 
-.PHONY: help setup run demo-batch test test-fast lint fmt contracts lock-check status clean \
+.PHONY: help setup run demo-batch test test-walkthrough test-fast lint fmt contracts lock-check status clean \
 	api bench-api bench-policy train-policy bench-features feast-plan fake-todoist todoist-sync bench-ingest dags-test \
 	serve learner bench-serving bench-e2e
 
@@ -77,6 +77,9 @@ test: setup ## lint, import contracts, contracts check, then the whole suite (in
 	$(RUN) lint-imports
 	$(RUN) python -m data_contracts.export --check
 	$(RUN) pytest $(PYTEST_ARGS)
+
+test-walkthrough: setup ## the README's whole first walkthrough in a browser, Airflow and MLflow included (15-20 min)
+	OO_TEST_WALKTHROUGH=full $(RUN) pytest -p no:xdist tests/browser/test_readme_walkthrough.py
 
 test-fast: setup ## unit tests only
 	$(RUN) pytest -m "not integration and not slow"
