@@ -35,7 +35,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -128,6 +128,9 @@ class LoopRun:
     slots: list[dict[str, Any]] = field(default_factory=list)
     """The hourly DAG work before each slot (sync, ingest, features)."""
     wall_s: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds spent in each kind of step over the run (sync, build, validate, training, the
+    users' requests, ...): where the time went."""
 
 
 def free_port() -> int:
@@ -371,26 +374,45 @@ class ClosedLoop:
 
         # the sync runs just before the features build, as todoist_sync runs before the features DAG
         synced_at = at - timedelta(seconds=1)
-        synced = sync_users([u.app_id for u in self.users], now=lambda: synced_at, chunk=25)
+        with self._timed("sync"):
+            # one chunk: the contract's suite runs once per dataset per sync, not once per 25 users
+            synced = sync_users([u.app_id for u in self.users], now=lambda: synced_at, chunk=len(self.users))
         failed = [r.user_id for r in synced if r.status != "ok"]
-        ingested = run_ingest().written
-        built = pipeline.build(f"sim-{at:%Y%m%dT%H%M}", at.isoformat())
-        pipeline.validate(built["staging"])
-        pipeline.publish_and_apply(built["staging"])
-        pipeline.materialize(at.isoformat())
+        with self._timed("ingest"):
+            ingested = run_ingest().written
+        with self._timed("build"):
+            built = pipeline.build(f"sim-{at:%Y%m%dT%H%M}", at.isoformat())
+        with self._timed("validate"):
+            pipeline.validate(built["staging"])
+        with self._timed("publish_and_apply"):
+            pipeline.publish_and_apply(built["staging"])
+        with self._timed("materialize"):
+            pipeline.materialize(at.isoformat())
         self.gone.clear()  # synced: serving no longer offers them
         return failed, ingested
+
+    @contextlib.contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        """Add the wall seconds of ``step`` to the run's ``step_seconds`` (what the run spent where)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = self.run_record.step_seconds
+            spent[step] = round(spent.get(step, 0.0) + time.perf_counter() - t0, 2)
 
     def features(self, at: datetime) -> dict[str, Any]:
         """:meth:`_features` with its printed output in ``logs/batch.log``; what it did."""
         from oo.settings import get_settings
 
-        t0 = time.perf_counter()
+        t0, before = time.perf_counter(), dict(self.run_record.step_seconds)
         with open(get_settings().paths.resolve("logs", "batch.log"), "a") as out:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 failed, ingested = self._features(at)
+        steps = {k: round(v - before.get(k, 0.0), 2) for k, v in self.run_record.step_seconds.items()}
         return {"at": at.isoformat(), "sync_failed": failed, "events_ingested": ingested,
-                "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+                "seconds": round(time.perf_counter() - t0, 2),
+                "steps": {k: v for k, v in steps.items() if v > 0}}  # fmt: skip
 
     def _batch(self, at: datetime) -> dict[str, Any]:
         from models.features import pipeline
@@ -398,8 +420,10 @@ class ClosedLoop:
 
         t0 = time.perf_counter()
         failed, ingested = self._features(at)
-        examples = pipeline.training_examples(at.isoformat())
-        trained = train_and_register(at)
+        with self._timed("training_examples"):
+            examples = pipeline.training_examples(at.isoformat())
+        with self._timed("training"):
+            trained = train_and_register(at)
         return {
             "at": at.isoformat(),
             "sync_failed": failed,
@@ -494,25 +518,32 @@ class ClosedLoop:
             self.world.add_project(user.todoist, "Inbox", inbox=True)
             for task in self.sim.tasks(user.traits.user_id):
                 self._add(user, task)
-        with self._services({"app-api"}).started(), httpx.Client(base_url=app_url, timeout=30) as http:
-            for user in self.users:
-                self._sign_up(http, user, before)
+        with contextlib.ExitStack() as stack:
+            with self._timed("start_services"):
+                stack.enter_context(self._services({"app-api"}).started())
+            http = stack.enter_context(httpx.Client(base_url=app_url, timeout=30))
+            with self._timed("sign_up"):
+                for user in self.users:
+                    self._sign_up(http, user, before)
             self.on_progress("signed up", len(self.users))
             self.run_record.days.append(self.batch(self.start))  # the features serving reads on day 0
-            with self._services({"serving"}).started():
-                self._days(http, serving_url)
+            with self._timed("start_services"):
+                stack.enter_context(self._services({"serving"}).started())
+            self._days(http, serving_url)
 
     def _days(self, http: httpx.Client, serving_url: str) -> None:
         with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="sim-user") as pool:
             for day in range(self.config.days):
                 day_start = self.start + timedelta(days=day)
                 for slot_start in self.slot_starts(day_start):
-                    self._wait_delivered()
+                    with self._timed("wait_delivered"):
+                        self._wait_delivered()
                     self._at(slot_start)
                     step = self.features(slot_start)
                     step["day"] = day
                     self.run_record.slots.append(step)
-                    self._slot(http, pool, day, slot_start)
+                    with self._timed("requests"):
+                        self._slot(http, pool, day, slot_start)
                 self._night(day, day_start + timedelta(days=1), serving_url)
                 self.on_progress("day", 1)
 
@@ -523,14 +554,16 @@ class ClosedLoop:
         for user in self.users:
             for done, replacement in self.sim.finish_outside(user.traits, self.config.outside_done_per_day):
                 self._complete(user, done, replacement)
-        self._wait_delivered()
+        with self._timed("wait_delivered"):
+            self._wait_delivered()
         self._at(midnight)
         step = self.batch(midnight)
         step["day"] = day
         self.run_record.days.append(step)
         training = step["training"]
         if training.get("promoted"):
-            ready = self._wait_champion(serving_url, str(training["champion"]))
+            with self._timed("wait_champion"):
+                ready = self._wait_champion(serving_url, str(training["champion"]))
             self.run_record.promotions.append(
                 {"day": day, "at": midnight.isoformat(), "version": str(training["champion"]), "serving": ready}
             )

@@ -166,6 +166,7 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
         },
         "simulated_start": run.start.isoformat(),
         "wall_seconds": round(run.wall_s, 1),
+        "step_seconds": dict(sorted(run.step_seconds.items(), key=lambda kv: -kv[1])),
         "decisions": {
             "asked": len(run.served),
             "logged_by_serving": len(asked),

@@ -86,9 +86,11 @@ def _changes(
     its id (its last valid state stays); one without a readable id makes the answer prove no
     absence, so that sync tombstones nothing by absence.
     """
+    resync = f.full_sync and f.had_state
+    if not resync and not f.items and not f.projects and not mine["c"]:
+        return [], [], []  # an incremental answer with nothing in it changes nothing: no lake read
     known_tasks = current_tasks(lake, f.user_id, include_gone=True) if f.had_state else {}
     known_projects = current_projects(lake, f.user_id, include_gone=True) if f.had_state else {}
-    resync = f.full_sync and f.had_state
     # projects: later rows of the same id win (the archived list after the sync's own list)
     seen_projects, new_projects = _snapshot_changes(mine["p"], known_projects, _deleted_ids(f.projects), f.synced_at)
     gone_projects: set[str] = set()

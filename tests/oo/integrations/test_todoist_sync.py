@@ -146,6 +146,32 @@ def test_a_resync_of_the_same_changes_writes_no_duplicate_rows(env: Env) -> None
     assert len(tasks) == 6 and len({(t["id"], t["content"]) for t in tasks}) == 6
 
 
+def test_an_incremental_sync_with_no_change_reads_nothing_from_the_lake(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hourly sync of a user whose account did not change must not scan the lake (it did,
+    twice per user: the cost of every hourly sync grew with the lake)."""
+    from oo.integrations.todoist import changes
+
+    user, p = make_user(env.world)
+    env.connect(user)
+    plain(env.world, user, p["inbox"], "task")
+    env.sync(user)
+    env.clock.advance(hours=3)
+
+    def no_lake(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the lake was read")
+
+    monkeypatch.setattr(changes, "_latest", no_lake)
+    monkeypatch.setattr(changes, "_stored_completions", no_lake)
+    quiet = env.sync(user)[user.todoist_id]
+    assert (quiet.status, quiet.tasks, quiet.projects, quiet.completions) == ("ok", 0, 0, 0)
+    monkeypatch.undo()
+    env.world.edit_task(user, next(iter(user.items)), content="changed")
+    env.clock.advance(hours=3)
+    assert env.sync(user)[user.todoist_id].tasks == 1  # a change is still read against the lake
+
+
 def test_a_deleted_stub_still_deletes(env: Env) -> None:
     """Whether deltas carry whole deleted objects or stubs is undocumented: a stub the contract
     refuses is kept raw (not quarantined: it is what a deletion looks like), and the task is
