@@ -365,19 +365,32 @@ class ClosedLoop:
         with open(log_path, "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             return self._batch(at)
 
-    def _features(self, at: datetime) -> tuple[list[str], int]:
-        """The hourly work before a slot: Todoist sync (``todoist_sync``), ``events_ingest`` and the
-        ``features`` DAG's build, validate, publish + apply and materialize; the users whose sync failed."""
-        from models.features import pipeline
-        from oo.events_ingest import run_ingest
+    def _sync(self, at: datetime) -> list[str]:
+        """``todoist_sync`` of every user just before ``at`` (one chunk: the contract's suite runs
+        once per dataset, not once per 25 users); the users whose sync failed."""
         from oo.integrations.todoist.sync import sync_users
 
-        # the sync runs just before the features build, as todoist_sync runs before the features DAG
         synced_at = at - timedelta(seconds=1)
         with self._timed("sync"):
-            # one chunk: the contract's suite runs once per dataset per sync, not once per 25 users
             synced = sync_users([u.app_id for u in self.users], now=lambda: synced_at, chunk=len(self.users))
-        failed = [r.user_id for r in synced if r.status != "ok"]
+        return [r.user_id for r in synced if r.status != "ok"]
+
+    def _features(self, at: datetime, meanwhile: Callable[[], None] | None = None) -> tuple[list[str], int]:
+        """The hourly work before a slot: Todoist sync (``todoist_sync``), ``events_ingest`` and the
+        ``features`` DAG's build, validate, publish + apply and materialize; the users whose sync failed.
+
+        ``meanwhile`` (waiting for the app's outbox to reach serving) runs while the sync does, as
+        the two would in a deployment: the sync reads Todoist and writes the Todoist datasets, the
+        rewards go to serving and its event log; the ingest after both reads that log."""
+        from models.features import pipeline
+        from oo.events_ingest import run_ingest
+
+        # the sync runs just before the features build, as todoist_sync runs before the features DAG
+        with ThreadPoolExecutor(1, thread_name_prefix="sim-sync") as background:
+            syncing = background.submit(self._sync, at)
+            if meanwhile is not None:
+                meanwhile()
+            failed = syncing.result()
         with self._timed("ingest"):
             ingested = run_ingest().written
         with self._timed("build"):
@@ -401,14 +414,14 @@ class ClosedLoop:
             spent = self.run_record.step_seconds
             spent[step] = round(spent.get(step, 0.0) + time.perf_counter() - t0, 2)
 
-    def features(self, at: datetime) -> dict[str, Any]:
+    def features(self, at: datetime, meanwhile: Callable[[], None] | None = None) -> dict[str, Any]:
         """:meth:`_features` with its printed output in ``logs/batch.log``; what it did."""
         from oo.settings import get_settings
 
         t0, before = time.perf_counter(), dict(self.run_record.step_seconds)
         with open(get_settings().paths.resolve("logs", "batch.log"), "a") as out:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-                failed, ingested = self._features(at)
+                failed, ingested = self._features(at, meanwhile)
         steps = {k: round(v - before.get(k, 0.0), 2) for k, v in self.run_record.step_seconds.items()}
         return {"at": at.isoformat(), "sync_failed": failed, "events_ingested": ingested,
                 "seconds": round(time.perf_counter() - t0, 2),
@@ -441,10 +454,14 @@ class ClosedLoop:
         visit must not overtake what the relay would long have delivered."""
         from sqlalchemy import text
 
-        from oo.db import get_engine
-
         query = text("SELECT status, count(*) FROM outbox WHERE destination = 'serving.reward' GROUP BY status")
         deadline = time.monotonic() + self.config.delivery_timeout_s
+        with self._timed("wait_delivered"):
+            self._poll_delivered(query, deadline)
+
+    def _poll_delivered(self, query: Any, deadline: float) -> None:
+        from oo.db import get_engine
+
         while True:
             with get_engine().connect() as con:
                 counts = {str(k): int(v) for k, v in con.execute(query).all()}
@@ -536,10 +553,8 @@ class ClosedLoop:
             for day in range(self.config.days):
                 day_start = self.start + timedelta(days=day)
                 for slot_start in self.slot_starts(day_start):
-                    with self._timed("wait_delivered"):
-                        self._wait_delivered()
                     self._at(slot_start)
-                    step = self.features(slot_start)
+                    step = self.features(slot_start, meanwhile=self._wait_delivered)
                     step["day"] = day
                     self.run_record.slots.append(step)
                     with self._timed("requests"):
@@ -554,8 +569,7 @@ class ClosedLoop:
         for user in self.users:
             for done, replacement in self.sim.finish_outside(user.traits, self.config.outside_done_per_day):
                 self._complete(user, done, replacement)
-        with self._timed("wait_delivered"):
-            self._wait_delivered()
+        self._wait_delivered()
         self._at(midnight)
         step = self.batch(midnight)
         step["day"] = day

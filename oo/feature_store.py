@@ -243,12 +243,14 @@ def apply(store: FeatureStore | None = None, force: bool = False) -> list[str]:
     """Register every definition of ``feature_repo/`` (idempotent); return their names.
 
     When the registry already holds every definition as defined (:func:`registered`), nothing is
-    written (``feast apply`` would only rewrite the same definitions and refresh the online
-    store's tables); ``force`` applies anyway.
+    written (``feast apply`` would only rewrite the same definitions), unless the SQLite online
+    store's file is missing (apply creates its tables); ``force`` applies anyway.
     """
     store = store or get_store()
     objects = load_definitions()
-    if force or not registered(store, objects):
+    online: dict[str, Any] = online_store_config(get_settings())
+    missing_online = online["type"] == "sqlite" and not Path(online["path"]).exists()  # apply creates its tables
+    if force or missing_online or not registered(store, objects):
         store.apply(objects)
     return sorted(str(o.name) for o in objects)
 
