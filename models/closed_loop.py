@@ -22,7 +22,7 @@ Simulated time: requests carry ``X-OO-Simulated-Time`` (the app honours it with
 with ``OO_SERVING__SIMULATED_CLOCK``; both settings are refused outside ``local``). The simulated
 days start at the UTC midnight after the wall clock, so that the learner's reward windows (on the
 wall clock) never close before a simulated reaction arrives. The served rule baseline explores
-(``OO_SERVING__BASELINE_FLOOR``, 0.2 here) so that its logs can evaluate challengers off-policy.
+(``OO_SERVING__BASELINE_FLOOR``, 0.8 by default here) so that its logs can evaluate challengers off-policy.
 
 :mod:`models.closed_loop_report` turns the run's records into the report.
 """
@@ -62,23 +62,24 @@ class LoopConfig:
     days: int
     seed: int
     var_dir: Path
-    baseline_floor: float = 0.5
+    baseline_floor: float = 0.8
     """Exploration mass of the served rule baseline (its logs must evaluate challengers off-policy:
-    the gate's effective sample size is about n / E[1 / propensity of the challenger's choice])."""
+    the gate's effective sample size is about n / E[1 / propensity of the challenger's choice]).
+    At 0.8 over 3 tasks the baseline picks uniformly 80% of the time: the gate's ESS is about n / 3."""
     outside_done_per_day: float = 0.05
     """Chance that each open task is completed outside oO on a given day."""
     visits_per_day: int = 4
     """Slots a day (a notifier sending several tips): in each one every user opens the app once.
     Before each slot the hourly DAG work runs (Todoist sync, ingest, features build and
     materialize), so serving reads what the feature store would hold at that time."""
-    tasks_per_user: int = 5
+    tasks_per_user: int = 3
     """Open tasks of each simulated user: the candidates serving chooses among."""
-    holdout_fraction: float | None = 0.5
+    holdout_fraction: float | None = 0.6
     """``OO_TRAINING__HOLDOUT_FRACTION`` of the run (None: the platform's default, 0.3)."""
-    gate_fraction: float | None = 0.6
-    """``OO_TRAINING__GATE_FRACTION`` of the run (None: the platform's default, 0.5). With 0.5 and
-    0.6 the gate slice is 30% of the window instead of 15%: more evidence for the same gate rule
-    (its minimum ESS, level and margin are the platform's), less data to train the challengers."""
+    gate_fraction: float | None = 0.7
+    """``OO_TRAINING__GATE_FRACTION`` of the run (None: the platform's default, 0.5). With 0.6 and
+    0.7 the gate slice is 42% of the window instead of 15%: more evidence for the same gate rule
+    (its minimum ESS, level and margin are the platform's), less data (40%) to train the challengers."""
     concurrency: int = 8
     """Users whose requests of a slot are in flight at once."""
     health_timeout_s: float = 240.0
@@ -523,6 +524,7 @@ class ClosedLoop:
         )
 
     def _run(self, app_url: str, serving_url: str) -> None:
+        from oo import feature_store
         from oo.db import migrate
         from oo.settings import get_settings
 
@@ -535,17 +537,26 @@ class ClosedLoop:
             self.world.add_project(user.todoist, "Inbox", inbox=True)
             for task in self.sim.tasks(user.traits.user_id):
                 self._add(user, task)
-        with contextlib.ExitStack() as stack:
+        # serving reads the feature repo's definitions: registered before it starts (the first
+        # features run finds them there and does not apply again)
+        with self._timed("start_services"):
+            feature_store.apply()
+        with contextlib.ExitStack() as stack, ThreadPoolExecutor(2, thread_name_prefix="sim-start") as background:
+            # serving starts (and the batch's libraries load) while the app starts and users sign up
+            serving = self._services({"serving"}).started()
+            serving_up = background.submit(serving.__enter__)
+            stack.callback(_leave, serving, serving_up)
+            warmed = background.submit(_warm_imports)
             with self._timed("start_services"):
                 stack.enter_context(self._services({"app-api"}).started())
             http = stack.enter_context(httpx.Client(base_url=app_url, timeout=30))
-            with self._timed("sign_up"):
-                for user in self.users:
-                    self._sign_up(http, user, before)
+            with self._timed("sign_up"), ThreadPoolExecutor(self.config.concurrency) as pool:
+                list(pool.map(lambda u: self._sign_up(http, u, before), self.users))
             self.on_progress("signed up", len(self.users))
+            warmed.result()
             self.run_record.days.append(self.batch(self.start))  # the features serving reads on day 0
             with self._timed("start_services"):
-                stack.enter_context(self._services({"serving"}).started())
+                serving_up.result()
             self._days(http, serving_url)
 
     def _days(self, http: httpx.Client, serving_url: str) -> None:
@@ -581,6 +592,29 @@ class ClosedLoop:
             self.run_record.promotions.append(
                 {"day": day, "at": midnight.isoformat(), "version": str(training["champion"]), "serving": ready}
             )
+
+
+def _leave(started: Any, entering: Any) -> None:
+    """Stop the services of ``started`` (a :meth:`Launcher.started` context entered in another
+    thread by ``entering``) once that entry is over; an entry that failed stopped them itself."""
+    try:
+        entering.result()
+    except BaseException:  # noqa: BLE001  (its own ``finally`` stopped every process it started)
+        return
+    started.__exit__(None, None, None)
+
+
+def _warm_imports() -> None:
+    """Import what the first batch needs (Great Expectations, Feast, MLflow: tens of seconds on a
+    busy machine) while the services start."""
+    import feast  # noqa: F401
+    import mlflow  # noqa: F401
+
+    from data_contracts.expectations import _gx
+    from models.features import pipeline  # noqa: F401
+    from models.policy_training import train_and_register  # noqa: F401
+
+    _gx()
 
 
 def new_run_dir(root: Path, users: int, days: int, seed: int) -> Path:
