@@ -284,9 +284,9 @@ def stage(
     # the lake's state of every user whose answer must be compared with it, in one read per dataset
     reading = [(f, mine) for f, mine in checked if needs_lake(f, mine["c"])]
     since = min((c.completed_at for _, mine in reading for c in mine["c"]), default=None)
-    known = Known.read(lake, sorted({f.user_id for f, _ in reading}), since) if reading else None
+    in_lake = Known.read(lake, sorted({f.user_id for f, _ in reading}), since) if reading else None
     for f, mine in checked:
-        new_tasks, new_projects, done = _changes(f, mine, lake, known)
+        new_tasks, new_projects, done = _changes(f, mine, lake, in_lake)
         all_tasks += new_tasks
         all_projects += new_projects
         all_completions += done
