@@ -524,6 +524,7 @@ class ClosedLoop:
         )
 
     def _run(self, app_url: str, serving_url: str) -> None:
+        from models.registry import Registry
         from oo import feature_store
         from oo.db import migrate
         from oo.settings import get_settings
@@ -537,10 +538,12 @@ class ClosedLoop:
             self.world.add_project(user.todoist, "Inbox", inbox=True)
             for task in self.sim.tasks(user.traits.user_id):
                 self._add(user, task)
-        # serving reads the feature repo's definitions: registered before it starts (the first
-        # features run finds them there and does not apply again)
+        # serving reads the feature repo's definitions and the MLflow store: both made before it
+        # starts (the first features run finds the definitions registered and does not apply
+        # again; two processes creating the MLflow database at once race on its migrations)
         with self._timed("start_services"):
             feature_store.apply()
+            Registry()
         with contextlib.ExitStack() as stack, ThreadPoolExecutor(2, thread_name_prefix="sim-start") as background:
             # serving starts (and the batch's libraries load) while the app starts and users sign up
             serving = self._services({"serving"}).started()
