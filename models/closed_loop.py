@@ -22,7 +22,7 @@ Simulated time: requests carry ``X-OO-Simulated-Time`` (the app honours it with
 with ``OO_SERVING__SIMULATED_CLOCK``; both settings are refused outside ``local``). The simulated
 days start at the UTC midnight after the wall clock, so that the learner's reward windows (on the
 wall clock) never close before a simulated reaction arrives. The served rule baseline explores
-(``OO_SERVING__BASELINE_FLOOR``, 0.2 here) so that its logs can evaluate challengers off-policy.
+(``OO_SERVING__BASELINE_FLOOR``, 0.8 by default here) so that its logs can evaluate challengers off-policy.
 
 :mod:`models.closed_loop_report` turns the run's records into the report.
 """
@@ -35,7 +35,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -62,23 +62,24 @@ class LoopConfig:
     days: int
     seed: int
     var_dir: Path
-    baseline_floor: float = 0.5
+    baseline_floor: float = 0.8
     """Exploration mass of the served rule baseline (its logs must evaluate challengers off-policy:
-    the gate's effective sample size is about n / E[1 / propensity of the challenger's choice])."""
+    the gate's effective sample size is about n / E[1 / propensity of the challenger's choice]).
+    At 0.8 over 3 tasks the baseline picks uniformly 80% of the time: the gate's ESS is about n / 3."""
     outside_done_per_day: float = 0.05
     """Chance that each open task is completed outside oO on a given day."""
     visits_per_day: int = 4
     """Slots a day (a notifier sending several tips): in each one every user opens the app once.
     Before each slot the hourly DAG work runs (Todoist sync, ingest, features build and
     materialize), so serving reads what the feature store would hold at that time."""
-    tasks_per_user: int = 5
+    tasks_per_user: int = 3
     """Open tasks of each simulated user: the candidates serving chooses among."""
-    holdout_fraction: float | None = 0.5
+    holdout_fraction: float | None = 0.6
     """``OO_TRAINING__HOLDOUT_FRACTION`` of the run (None: the platform's default, 0.3)."""
-    gate_fraction: float | None = 0.6
-    """``OO_TRAINING__GATE_FRACTION`` of the run (None: the platform's default, 0.5). With 0.5 and
-    0.6 the gate slice is 30% of the window instead of 15%: more evidence for the same gate rule
-    (its minimum ESS, level and margin are the platform's), less data to train the challengers."""
+    gate_fraction: float | None = 0.7
+    """``OO_TRAINING__GATE_FRACTION`` of the run (None: the platform's default, 0.5). With 0.6 and
+    0.7 the gate slice is 42% of the window instead of 15%: more evidence for the same gate rule
+    (its minimum ESS, level and margin are the platform's), less data (40%) to train the challengers."""
     concurrency: int = 8
     """Users whose requests of a slot are in flight at once."""
     health_timeout_s: float = 240.0
@@ -128,6 +129,9 @@ class LoopRun:
     slots: list[dict[str, Any]] = field(default_factory=list)
     """The hourly DAG work before each slot (sync, ingest, features)."""
     wall_s: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds spent in each kind of step over the run (sync, build, validate, training, the
+    users' requests, ...): where the time went."""
 
 
 def free_port() -> int:
@@ -362,35 +366,67 @@ class ClosedLoop:
         with open(log_path, "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             return self._batch(at)
 
-    def _features(self, at: datetime) -> tuple[list[str], int]:
-        """The hourly work before a slot: Todoist sync (``todoist_sync``), ``events_ingest`` and the
-        ``features`` DAG's build, validate, publish + apply and materialize; the users whose sync failed."""
-        from models.features import pipeline
-        from oo.events_ingest import run_ingest
+    def _sync(self, at: datetime) -> list[str]:
+        """``todoist_sync`` of every user just before ``at`` (one chunk: the contract's suite runs
+        once per dataset, not once per 25 users); the users whose sync failed."""
         from oo.integrations.todoist.sync import sync_users
 
-        # the sync runs just before the features build, as todoist_sync runs before the features DAG
         synced_at = at - timedelta(seconds=1)
-        synced = sync_users([u.app_id for u in self.users], now=lambda: synced_at, chunk=25)
-        failed = [r.user_id for r in synced if r.status != "ok"]
-        ingested = run_ingest().written
-        built = pipeline.build(f"sim-{at:%Y%m%dT%H%M}", at.isoformat())
-        pipeline.validate(built["staging"])
-        pipeline.publish_and_apply(built["staging"])
-        pipeline.materialize(at.isoformat())
+        with self._timed("sync"):
+            synced = sync_users([u.app_id for u in self.users], now=lambda: synced_at, chunk=len(self.users))
+        return [r.user_id for r in synced if r.status != "ok"]
+
+    def _features(self, at: datetime, meanwhile: Callable[[], None] | None = None) -> tuple[list[str], int]:
+        """The hourly work before a slot: Todoist sync (``todoist_sync``), ``events_ingest`` and the
+        ``features`` DAG's build, validate, publish + apply and materialize; the users whose sync failed.
+
+        ``meanwhile`` (waiting for the app's outbox to reach serving) runs while the sync does, as
+        the two would in a deployment: the sync reads Todoist and writes the Todoist datasets, the
+        rewards go to serving and its event log; the ingest after both reads that log."""
+        from models.features import pipeline
+        from oo.events_ingest import run_ingest
+
+        # the sync runs just before the features build, as todoist_sync runs before the features DAG
+        with ThreadPoolExecutor(1, thread_name_prefix="sim-sync") as background:
+            syncing = background.submit(self._sync, at)
+            if meanwhile is not None:
+                meanwhile()
+            failed = syncing.result()
+        with self._timed("ingest"):
+            ingested = run_ingest().written
+        with self._timed("build"):
+            built = pipeline.build(f"sim-{at:%Y%m%dT%H%M}", at.isoformat())
+        with self._timed("validate"):
+            pipeline.validate(built["staging"])
+        with self._timed("publish_and_apply"):
+            pipeline.publish_and_apply(built["staging"])
+        with self._timed("materialize"):
+            pipeline.materialize(at.isoformat())
         self.gone.clear()  # synced: serving no longer offers them
         return failed, ingested
 
-    def features(self, at: datetime) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        """Add the wall seconds of ``step`` to the run's ``step_seconds`` (what the run spent where)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = self.run_record.step_seconds
+            spent[step] = round(spent.get(step, 0.0) + time.perf_counter() - t0, 2)
+
+    def features(self, at: datetime, meanwhile: Callable[[], None] | None = None) -> dict[str, Any]:
         """:meth:`_features` with its printed output in ``logs/batch.log``; what it did."""
         from oo.settings import get_settings
 
-        t0 = time.perf_counter()
+        t0, before = time.perf_counter(), dict(self.run_record.step_seconds)
         with open(get_settings().paths.resolve("logs", "batch.log"), "a") as out:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-                failed, ingested = self._features(at)
+                failed, ingested = self._features(at, meanwhile)
+        steps = {k: round(v - before.get(k, 0.0), 2) for k, v in self.run_record.step_seconds.items()}
         return {"at": at.isoformat(), "sync_failed": failed, "events_ingested": ingested,
-                "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+                "seconds": round(time.perf_counter() - t0, 2),
+                "steps": {k: v for k, v in steps.items() if v > 0}}  # fmt: skip
 
     def _batch(self, at: datetime) -> dict[str, Any]:
         from models.features import pipeline
@@ -398,8 +434,10 @@ class ClosedLoop:
 
         t0 = time.perf_counter()
         failed, ingested = self._features(at)
-        examples = pipeline.training_examples(at.isoformat())
-        trained = train_and_register(at)
+        with self._timed("training_examples"):
+            examples = pipeline.training_examples(at.isoformat())
+        with self._timed("training"):
+            trained = train_and_register(at)
         return {
             "at": at.isoformat(),
             "sync_failed": failed,
@@ -417,10 +455,14 @@ class ClosedLoop:
         visit must not overtake what the relay would long have delivered."""
         from sqlalchemy import text
 
-        from oo.db import get_engine
-
         query = text("SELECT status, count(*) FROM outbox WHERE destination = 'serving.reward' GROUP BY status")
         deadline = time.monotonic() + self.config.delivery_timeout_s
+        with self._timed("wait_delivered"):
+            self._poll_delivered(query, deadline)
+
+    def _poll_delivered(self, query: Any, deadline: float) -> None:
+        from oo.db import get_engine
+
         while True:
             with get_engine().connect() as con:
                 counts = {str(k): int(v) for k, v in con.execute(query).all()}
@@ -482,6 +524,8 @@ class ClosedLoop:
         )
 
     def _run(self, app_url: str, serving_url: str) -> None:
+        from models.registry import Registry
+        from oo import feature_store
         from oo.db import migrate
         from oo.settings import get_settings
 
@@ -494,25 +538,41 @@ class ClosedLoop:
             self.world.add_project(user.todoist, "Inbox", inbox=True)
             for task in self.sim.tasks(user.traits.user_id):
                 self._add(user, task)
-        with self._services({"app-api"}).started(), httpx.Client(base_url=app_url, timeout=30) as http:
-            for user in self.users:
-                self._sign_up(http, user, before)
+        # serving reads the feature repo's definitions and the MLflow store: both made before it
+        # starts (the first features run finds the definitions registered and does not apply
+        # again; two processes creating the MLflow database at once race on its migrations)
+        with self._timed("start_services"):
+            feature_store.apply()
+            Registry()
+        with contextlib.ExitStack() as stack, ThreadPoolExecutor(2, thread_name_prefix="sim-start") as background:
+            # serving starts (and the batch's libraries load) while the app starts and users sign up
+            serving = self._services({"serving"}).started()
+            serving_up = background.submit(serving.__enter__)
+            stack.callback(_leave, serving, serving_up)
+            warmed = background.submit(_warm_imports)
+            with self._timed("start_services"):
+                stack.enter_context(self._services({"app-api"}).started())
+            http = stack.enter_context(httpx.Client(base_url=app_url, timeout=30))
+            with self._timed("sign_up"), ThreadPoolExecutor(self.config.concurrency) as pool:
+                list(pool.map(lambda u: self._sign_up(http, u, before), self.users))
             self.on_progress("signed up", len(self.users))
+            warmed.result()
             self.run_record.days.append(self.batch(self.start))  # the features serving reads on day 0
-            with self._services({"serving"}).started():
-                self._days(http, serving_url)
+            with self._timed("start_services"):
+                serving_up.result()
+            self._days(http, serving_url)
 
     def _days(self, http: httpx.Client, serving_url: str) -> None:
         with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="sim-user") as pool:
             for day in range(self.config.days):
                 day_start = self.start + timedelta(days=day)
                 for slot_start in self.slot_starts(day_start):
-                    self._wait_delivered()
                     self._at(slot_start)
-                    step = self.features(slot_start)
+                    step = self.features(slot_start, meanwhile=self._wait_delivered)
                     step["day"] = day
                     self.run_record.slots.append(step)
-                    self._slot(http, pool, day, slot_start)
+                    with self._timed("requests"):
+                        self._slot(http, pool, day, slot_start)
                 self._night(day, day_start + timedelta(days=1), serving_url)
                 self.on_progress("day", 1)
 
@@ -530,10 +590,34 @@ class ClosedLoop:
         self.run_record.days.append(step)
         training = step["training"]
         if training.get("promoted"):
-            ready = self._wait_champion(serving_url, str(training["champion"]))
+            with self._timed("wait_champion"):
+                ready = self._wait_champion(serving_url, str(training["champion"]))
             self.run_record.promotions.append(
                 {"day": day, "at": midnight.isoformat(), "version": str(training["champion"]), "serving": ready}
             )
+
+
+def _leave(started: Any, entering: Any) -> None:
+    """Stop the services of ``started`` (a :meth:`Launcher.started` context entered in another
+    thread by ``entering``) once that entry is over; an entry that failed stopped them itself."""
+    try:
+        entering.result()
+    except BaseException:  # noqa: BLE001  (its own ``finally`` stopped every process it started)
+        return
+    started.__exit__(None, None, None)
+
+
+def _warm_imports() -> None:
+    """Import what the first batch needs (Great Expectations, Feast, MLflow: tens of seconds on a
+    busy machine) while the services start."""
+    import feast  # noqa: F401
+    import mlflow  # noqa: F401
+
+    from data_contracts.expectations import _gx
+    from models.features import pipeline  # noqa: F401
+    from models.policy_training import train_and_register  # noqa: F401
+
+    _gx()
 
 
 def new_run_dir(root: Path, users: int, days: int, seed: int) -> Path:

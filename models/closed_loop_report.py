@@ -117,10 +117,64 @@ def _skew(lake: Any) -> dict[str, float]:
     return aggregate(from_table(FeatureSkew, lake.read("feature_skew")))
 
 
-def _ope(registry: Any, version: str) -> dict[str, float]:
+def _ope(registry: Any, version: str) -> dict[str, Any]:
+    """The promoted version's off-policy estimates as training logged them: on the **gate slice**
+    (``gate_challenger``, the gate's DR estimate of the challenger alone, with its interval at the
+    gate's level), the estimate of record, since that slice chose nothing; and on the **selection
+    slice** (``dr``), where the challenger was picked as the best of the grid, so optimistic by
+    construction (the winner's curse)."""
     mv = registry.client.get_model_version(registry.model_name, version)
-    metrics = registry.client.get_run(mv.run_id).data.metrics
-    return {k: float(metrics[k]) for k in ("dr", "dr_low", "dr_high", "logged_reward", "ess") if k in metrics}
+    run = registry.client.get_run(mv.run_id).data
+    m = run.metrics
+    out: dict[str, Any] = {
+        k: float(m[k]) for k in ("dr", "dr_low", "dr_high", "logged_reward", "ess", "gate_level") if k in m
+    }
+    if "gate_challenger" in m:
+        out["slice"] = "gate"
+        out["estimate"] = float(m["gate_challenger"])
+        out["low"] = float(m.get("gate_challenger_low", math.nan))
+        out["high"] = float(m.get("gate_challenger_high", math.nan))
+        out["gate_ess"] = float(m.get("gate_ess", math.nan))
+        out["gate_decisions"] = float(m.get("gate_n_decisions", math.nan))
+        out["gate_slice"] = [run.tags.get("gate.slice_start"), run.tags.get("gate.slice_end")]
+    else:  # a run logged before the gate kept the challenger's own interval
+        out["slice"] = "selection"
+        out["estimate"], out["low"], out["high"] = out.get("dr", math.nan), out.get("dr_low"), out.get("dr_high")
+    return out
+
+
+def _truth_on_gate_slice(
+    registry: Any, version: str, lake: Any, served: Sequence[Served], span: Sequence[str | None]
+) -> dict[str, float] | None:
+    """The simulator's exact expected reward of the promoted policy's choice distribution on the
+    gate slice's logged decisions (what the estimate estimates): each candidate's expected reward
+    at decision time is known to the simulator (``Served.values``). ``None`` without a slice."""
+    from datetime import datetime
+
+    from data_contracts import TrainingExample
+    from data_contracts.arrow import from_table
+    from models.evaluation import target_distributions
+    from models.training import to_logged
+
+    if not span or None in span:
+        return None
+    start, end = (datetime.fromisoformat(str(t)) for t in span)
+    table = lake.read("training_examples", where="decided_at >= ? AND decided_at <= ?", params=[start, end])
+    values = {s.decision_id: s.values for s in served}
+    known = [
+        (values[str(e.decision_id)], to_logged(e))
+        for e in from_table(TrainingExample, table)
+        if str(e.decision_id) in values and all(c.candidate_id in values[str(e.decision_id)] for c in e.candidates)
+    ]
+    if not known:
+        return None
+    dists = target_distributions(registry.load(version), [d for _, d in known])
+    truths = [sum(p * v[c] for c, p in dist.items()) for (v, _), dist in zip(known, dists, strict=True)]
+    return {
+        "truth": float(np.mean(truths)),
+        "logged_truth": float(np.mean([v[d.chosen_id] for v, d in known])),
+        "decisions": len(known),
+    }
 
 
 def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
@@ -166,6 +220,7 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
         },
         "simulated_start": run.start.isoformat(),
         "wall_seconds": round(run.wall_s, 1),
+        "step_seconds": dict(sorted(run.step_seconds.items(), key=lambda kv: -kv[1])),
         "decisions": {
             "asked": len(run.served),
             "logged_by_serving": len(asked),
@@ -201,17 +256,29 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
         after = [r for r in rows if first["day"] < r["day"] <= until and r["policy"] != BASELINE]
         versions_after = sorted({r["policy_version"] for r in after})
         live = _mean_ci(by_user(after, "reward"), seed)
+        live_expected = _mean_ci(by_user(after, "expected"), seed)
         ope = _ope(registry, version)
-        within = bool(after) and ope.get("dr_low", math.inf) <= live[0] <= ope.get("dr_high", -math.inf)
+        estimate, low, high = ope["estimate"], ope.get("low", math.nan), ope.get("high", math.nan)
+        within = bool(after) and low <= live[0] <= high
         # the other way round (issue 12's wording): the estimate inside the live reward's interval
-        estimate_within = bool(after) and live[1] <= ope.get("dr", math.nan) <= live[2]
+        estimate_within = bool(after) and live[1] <= estimate <= live[2]
+        truth = _truth_on_gate_slice(registry, version, lake, run.served, ope.get("gate_slice") or [])
         report["ope"] = {
             "version": version,
             "served_as": versions_after,
             "estimate": ope,
             "live_reward": {"mean": live[0], "low": live[1], "high": live[2], "decisions": len(after)},
+            "live_expected_reward": {"mean": live_expected[0], "low": live_expected[1], "high": live_expected[2]},
+            "truth_on_gate_slice": truth,
             "live_within_interval": within,
             "estimate_within_live_interval": estimate_within,
+            "note": "estimate: the gate slice's DR estimate of the promoted policy (that slice chose nothing; "
+            "interval at the gate's level); dr: the selection slice's, where it was picked as the best of the "
+            "grid (optimistic). truth_on_gate_slice: the simulator's exact expected reward of the promoted "
+            "policy's choice distribution on the gate slice's decisions (estimate - truth: the estimator's "
+            "error); live_expected_reward: the exact expected reward of its live choices (truth - live "
+            "expected: what changed between the logged contexts and the live ones, e.g. the pool of open "
+            "tasks a better policy empties of its best tasks, and the online learning after promotion)",
         }
         diff = _diff_ci(by_user(after, "reward"), by_user(baseline_rows, "reward"), seed + 1)
         diff_expected = _diff_ci(by_user(after, "expected"), by_user(baseline_rows, "expected"), seed + 2)

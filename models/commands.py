@@ -97,12 +97,12 @@ def simulate(
     visits_per_day: int = typer.Option(
         4, min=1, max=12, help="slots a day; every user opens the app once a slot, after the hourly features run"
     ),
-    tasks_per_user: int = typer.Option(5, min=1, max=100, help="open tasks of each user (serving's candidates)"),
+    tasks_per_user: int = typer.Option(3, min=1, max=100, help="open tasks of each user (serving's candidates)"),
     baseline_floor: float = typer.Option(
-        0.5, min=0.0, max=1.0, help="exploration mass of the served rule baseline (OO_SERVING__BASELINE_FLOOR)"
+        0.8, min=0.0, max=1.0, help="exploration mass of the served rule baseline (OO_SERVING__BASELINE_FLOOR)"
     ),
-    holdout_fraction: float = typer.Option(0.5, min=0.05, max=0.95, help="OO_TRAINING__HOLDOUT_FRACTION of the run"),
-    gate_fraction: float = typer.Option(0.6, min=0.05, max=0.95, help="OO_TRAINING__GATE_FRACTION of the run"),
+    holdout_fraction: float = typer.Option(0.6, min=0.05, max=0.95, help="OO_TRAINING__HOLDOUT_FRACTION of the run"),
+    gate_fraction: float = typer.Option(0.7, min=0.05, max=0.95, help="OO_TRAINING__GATE_FRACTION of the run"),
     concurrency: int = typer.Option(8, min=1, max=64, help="users' requests in flight at once"),
     out: Annotated[Path | None, typer.Option(help="the run's folder (default: a new one under var/simulate)")] = None,
 ) -> None:
@@ -154,6 +154,9 @@ def simulate(
         except (RuntimeError, TimeoutError) as exc:
             console.print(f"[red]simulation failed[/]: {exc}; service logs under {folder / 'logs'}")
             raise typer.Exit(1) from None
+    import pickle
+
+    (folder / "run.pkl").write_bytes(pickle.dumps(run))  # what the loop lived, to report on again
     with settings_env(OO_PATHS__VAR_DIR=str(folder), OO_FEAST__PROJECT="oo_simulation"):
         report_path, mlflow_run = _report(run, folder)
     console.print(f"report: {report_path}; MLflow run {mlflow_run} in {folder / 'mlflow.db'}")
@@ -190,13 +193,22 @@ def _report_table(report: dict[str, Any]) -> Table:
         table.add_row("promotion", f"v{p['version']} after day {p['day']} ({p['at']})")
     ope = report.get("ope")
     if ope:
-        e, live = ope["estimate"], ope["live_reward"]
+        e, live, nan = ope["estimate"], ope["live_reward"], float("nan")
         table.add_row(
             "off-policy vs live",
-            f"DR {e.get('dr', float('nan')):.3f} [{e.get('dr_low', float('nan')):.3f}, "
-            f"{e.get('dr_high', float('nan')):.3f}] vs live {live['mean']:.3f} "
-            f"[{live['low']:.3f}, {live['high']:.3f}] over {live['decisions']} decisions",
+            f"DR on the {e.get('slice')} slice {e.get('estimate', nan):.3f} [{e.get('low', nan):.3f}, "
+            f"{e.get('high', nan):.3f}] vs live {live['mean']:.3f} [{live['low']:.3f}, {live['high']:.3f}] "
+            f"over {live['decisions']} decisions (selection slice's DR {e.get('dr', nan):.3f})",
         )
+        truth = ope.get("truth_on_gate_slice") or {}
+        if truth:
+            table.add_row(
+                "simulator's truth",
+                f"{truth['truth']:.3f} on the gate slice's {truth['decisions']} decisions (estimate - truth: "
+                f"{e.get('estimate', nan) - truth['truth']:+.3f}); live expected "
+                f"{ope['live_expected_reward']['mean']:.3f} (truth - live: "
+                f"{truth['truth'] - ope['live_expected_reward']['mean']:+.3f})",
+            )
         diff = report["promoted_vs_baseline"]["reward_difference"]
         table.add_row(
             "promoted - baseline", f"{diff['value']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] (live reward)"

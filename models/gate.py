@@ -67,6 +67,10 @@ class PairedDifference:
     n_decisions: int
     n_users: int
     clip: float | None
+    challenger_low: float = math.nan
+    challenger_high: float = math.nan
+    """The challenger's own estimate's interval (same resamples and level): what the gate slice,
+    which chose nothing, says the challenger is worth."""
 
 
 def _statistic(
@@ -132,6 +136,7 @@ def paired_difference(
     values = [float(num.sum() / den.sum()) for num, den in stats]
     samples = boot.ratios(stats, overlap=overlap)
     low, high = corrected_interval(values[0] - values[1], samples[:, 0] - samples[:, 1], boot.n_groups, level)
+    challenger_low, challenger_high = corrected_interval(values[0], samples[:, 0], boot.n_groups, level)
     return PairedDifference(
         metric=metric,
         value=values[0] - values[1],
@@ -139,6 +144,8 @@ def paired_difference(
         high=high,
         challenger=values[0],
         reference=values[1],
+        challenger_low=challenger_low,
+        challenger_high=challenger_high,
         ess=ess,
         max_weight=max_weight,
         n_decisions=len(logs),
@@ -212,6 +219,8 @@ class GateEvidence:
                 "gate_difference_low": d.low,
                 "gate_difference_high": d.high,
                 "gate_challenger": d.challenger,
+                "gate_challenger_low": d.challenger_low,
+                "gate_challenger_high": d.challenger_high,
                 "gate_reference": d.reference,
                 "gate_ess": d.ess,
                 "gate_max_weight": d.max_weight,

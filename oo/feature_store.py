@@ -180,11 +180,78 @@ def load_definitions() -> list[Any]:
     return found
 
 
-def apply(store: FeatureStore | None = None) -> list[str]:
-    """Register every definition of ``feature_repo/`` (idempotent); return their names."""
+def _spec(obj: Any) -> bytes:
+    """The definition of a Feast object as its registry would hold it, without what ``apply``
+    stamps on or infers for it (``meta``: created / updated times, materialization intervals;
+    ``entity_columns``: from the entities, which are compared themselves) and without a UDF's
+    pickled ``body`` when its source (``body_text``) is there (the pickle differs after a round
+    trip through the registry; the source does not)."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    def strip(message: Any) -> None:
+        fields = message.DESCRIPTOR.fields_by_name
+        if "body" in fields and "body_text" in fields and message.body_text:
+            message.ClearField("body")
+        for f, value in message.ListFields():
+            if f.type != FieldDescriptor.TYPE_MESSAGE:
+                continue
+            if f.name in ("meta", "entity_columns"):
+                message.ClearField(f.name)
+            elif f.message_type.GetOptions().map_entry:
+                if f.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
+                    for item in value.values():
+                        strip(item)
+            elif f.is_repeated:
+                for item in value:
+                    strip(item)
+            else:
+                strip(value)
+
+    proto = obj.to_proto()
+    strip(proto)
+    return bytes(proto.SerializeToString(deterministic=True))
+
+
+def registered(store: FeatureStore, objects: list[Any]) -> bool:
+    """Whether the store's registry already holds every one of ``objects`` exactly as defined
+    (same kind, name and definition): applying them again would change nothing."""
+    from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView
+    from feast.data_source import DataSource
+    from feast.errors import FeastObjectNotFoundException
+
+    getters: list[tuple[type, Any]] = [
+        (OnDemandFeatureView, store.get_on_demand_feature_view),
+        (FeatureView, store.get_feature_view),
+        (FeatureService, store.get_feature_service),
+        (Entity, store.get_entity),
+        (DataSource, store.get_data_source),
+    ]
+    for obj in objects:
+        getter = next((g for kind, g in getters if isinstance(obj, kind)), None)
+        if getter is None:
+            return False
+        try:
+            held = getter(obj.name)
+        except (FeastObjectNotFoundException, ValueError):
+            return False
+        if type(held) is not type(obj) or _spec(held) != _spec(obj):
+            return False
+    return True
+
+
+def apply(store: FeatureStore | None = None, force: bool = False) -> list[str]:
+    """Register every definition of ``feature_repo/`` (idempotent); return their names.
+
+    When the registry already holds every definition as defined (:func:`registered`), nothing is
+    written (``feast apply`` would only rewrite the same definitions), unless the SQLite online
+    store's file is missing (apply creates its tables); ``force`` applies anyway.
+    """
     store = store or get_store()
     objects = load_definitions()
-    store.apply(objects)
+    online: dict[str, Any] = online_store_config(get_settings())
+    missing_online = online["type"] == "sqlite" and not Path(online["path"]).exists()  # apply creates its tables
+    if force or missing_online or not registered(store, objects):
+        store.apply(objects)
     return sorted(str(o.name) for o in objects)
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,12 +45,10 @@ def test_a_bad_size_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) -> None:
-    t0 = time.monotonic()
     config = LoopConfig(
         users=5, days=2, seed=11, var_dir=tmp_path / "run", start=START, health_timeout_s=150, visits_per_day=2
     )
-    run = ClosedLoop(config).run()
-    assert time.monotonic() - t0 < 150
+    run = ClosedLoop(config).run()  # no timed assertion: the machine is shared (STYLE.md)
 
     with settings_env(OO_PATHS__VAR_DIR=str(config.var_dir), OO_FEAST__PROJECT="oo_simulation"):
         from models.registry import Registry
@@ -99,11 +96,11 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
         "days": 2,
         "seed": 11,
         "visits_per_day": 2,
-        "tasks_per_user": 5,
-        "baseline_floor": 0.5,
+        "tasks_per_user": 3,
+        "baseline_floor": 0.8,
         "concurrency": 8,
-        "holdout_fraction": 0.5,
-        "gate_fraction": 0.6,
+        "holdout_fraction": 0.6,
+        "gate_fraction": 0.7,
     }
 
 

@@ -152,6 +152,21 @@ def test_against_the_logged_policy_the_reference_is_its_average_reward() -> None
     assert d.value == pytest.approx(0.0, abs=1e-12) and d.n_users == 20 and d.ess == pytest.approx(400)
 
 
+def test_the_challengers_own_interval_comes_from_the_same_resamples_and_is_logged() -> None:
+    """What the gate slice says the challenger alone is worth (the estimate of record of a
+    promoted policy, which chose nothing on that slice), next to the difference."""
+    from models.gate import GateEvidence, GateRule
+
+    logs = logs_of(400, 20)
+    uniform = [{a.candidate_id: 0.25 for a in ARMS}] * 400
+    d = paired_difference(logs, uniform, None, metric="ips", n_bootstrap=100, level=0.98)
+    assert d.challenger_low < d.challenger < d.challenger_high
+    # the logger is uniform too: the paired difference is 0 on every resample, the value itself is not
+    assert d.challenger_high - d.challenger_low > d.high - d.low
+    metrics = GateEvidence(False, "refused", "logged policy", d, GateRule()).metrics()
+    assert (metrics["gate_challenger_low"], metrics["gate_challenger_high"]) == (d.challenger_low, d.challenger_high)
+
+
 def evidence(value: float, low: float, ess: float, users: int) -> PairedDifference:
     return PairedDifference("dr", value, low, value + (value - low), 0.5 + value, 0.5, ess, 4.0, 1000, users, None)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -31,6 +32,64 @@ def _latest(lake: Lake, dataset: str, model: type[Record], user_id: str) -> dict
     with duckdb.connect() as con:
         table = con.sql(sql, params=[lake.glob(dataset), user_id]).to_arrow_table()
     return {r.id: r for r in from_table(model, table)}  # type: ignore[attr-defined]
+
+
+def _latest_many(lake: Lake, dataset: str, model: type[Record], user_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """:func:`_latest` of several users in one read of the dataset: ``{user: {id: row}}``."""
+    import duckdb
+
+    if not user_ids or not lake.files(dataset):
+        return {}
+    names = ", ".join(f'"{n}"' for n in model.model_fields)
+    sql = (
+        f"SELECT {names} FROM read_parquet(?, hive_partitioning = false, union_by_name = true) "
+        "WHERE user_id IN (SELECT unnest(?)) "
+        "QUALIFY row_number() OVER (PARTITION BY user_id, id ORDER BY synced_at DESC) = 1 ORDER BY user_id, id"
+    )
+    with duckdb.connect() as con:
+        table = con.sql(sql, params=[lake.glob(dataset), list(user_ids)]).to_arrow_table()
+    out: dict[str, dict[str, Any]] = {}
+    for r in from_table(model, table):
+        out.setdefault(r.user_id, {})[r.id] = r  # type: ignore[attr-defined]
+    return out
+
+
+@dataclass
+class Known:
+    """What the lake holds of several users, read once per dataset for a chunk of users (the
+    per-user reads of :func:`_changes` scan every file of a dataset, twice per user)."""
+
+    tasks: dict[str, dict[str, TodoistTask]] = field(default_factory=dict)
+    projects: dict[str, dict[str, TodoistProject]] = field(default_factory=dict)
+    completions: dict[str, set[tuple[str, datetime]]] = field(default_factory=dict)
+    users: frozenset[str] = frozenset()
+
+    @classmethod
+    def read(cls, lake: Lake, user_ids: Sequence[str], completions_since: datetime | None) -> Known:
+        """The latest tasks and projects of ``user_ids`` and their stored completions from
+        ``completions_since`` on (none when ``None``)."""
+        done: dict[str, set[tuple[str, datetime]]] = {}
+        if completions_since is not None and user_ids and lake.files("todoist_completions"):
+            table = lake.read(
+                "todoist_completions",
+                where="user_id IN (SELECT unnest(?)) AND completed_at >= ?",
+                params=[list(user_ids), completions_since],
+                columns=["user_id", "task_id", "completed_at"],
+            )
+            for user, task, at in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
+                done.setdefault(user, set()).add((task, at))
+        return cls(
+            tasks=_latest_many(lake, "todoist_tasks", TodoistTask, user_ids),
+            projects=_latest_many(lake, "todoist_projects", TodoistProject, user_ids),
+            completions=done,
+            users=frozenset(user_ids),
+        )
+
+
+def needs_lake(f: Fetched, completions: Sequence[Any]) -> bool:
+    """Whether a user's fetched answer must be compared with the lake: a resync (tombstones by
+    absence), or any item, project or completion in it. An empty incremental answer changes nothing."""
+    return f.had_state and (f.full_sync or bool(f.items) or bool(f.projects) or bool(completions))
 
 
 def current_tasks(lake: Lake, user_id: str, include_gone: bool = False) -> dict[str, TodoistTask]:
@@ -75,7 +134,7 @@ def answered_ids(objects: Iterable[Any]) -> set[str] | None:
 
 
 def _changes(
-    f: Fetched, mine: dict[str, list[Any]], lake: Lake
+    f: Fetched, mine: dict[str, list[Any]], lake: Lake, known: Known | None = None
 ) -> tuple[list[TodoistTask], list[TodoistProject], list[TodoistCompletion]]:
     """One user's rows to write: what changed since the latest rows in the lake, tombstones,
     completion records not in the lake yet (deduplicated by task and time) and completions seen
@@ -86,9 +145,15 @@ def _changes(
     its id (its last valid state stays); one without a readable id makes the answer prove no
     absence, so that sync tombstones nothing by absence.
     """
-    known_tasks = current_tasks(lake, f.user_id, include_gone=True) if f.had_state else {}
-    known_projects = current_projects(lake, f.user_id, include_gone=True) if f.had_state else {}
     resync = f.full_sync and f.had_state
+    if not resync and not f.items and not f.projects and not mine["c"]:
+        return [], [], []  # an incremental answer with nothing in it changes nothing: no lake read
+    if known is not None and f.user_id in known.users:
+        known_tasks = known.tasks.get(f.user_id, {}) if f.had_state else {}
+        known_projects = known.projects.get(f.user_id, {}) if f.had_state else {}
+    else:
+        known_tasks = current_tasks(lake, f.user_id, include_gone=True) if f.had_state else {}
+        known_projects = current_projects(lake, f.user_id, include_gone=True) if f.had_state else {}
     # projects: later rows of the same id win (the archived list after the sync's own list)
     seen_projects, new_projects = _snapshot_changes(mine["p"], known_projects, _deleted_ids(f.projects), f.synced_at)
     gone_projects: set[str] = set()
@@ -131,7 +196,11 @@ def _changes(
             new_tasks.append(last.model_copy(update={"is_deleted": True, "synced_at": f.synced_at}))
     done = list(unique.values())
     if f.had_state and done:
-        stored = _stored_completions(lake, f.user_id, min(c.completed_at for c in done))
+        since = min(c.completed_at for c in done)
+        if known is not None and f.user_id in known.users:
+            stored = {k for k in known.completions.get(f.user_id, set()) if k[1] >= since}
+        else:
+            stored = _stored_completions(lake, f.user_id, since)
         done = [c for c in done if (c.task_id, c.completed_at) not in stored]
     return new_tasks, new_projects, done
 

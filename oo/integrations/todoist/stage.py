@@ -22,7 +22,7 @@ from data_contracts import (
     TodoistTask,
 )
 from data_contracts.validation import quarantine, reasons_of
-from oo.integrations.todoist.changes import _changes, is_deletion
+from oo.integrations.todoist.changes import Known, _changes, is_deletion, needs_lake
 from oo.integrations.todoist.fetch import Fetched
 from oo.integrations.todoist.results import UserSyncResult
 from oo.lake import Lake
@@ -245,6 +245,7 @@ def stage(
     all_tasks: list[TodoistTask] = []
     all_projects: list[TodoistProject] = []
     all_completions: list[TodoistCompletion] = []
+    checked: list[tuple[Fetched, dict[str, list[Any]]]] = []
     for f in fetched:
         res = out.results.setdefault(f.user_id, UserSyncResult(f.user_id, full_sync=f.full_sync))
         res.token_refused, res.requests = f.token_refused, f.requests
@@ -279,7 +280,13 @@ def stage(
                 elif not is_deletion(obj):
                     bad.append(quarantine(dataset, model, text, reasons, source=f.user_id, now=f.synced_at))
         res.raw = sum(len(o) for o in (f.items, f.projects, f.completed, f.archived))
-        new_tasks, new_projects, done = _changes(f, mine, lake)
+        checked.append((f, mine))
+    # the lake's state of every user whose answer must be compared with it, in one read per dataset
+    reading = [(f, mine) for f, mine in checked if needs_lake(f, mine["c"])]
+    since = min((c.completed_at for _, mine in reading for c in mine["c"]), default=None)
+    in_lake = Known.read(lake, sorted({f.user_id for f, _ in reading}), since) if reading else None
+    for f, mine in checked:
+        new_tasks, new_projects, done = _changes(f, mine, lake, in_lake)
         all_tasks += new_tasks
         all_projects += new_projects
         all_completions += done

@@ -84,3 +84,46 @@ def test_on_demand_task_features_read_due_times_in_the_users_timezone() -> None:
     assert out["days_to_deadline"][2] == 2.0 and out["days_to_deadline"][0] == 365.0
     assert out["hours_until_due"][2] == 720.0  # no due date
     assert [v[3] for v in out.values()] == [None, None, None, None]  # unknown task: left for the defaults
+
+
+def test_apply_writes_the_registry_only_when_a_definition_changed(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The features DAG applies on every run; a registry that already holds every definition is
+    left alone, and a changed schema (a new feature) is applied."""
+    from feast import FeatureStore, Field
+    from feast.types import Float64
+
+    from oo import feature_store
+
+    writes: list[int] = []
+    real_apply = FeatureStore.apply
+
+    def counted(self, objects, *args, **kwargs):  # type: ignore[no-untyped-def]
+        writes.append(len(objects))
+        return real_apply(self, objects, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureStore, "apply", counted)
+    with settings_env(OO_PATHS__VAR_DIR=str(tmp_path), OO_FEAST__PROJECT="applied1"):
+        names = feature_store.apply()  # a fresh registry: written
+        assert len(writes) == 1 and "task_attributes" in names
+        assert feature_store.apply() == names and len(writes) == 1  # unchanged: not written again
+        assert feature_store.registered(feature_store.get_store(), feature_store.load_definitions())
+
+        real_load = feature_store.load_definitions
+
+        def with_a_new_feature() -> list:  # type: ignore[type-arg]
+            objects = real_load()
+            view = next(o for o in objects if o.name == "task_attributes")
+            view.schema.append(Field(name="new_feature", dtype=Float64))
+            view.features.append(Field(name="new_feature", dtype=Float64))
+            return objects
+
+        monkeypatch.setattr(feature_store, "load_definitions", with_a_new_feature)
+        assert not feature_store.registered(feature_store.get_store(), with_a_new_feature())
+        feature_store.apply()
+        assert len(writes) == 2
+        held = feature_store.get_store().get_feature_view("task_attributes")
+        assert "new_feature" in {f.name for f in held.features}
+        feature_store.apply()  # the changed definitions are now the registry's
+        assert len(writes) == 2
+        feature_store.apply(force=True)
+        assert len(writes) == 3

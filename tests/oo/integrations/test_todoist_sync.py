@@ -146,6 +146,71 @@ def test_a_resync_of_the_same_changes_writes_no_duplicate_rows(env: Env) -> None
     assert len(tasks) == 6 and len({(t["id"], t["content"]) for t in tasks}) == 6
 
 
+def test_an_incremental_sync_with_no_change_reads_nothing_from_the_lake(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hourly sync of a user whose account did not change must not scan the lake (it did,
+    twice per user: the cost of every hourly sync grew with the lake)."""
+    from oo.integrations.todoist import changes
+
+    user, p = make_user(env.world)
+    env.connect(user)
+    plain(env.world, user, p["inbox"], "task")
+    env.sync(user)
+    env.clock.advance(hours=3)
+
+    def no_lake(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the lake was read")
+
+    for name in ("_latest", "_latest_many", "_stored_completions"):
+        monkeypatch.setattr(changes, name, no_lake)
+    monkeypatch.setattr(changes.Known, "read", no_lake)
+    quiet = env.sync(user)[user.todoist_id]
+    assert (quiet.status, quiet.tasks, quiet.projects, quiet.completions) == ("ok", 0, 0, 0)
+    monkeypatch.undo()
+    env.world.edit_task(user, next(iter(user.items)), content="changed")
+    env.clock.advance(hours=3)
+    assert env.sync(user)[user.todoist_id].tasks == 1  # a change is still read against the lake
+
+
+def test_a_chunk_of_users_reads_the_lake_once_per_dataset_and_writes_what_per_user_reads_would(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk's sync compares every user's answer with the lake in one read per dataset (reading
+    per user scanned every file twice per user); each user's rows are the same as alone."""
+    from oo.integrations.todoist import changes
+
+    users = [make_user(env.world) for _ in range(3)]
+    for user, p in users:
+        env.connect(user)
+        for i in range(3):
+            plain(env.world, user, p["inbox"], f"task {i} of {user.todoist_id}")
+    env.sync(*(u for u, _ in users), chunk=3)
+    for user, p in users:
+        first = next(iter(user.items))
+        env.world.edit_task(user, first, content="edited")
+        env.world.complete_task(user, first)
+        plain(env.world, user, p["inbox"], "new one")
+    env.clock.advance(hours=1)
+    reads: list[str] = []
+    real = changes._latest_many
+
+    def counted(lake, dataset, model, user_ids):  # type: ignore[no-untyped-def]
+        reads.append(dataset)
+        return real(lake, dataset, model, user_ids)
+
+    monkeypatch.setattr(changes, "_latest_many", counted)
+    monkeypatch.setattr(changes, "_latest", lambda *a, **k: pytest.fail("a per-user read"))
+    results = env.sync(*(u for u, _ in users), chunk=3)
+    assert sorted(reads) == ["todoist_projects", "todoist_tasks"]
+    monkeypatch.undo()
+    for user, _ in users:
+        r = results[user.todoist_id]
+        assert (r.status, r.tasks, r.completions) == ("ok", 2, 1)  # the edited + done task, the new one
+        now = state(env, user)
+        assert now["edited"][1] is True and now["new one"][1] is False and len(now) == 4
+
+
 def test_a_deleted_stub_still_deletes(env: Env) -> None:
     """Whether deltas carry whole deleted objects or stubs is undocumented: a stub the contract
     refuses is kept raw (not quarantined: it is what a deletion looks like), and the task is
