@@ -143,10 +143,10 @@ def test_an_error_while_staging_one_user_of_a_chunk_fails_only_that_user(
     culprit = users[1].todoist_id
     real = stage_module._changes
 
-    def changes(f: Any, mine: Any, lake: Any) -> Any:
+    def changes(f: Any, *rest: Any) -> Any:
         if f.user_id == culprit:
             raise RuntimeError("a bug met this user's data")
-        return real(f, mine, lake)
+        return real(f, *rest)
 
     monkeypatch.setattr(stage_module, "_changes", changes)
     results = env.sync(chunk=10)
