@@ -115,6 +115,7 @@ class Breaker:
         self._in_a_row = 0
         self._opened_at: float | None = None
         self._trial = False
+        self._trial_at = 0.0
         self.short_circuited = 0
         """Calls refused at once because the circuit was open (a counter for metrics and tests)."""
 
@@ -131,8 +132,12 @@ class Breaker:
         with self._lock:
             if self._opened_at is None:
                 return True
-            if self._clock() - self._opened_at >= self.cooldown_s and not self._trial:
-                self._trial = True
+            now = self._clock()
+            # a trial whose outcome never came back (its caller was cancelled) is given up after
+            # one more cool-down: the circuit must not stay open for good
+            trial_lost = self._trial and now - self._trial_at >= self.cooldown_s
+            if now - self._opened_at >= self.cooldown_s and (not self._trial or trial_lost):
+                self._trial, self._trial_at = True, now
                 return True
             self.short_circuited += 1
             return False

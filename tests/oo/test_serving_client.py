@@ -41,6 +41,23 @@ def test_the_breaker_opens_after_failures_in_a_row_and_admits_one_trial_after_th
     assert breaker.short_circuited == 3
 
 
+def test_a_trial_whose_outcome_never_comes_back_does_not_keep_the_circuit_open() -> None:
+    """A half-open trial's caller was cancelled (no outcome recorded): after one more cool-down
+    another trial goes out, and its success closes the circuit."""
+    clock = Clock()
+    breaker = Breaker(failures=1, cooldown_s=2.0, clock=clock)
+    assert breaker.admit()
+    breaker.record(ok=False)
+    clock.now += 2.0
+    assert breaker.admit()  # the trial, never recorded
+    clock.now += 1.0
+    assert not breaker.admit()
+    clock.now += 1.0
+    assert breaker.admit()
+    breaker.record(ok=True)
+    assert breaker.state == "closed"
+
+
 def test_a_success_resets_the_count_of_failures_in_a_row() -> None:
     breaker = Breaker(failures=2, cooldown_s=1.0, clock=Clock())
     for ok in (False, True, False, True, False):
