@@ -257,6 +257,13 @@ class ServingSettings(BaseModel):
         description="embedded: the service learns in-process; separate: `python -m serving.learner` learns, "
         "replicas load its snapshots",
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="BentoML worker processes of one `bentoml serve` (each a replica; more than one needs "
+        "learner=separate: one learner for all)",
+    )
     mode: Literal["online", "apprentice"] = Field(
         default="online", description="apprentice: serve the rule baseline's pick while the learner learns"
     )
@@ -307,6 +314,15 @@ class ServingSettings(BaseModel):
         description="accept a caller's `decided_at` on rank (simulations, `oo simulate`; local only); "
         "off: a request that gives one is refused",
     )
+
+    @model_validator(mode="after")
+    def _one_learner(self) -> ServingSettings:
+        if self.workers > 1 and self.learner == "embedded":
+            raise ValueError(
+                f"serving.workers={self.workers} needs serving.learner='separate' (each worker would learn on its "
+                "own: set OO_SERVING__LEARNER=separate and run `make learner`)"
+            )
+        return self
 
 
 DEV_AUTH_SECRET = "dev-auth-secret-never-use-outside-local-0123456789"

@@ -8,7 +8,8 @@ source, learner and apprentice figures), BentoML's ``/readyz`` and Prometheus ``
 
 Topology (``OO_SERVING__LEARNER``): ``embedded`` (default) runs the learner in this process, so a
 reward reaches the next rank within milliseconds: one worker. ``separate``: this process only
-decides and follows the snapshots of ``python -m serving.learner``; run as many as needed.
+decides and follows the snapshots of ``python -m serving.learner``; run as many as needed, and
+``OO_SERVING__WORKERS`` worker processes in each (one per core).
 
 Where events go: without ``OO_BUS__NATS_URL``, to the event log (every replica and the learner on
 one disk). With it, each decision, its tip scores, rewards, reactions and activations are fsynced
@@ -146,9 +147,15 @@ def _translate(exc: Exception) -> BentoMLException:
     return InvalidArgument(str(exc))
 
 
+WORKERS = get_settings().serving.workers
+"""Worker processes (``OO_SERVING__WORKERS``): one per core past the embedded default, each a
+replica reading the separate learner's snapshots; replicas share the event log or spool (appends
+under a file lock, one relay drains a shared spool at a time) and the decision index."""
+
+
 @bentoml.asgi_app(ops, path="/ops")
 @bentoml.service(
-    workers=1,
+    workers=WORKERS,
     traffic={"timeout": 10},
     logging={"access": {"enabled": False}},
 )
@@ -217,9 +224,10 @@ class TipService:
 
     @ops.get("/ready")
     def ready(self) -> dict[str, Any]:
-        """Which model serves (champion / snapshot / rule_baseline), the learner's and the relay's figures."""
+        """Which model serves (champion / snapshot / rule_baseline), the learner's and the relay's
+        figures, and which worker process answered (1 to ``OO_SERVING__WORKERS``)."""
         workers = {} if self.background is None else self.background.describe()
-        return {**self.engine.readiness(), **workers}
+        return {**self.engine.readiness(), **workers, "worker": bentoml.server_context.worker_index}
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
@@ -228,7 +236,7 @@ class TipService:
             self.background.stop()
 
 
-@bentoml.service(workers=1, logging={"access": {"enabled": False}})
+@bentoml.service(workers=WORKERS, logging={"access": {"enabled": False}})
 class Echo:
     """A trivial endpoint that returns its input: the floor the rank benchmark is compared with."""
 

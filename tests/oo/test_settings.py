@@ -33,6 +33,14 @@ def test_the_dev_vault_key_is_refused_outside_local(monkeypatch: pytest.MonkeyPa
         Settings()
 
 
+def test_more_than_one_serving_worker_needs_the_separate_learner(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OO_SERVING__WORKERS", "2")
+    with pytest.raises(ValidationError, match="learner='separate'"):
+        Settings()  # two embedded learners would each learn half the decisions
+    monkeypatch.setenv("OO_SERVING__LEARNER", "separate")
+    assert Settings().serving.workers == 2
+
+
 def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert s.vault.keys[0].get_secret_value() not in repr(s)

@@ -1,6 +1,7 @@
 """One learner, many replicas: ``python -m serving.learner`` learns from a replica's decisions and
 rewards through the event log, publishes snapshots the replica loads without a restart, and
-restarts with its pending decisions and learned state intact."""
+restarts with its pending decisions and learned state intact. The replica runs two worker
+processes (``OO_SERVING__WORKERS=2``): both decide, and the one learner learns from both."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from models.policies.base import Arm
@@ -42,6 +44,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     env = serving_env(
         var,
         OO_SERVING__LEARNER="separate",
+        OO_SERVING__WORKERS="2",
         OO_SERVING__SNAPSHOT_EVERY_REWARDS="1",
         OO_SERVING__SNAPSHOT_EVERY_S="0.5",
         OO_SERVING__SNAPSHOT_POLL_S="0.05",
@@ -100,6 +103,32 @@ def test_the_replica_loads_the_learners_new_snapshot_without_a_restart(world: di
     )
     assert ready["snapshot_loads"] >= 1 and ready["learner_stats"]["learned"] >= 1
     assert ready["snapshot_seq"] == snapshots.latest().seq or ready["snapshot_seq"] < snapshots.latest().seq
+
+
+def test_both_workers_decide_and_the_one_learner_learns_from_each(world: dict[str, Any]) -> None:
+    replica, snapshots = world["replica"], world["snapshots"]
+    before = wait_for(lambda: snapshots.latest(), 60, "no snapshot")
+    answered: dict[int, list[str]] = {}
+    for _ in range(40):  # a new connection per request: the kernel spreads them over the workers
+        if len(answered) == 2 and sum(map(len, answered.values())) >= 8:
+            break
+        with httpx.Client(base_url=replica.url, timeout=30) as fresh:
+            r = fresh.post("/rank", json={"user_id": "carol"})
+            assert r.status_code == 200, r.text
+            worker = fresh.get("/ops/ready").json()["worker"]  # the same connection: the same worker
+        answered.setdefault(worker, []).append(r.json()["event_id"])
+    assert sorted(answered) == [1, 2], answered
+    decided = sum(map(len, answered.values()))
+    for event_ids in answered.values():  # one kept connection: one reward reaches the other worker
+        reward(replica, event_ids[0])
+    wait_for(
+        lambda: (
+            (i := snapshots.latest()).learner["decisions"] >= before.learner["decisions"] + decided
+            and i.learner["learned"] >= before.learner["learned"] + 2
+        ),
+        60,
+        "the learner did not learn from both workers' decisions",
+    )
 
 
 def test_the_learner_restarts_with_its_pending_decisions_and_learned_state(world: dict[str, Any]) -> None:
