@@ -134,7 +134,8 @@ serve: setup ## the decision service (BentoML) on 127.0.0.1:$${PORT:-3000}; OO_S
 learner: setup ## the one online learner for replicas in OO_SERVING__LEARNER=separate mode
 	$(RUN) python -m serving.learner
 
-bench-serving: setup ## rank p50/p99/throughput vs a BentoML echo floor, reward-to-policy -> bench/results/serving.json
+bench-serving: setup ## rank p50/p99/throughput vs a BentoML echo floor (wrk), reward-to-policy -> bench/results/serving.json
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q wrk; }
 	$(RUN) python bench/serving.py
 
 bench-e2e: setup ## load and faults on the real processes: 60 s at 100 req/s, serving and learner killed, Todoist 429/5xx -> bench/results/e2e.json

@@ -1,36 +1,40 @@
 """Serving benchmark: ``make bench-serving`` writes ``bench/results/serving.json``.
 
-In one run, on this machine:
+In one run, on this machine, the load from ``wrk`` (one thread, 8 keep-alive connections, 10 s
+after a 2 s warm-up; ``bench/wrk_post.lua``):
 
-- **rank**: ``POST /rank`` over HTTP against ``bentoml serve serving.service:TipService``
-  (embedded learner, a registered ``@champion`` served, Feast SQLite online store applied), each
-  request for one of 20 users whose 30 open Todoist tasks are the candidates (the Todoist pool,
-  cached as in production; no LLM pool), 8 concurrent clients with keep-alive, 1,000 requests
-  after 50 warm-up ones; latency p50 / p99 and throughput (requests per second of wall time);
-- **floor**: the same clients against a trivial BentoML endpoint (``serving.service:Echo``) that
-  returns its input, sent a rank request of the same size (30 candidates);
+- **rank**: ``POST /rank`` against ``bentoml serve serving.service:TipService`` as it starts by
+  default (one worker, the embedded learner; a registered ``@champion`` served, Feast SQLite
+  online store applied), each request for one of 20 users whose 30 open Todoist tasks are the
+  candidates (the Todoist pool, cached as in production; no LLM pool); latency p50 / p99 and
+  throughput (requests per second of wall time);
+- **floor**: the same load against a trivial BentoML endpoint (``serving.service:Echo``) that
+  returns its input, sent a rank request of the same size (30 candidates), same worker count;
+- **replicas**: the same two with ``OO_SERVING__WORKERS=2`` worker processes (one per core) and
+  ``python -m serving.learner`` beside them (the topology past the default);
 - **reward_to_policy_ms**: the time from a reward's HTTP call to the answer of a rank served
   once the policy includes the reward (``/ops/ready`` polled every 2 ms), 100 times; embedded
-  (learner in the service) and, as ``reward_to_policy_separate_ms``, with
-  ``python -m serving.learner`` and a replica following its snapshots.
+  (learner in the service) and, as ``reward_to_policy_separate_ms``, with the separate learner
+  and the two-worker replica following its snapshots.
 
 Goals on the 2-core machine: rank p99 <= 15 ms, >= 300 ranks/s, rank p99 <= 3x the floor's;
-reward-to-policy p99 <= 100 ms embedded, <= 1 s with a separate learner.
+reward-to-policy p99 <= 100 ms embedded, <= 1 s with a separate learner. With 8 requests always
+in flight the mean latency is 8 / throughput (Little's law): a p99 of 15 ms needs well over
+533 requests/s.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +43,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-USERS, TASKS, CONCURRENCY, REQUESTS, WARMUP, REWARD_ROUNDS = 20, 30, 8, 1000, 50, 100
+USERS, TASKS, CONCURRENCY, SECONDS, WARMUP_S, REWARD_ROUNDS, WORKERS = 20, 30, 8, 10, 2, 100, 2
 START_DEADLINE_S = 900.0
 
 
@@ -95,38 +99,35 @@ def wait_ready(proc: Proc, url: str) -> None:
     raise RuntimeError(f"{url} not ready after {START_DEADLINE_S} s:\n{proc.log.read_text()[-3000:]}")
 
 
-def load(url: str, path: str, bodies: Callable[[int], dict[str, Any]], n: int) -> dict[str, float]:
-    """``n`` POSTs from CONCURRENCY threads with keep-alive: p50/p99 latency and throughput."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    counter = iter(range(n))
+def load(url: str, path: str, bodies: list[dict[str, Any]], tmp: Path) -> dict[str, float]:
+    """``POST path`` with ``bodies`` in turn for SECONDS (after WARMUP_S of the same) from ``wrk``:
+    CONCURRENCY keep-alive connections, one wrk thread. p50/p99 latency and throughput.
 
-    def worker() -> None:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            while True:
-                with lock:
-                    i = next(counter, None)
-                if i is None:
-                    return
-                start = time.perf_counter()
-                r = client.post(path, json=bodies(i))
-                took = time.perf_counter() - start
-                if r.status_code != 200:
-                    raise RuntimeError(f"{path}: {r.status_code} {r.text[:300]}")
-                with lock:
-                    latencies.append(took)
+    wrk (C) rather than Python clients: on two cores the load generator shares the CPU with the
+    server, and eight Python threads cost a fifth of a core at 200 requests/s; wrk, a few percent.
+    """
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk not found: `make bench-serving` installs it (apt-get install wrk)")
+    file = tmp / f"bodies-{uuid.uuid4().hex[:8]}.jsonl"
+    file.write_text("".join(json.dumps(b) + "\n" for b in bodies))
+    script = ROOT / "bench" / "wrk_post.lua"
 
-    threads = [threading.Thread(target=worker) for _ in range(CONCURRENCY)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
+    def run(seconds: float) -> dict[str, int]:
+        args = [wrk, "-t1", f"-c{CONCURRENCY}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url]
+        out = subprocess.run([*args, "--", str(file), path], capture_output=True, text=True, check=True).stdout
+        got: dict[str, int] = json.loads(out.strip().splitlines()[-1])
+        if got["errors"]:
+            raise RuntimeError(f"{path}: {got['errors']} failed requests of {got['requests']}:\n{out}")
+        return got
+
+    run(WARMUP_S)
+    got = run(SECONDS)
     return {
-        "p50_ms": round(pct(latencies, 0.5) * 1000, 3),
-        "p99_ms": round(pct(latencies, 0.99) * 1000, 3),
-        "throughput_rps": round(n / wall, 1),
+        "p50_ms": round(got["p50_us"] / 1000, 3),
+        "p99_ms": round(got["p99_us"] / 1000, 3),
+        "throughput_rps": round(got["requests"] / (got["duration_us"] / 1e6), 1),
+        "requests": got["requests"],
     }
 
 
@@ -187,9 +188,13 @@ def prepare(var: Path) -> dict[str, str]:
     return env
 
 
-def echo_body(i: int) -> dict[str, Any]:
+def rank_body(u: int) -> dict[str, Any]:
+    return {"user_id": f"bench-u{u}"}
+
+
+def echo_body(u: int) -> dict[str, Any]:
     return {
-        "user_id": f"bench-u{i % USERS}",
+        "user_id": f"bench-u{u}",
         "candidates": [
             {
                 "candidate_id": f"task:{j}",
@@ -203,29 +208,38 @@ def echo_body(i: int) -> dict[str, Any]:
     }
 
 
+def pair(env: dict[str, str], var: Path, name: str) -> tuple[dict[str, float], dict[str, float], str, list[Proc]]:
+    """The floor (``Echo``) then rank (``TipService``), each under the same load, same settings."""
+    service, url = serve("serving.service:TipService", env, var / f"{name}-serve.log")
+    echo, echo_url = serve(
+        "serving.service:Echo", {**env, "BENTOML_HOME": str(var / f"bentoml-echo-{name}")}, var / f"{name}-echo.log"
+    )
+    try:
+        wait_ready(service, url)
+        wait_ready(echo, echo_url)
+        floor = load(echo_url, "/echo", [echo_body(u) for u in range(USERS)], var)
+        rank = load(url, "/rank", [rank_body(u) for u in range(USERS)], var)
+    finally:
+        echo.stop()
+    return rank, floor, url, [service]
+
+
 def main() -> None:
     var = Path(tempfile.mkdtemp(prefix="oo-bench-serving-"))
     env = prepare(var)
     started = time.time()
-    service, url = serve("serving.service:TipService", env, var / "serve.log")
-    echo, echo_url = serve("serving.service:Echo", {**env, "BENTOML_HOME": str(var / "bentoml-echo")}, var / "echo.log")
-    procs = [service, echo]
+    procs: list[Proc] = []
     try:
-        wait_ready(service, url)
-        wait_ready(echo, echo_url)
-        ranks = lambda i: {"user_id": f"bench-u{i % USERS}"}  # noqa: E731
-        load(url, "/rank", ranks, WARMUP)
-        load(echo_url, "/echo", echo_body, WARMUP)
-        floor = load(echo_url, "/echo", echo_body, REQUESTS)
-        rank = load(url, "/rank", ranks, REQUESTS)
+        rank, floor, url, procs = pair(env, var, "embedded")
         n_candidates = len(httpx.post(f"{url}/rank", json={"user_id": "bench-u0"}, timeout=30).json()["ranking"])
         embedded = reward_to_policy(url, "bench-u1", REWARD_ROUNDS)
-        echo.stop()
-        service.stop()
+        for p in procs:
+            p.stop()
         procs = []
         separate_env = {
             **env,
             "OO_SERVING__LEARNER": "separate",
+            "OO_SERVING__WORKERS": str(WORKERS),
             "OO_SERVING__SNAPSHOT_EVERY_REWARDS": "1",
             "OO_SERVING__STATE_DIR": str(var / "separate"),
         }
@@ -235,9 +249,8 @@ def main() -> None:
         deadline = time.monotonic() + START_DEADLINE_S
         while not snapshot.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        replica, replica_url = serve("serving.service:TipService", separate_env, var / "replica.log")
-        procs.append(replica)
-        wait_ready(replica, replica_url)
+        replica_rank, replica_floor, replica_url, replica = pair(separate_env, var, "replicas")
+        procs += replica
         separate = reward_to_policy(replica_url, "bench-u2", REWARD_ROUNDS // 4)
     finally:
         for p in procs:
@@ -248,13 +261,22 @@ def main() -> None:
         "reward_to_policy_ms": embedded,
         "reward_to_policy_separate_ms": separate,
         "ratio_rank_p99_to_floor_p99": round(rank["p99_ms"] / floor["p99_ms"], 2),
+        "replicas": {
+            "workers": WORKERS,
+            "rank": replica_rank,
+            "floor": replica_floor,
+            "ratio_rank_p99_to_floor_p99": round(replica_rank["p99_ms"] / replica_floor["p99_ms"], 2),
+        },
         "setup": {
             "candidates_per_rank": n_candidates,
             "concurrency": CONCURRENCY,
-            "requests": REQUESTS,
+            "load_generator": f"wrk, 1 thread, {CONCURRENCY} keep-alive connections, {SECONDS} s after {WARMUP_S} s",
             "users": USERS,
             "policy": "softmax champion from MLflow (tip-policy/1), rule baseline as shadow",
             "feature_store": "Feast SQLite online store",
+            "default": "rank, floor: one worker, the embedded learner (the default)",
+            "replicas": f"{WORKERS} workers (OO_SERVING__WORKERS), python -m serving.learner beside them; "
+            f"the floor with {WORKERS} workers too",
             "reward_rounds": {"embedded": REWARD_ROUNDS, "separate": REWARD_ROUNDS // 4},
             "load_average_at_end": os.getloadavg()[0],
             "cpu_count": os.cpu_count(),
