@@ -318,38 +318,46 @@ class ClosedLoop:
 
     def _slot(self, http: httpx.Client, pool: ThreadPoolExecutor, day: int, slot_start: datetime) -> int:
         """One slot: every user asks for a tip at their own time in the slot's first 10 minutes
-        (``concurrency`` users' requests in flight at once), then reacts at the slot's 12th
-        minute, within the access token's 15 (reactions drawn from the hidden traits, in user
-        order: the seed fixes them)."""
+        and reacts at the slot's 12th minute, within the access token's 15 (reactions drawn from
+        the hidden traits, in user order: the seed fixes them).
+
+        Each user's reaction is posted as soon as their tip came back, while the users after them
+        still ask (``concurrency`` requests in flight at once, asks and reactions in user order),
+        so the app's outbox delivers the slot's rewards to serving while the slot is going on, as a
+        deployment's relay would, instead of after it. A reaction only changes its own user's
+        features (the user's counters and their own tasks'; every task belongs to one user), so
+        no other user's decision reads it early."""
         times = [self._visit_time(slot_start, u) for u in self.users]
         self._at(slot_start)
         values = [
             {f"task:{self.item_of[t.task_id]}": self.sim.value(u.traits, t) for t in self.sim.tasks(u.traits.user_id)}
             for u in self.users
         ]
-        tips = list(pool.map(lambda i: self._ask(http, self.users[i], times[i]), range(len(self.users))))
-        visits = []
-        for i, user in enumerate(self.users):
-            served, task = self._served(day, user, times[i], tips[i], values[i])
-            self.run_record.served.append(served)
-            visits.append((user, served, task))
-        self.on_progress("decision", len(visits))
         react_at = slot_start + timedelta(minutes=12)
-        self._at(react_at)
+        self._at(react_at)  # the simulator's clock for the reactions (the asks carry their own times)
+        n, window = len(self.users), self.config.concurrency
+        asks = {i: pool.submit(self._ask, http, self.users[i], times[i]) for i in range(min(window, n))}
+        feedback = []
         done: list[tuple[LoopUser, Task, Task]] = []
-        reacting = []
-        for user, served, task in visits:
-            if served.candidate_id is None:
-                continue
-            reaction, replacement = (Reaction.dismiss, None) if task is None else self.sim.react_to(user.traits, task)
-            served.reaction, served.reward = reaction.value, float(self.sim.rewards[reaction.value])
-            reacting.append((user, served))
-            if task is not None and replacement is not None:
-                done.append((user, task, replacement))
-        list(pool.map(lambda us: self._feedback(http, us[0], us[1], react_at), reacting))
+        for i, user in enumerate(self.users):
+            served, task = self._served(day, user, times[i], asks.pop(i).result(), values[i])
+            self.run_record.served.append(served)
+            if served.candidate_id is not None:
+                reaction, replacement = (
+                    (Reaction.dismiss, None) if task is None else self.sim.react_to(user.traits, task)
+                )
+                served.reaction, served.reward = reaction.value, float(self.sim.rewards[reaction.value])
+                feedback.append(pool.submit(self._feedback, http, user, served, react_at))
+                if task is not None and replacement is not None:
+                    done.append((user, task, replacement))
+            if i + window < n:
+                asks[i + window] = pool.submit(self._ask, http, self.users[i + window], times[i + window])
+        self.on_progress("decision", n)
+        for f in feedback:
+            f.result()
         for user, task, replacement in done:
             self._complete(user, task, replacement)
-        return len(reacting)
+        return len(feedback)
 
     def slot_starts(self, day_start: datetime) -> list[datetime]:
         """The day's slots, spread over the waking hours 08:00-22:00 (UTC, simulated)."""
