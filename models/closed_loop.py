@@ -223,6 +223,10 @@ class ClosedLoop:
         self.gone: dict[str, LoopUser] = {}
         """Tasks done since the last sync, which serving may still offer (the lake is a day behind)."""
         self.on_progress = on_progress or (lambda what, n: None)
+        self.features_at: datetime | None = None
+        """The time of the last features run (build to materialize)."""
+        self.features_skipped = 0
+        """Features runs skipped: nothing new since the last one (see :meth:`_features`)."""
         self.run_record = LoopRun(config=config, start=self.start)
 
     # -- the fake Todoist world ------------------------------------------------------------------
@@ -314,38 +318,46 @@ class ClosedLoop:
 
     def _slot(self, http: httpx.Client, pool: ThreadPoolExecutor, day: int, slot_start: datetime) -> int:
         """One slot: every user asks for a tip at their own time in the slot's first 10 minutes
-        (``concurrency`` users' requests in flight at once), then reacts at the slot's 12th
-        minute, within the access token's 15 (reactions drawn from the hidden traits, in user
-        order: the seed fixes them)."""
+        and reacts at the slot's 12th minute, within the access token's 15 (reactions drawn from
+        the hidden traits, in user order: the seed fixes them).
+
+        Each user's reaction is posted as soon as their tip came back, while the users after them
+        still ask (``concurrency`` requests in flight at once, asks and reactions in user order),
+        so the app's outbox delivers the slot's rewards to serving while the slot is going on, as a
+        deployment's relay would, instead of after it. A reaction only changes its own user's
+        features (the user's counters and their own tasks'; every task belongs to one user), so
+        no other user's decision reads it early."""
         times = [self._visit_time(slot_start, u) for u in self.users]
         self._at(slot_start)
         values = [
             {f"task:{self.item_of[t.task_id]}": self.sim.value(u.traits, t) for t in self.sim.tasks(u.traits.user_id)}
             for u in self.users
         ]
-        tips = list(pool.map(lambda i: self._ask(http, self.users[i], times[i]), range(len(self.users))))
-        visits = []
-        for i, user in enumerate(self.users):
-            served, task = self._served(day, user, times[i], tips[i], values[i])
-            self.run_record.served.append(served)
-            visits.append((user, served, task))
-        self.on_progress("decision", len(visits))
         react_at = slot_start + timedelta(minutes=12)
-        self._at(react_at)
+        self._at(react_at)  # the simulator's clock for the reactions (the asks carry their own times)
+        n, window = len(self.users), self.config.concurrency
+        asks = {i: pool.submit(self._ask, http, self.users[i], times[i]) for i in range(min(window, n))}
+        feedback = []
         done: list[tuple[LoopUser, Task, Task]] = []
-        reacting = []
-        for user, served, task in visits:
-            if served.candidate_id is None:
-                continue
-            reaction, replacement = (Reaction.dismiss, None) if task is None else self.sim.react_to(user.traits, task)
-            served.reaction, served.reward = reaction.value, float(self.sim.rewards[reaction.value])
-            reacting.append((user, served))
-            if task is not None and replacement is not None:
-                done.append((user, task, replacement))
-        list(pool.map(lambda us: self._feedback(http, us[0], us[1], react_at), reacting))
+        for i, user in enumerate(self.users):
+            served, task = self._served(day, user, times[i], asks.pop(i).result(), values[i])
+            self.run_record.served.append(served)
+            if served.candidate_id is not None:
+                reaction, replacement = (
+                    (Reaction.dismiss, None) if task is None else self.sim.react_to(user.traits, task)
+                )
+                served.reaction, served.reward = reaction.value, float(self.sim.rewards[reaction.value])
+                feedback.append(pool.submit(self._feedback, http, user, served, react_at))
+                if task is not None and replacement is not None:
+                    done.append((user, task, replacement))
+            if i + window < n:
+                asks[i + window] = pool.submit(self._ask, http, self.users[i + window], times[i + window])
+        self.on_progress("decision", n)
+        for f in feedback:
+            f.result()
         for user, task, replacement in done:
             self._complete(user, task, replacement)
-        return len(reacting)
+        return len(feedback)
 
     def slot_starts(self, day_start: datetime) -> list[datetime]:
         """The day's slots, spread over the waking hours 08:00-22:00 (UTC, simulated)."""
@@ -366,15 +378,17 @@ class ClosedLoop:
         with open(log_path, "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             return self._batch(at)
 
-    def _sync(self, at: datetime) -> list[str]:
+    def _sync(self, at: datetime) -> tuple[list[str], int]:
         """``todoist_sync`` of every user just before ``at`` (one chunk: the contract's suite runs
-        once per dataset, not once per 25 users); the users whose sync failed."""
+        once per dataset, not once per 25 users); the users whose sync failed, and the rows it wrote
+        (new task, project and completion states, deletions, quarantined rows)."""
         from oo.integrations.todoist.sync import sync_users
 
         synced_at = at - timedelta(seconds=1)
         with self._timed("sync"):
             synced = sync_users([u.app_id for u in self.users], now=lambda: synced_at, chunk=len(self.users))
-        return [r.user_id for r in synced if r.status != "ok"]
+        written = sum(r.tasks + r.tombstones + r.projects + r.completions + r.quarantined for r in synced)
+        return [r.user_id for r in synced if r.status != "ok"], written
 
     def _features(self, at: datetime, meanwhile: Callable[[], None] | None = None) -> tuple[list[str], int]:
         """The hourly work before a slot: Todoist sync (``todoist_sync``), ``events_ingest`` and the
@@ -391,9 +405,18 @@ class ClosedLoop:
             syncing = background.submit(self._sync, at)
             if meanwhile is not None:
                 meanwhile()
-            failed = syncing.result()
+            failed, synced = syncing.result()
         with self._timed("ingest"):
             ingested = run_ingest().written
+        last, self.features_at = self.features_at, at
+        if not synced and not ingested and not failed and last is not None and last.date() == at.date():
+            # nothing new in the lake and no UTC midnight (where the windowed features shrink) since
+            # the last run: its build would add no row, so publish and materialize would change nothing
+            # (the first slot of a day, after the nightly run at midnight); the features DAG is skipped
+            self.features_at = last
+            self.gone.clear()
+            self.features_skipped += 1
+            return failed, ingested
         with self._timed("build"):
             built = pipeline.build(f"sim-{at:%Y%m%dT%H%M}", at.isoformat())
         with self._timed("validate"):
@@ -419,13 +442,13 @@ class ClosedLoop:
         """:meth:`_features` with its printed output in ``logs/batch.log``; what it did."""
         from oo.settings import get_settings
 
-        t0, before = time.perf_counter(), dict(self.run_record.step_seconds)
+        t0, before, skipped = time.perf_counter(), dict(self.run_record.step_seconds), self.features_skipped
         with open(get_settings().paths.resolve("logs", "batch.log"), "a") as out:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 failed, ingested = self._features(at, meanwhile)
         steps = {k: round(v - before.get(k, 0.0), 2) for k, v in self.run_record.step_seconds.items()}
         return {"at": at.isoformat(), "sync_failed": failed, "events_ingested": ingested,
-                "seconds": round(time.perf_counter() - t0, 2),
+                "features_skipped": self.features_skipped > skipped, "seconds": round(time.perf_counter() - t0, 2),
                 "steps": {k: v for k, v in steps.items() if v > 0}}  # fmt: skip
 
     def _batch(self, at: datetime) -> dict[str, Any]:

@@ -68,6 +68,27 @@ def _diff_ci(
     return point, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
 
 
+def _paired_diff_ci(
+    a: dict[str, list[float]], b: dict[str, list[float]], seed: int, n_boot: int = 1000
+) -> tuple[float, float, float]:
+    """``mean(a) - mean(b)`` with a 95% bootstrap interval that resamples **users**, each resampled
+    user bringing their decisions on both sides: the same users are seen before the promotion (``b``)
+    and after it (``a``), so a user who reacts more than others does so on both sides and the
+    difference does not carry that between-user spread (the gate's own paired cluster bootstrap).
+    Treating the two sides as independent samples (:func:`_diff_ci`) overstates its variance."""
+    if not a or not b:
+        return math.nan, math.nan, math.nan
+    users = sorted(set(a) | set(b))
+    sa = np.array([sum(a.get(u, [])) for u in users])
+    ca = np.array([len(a.get(u, [])) for u in users])
+    sb = np.array([sum(b.get(u, [])) for u in users])
+    cb = np.array([len(b.get(u, [])) for u in users])
+    point = float(sa.sum() / ca.sum() - sb.sum() / cb.sum())
+    idx = np.random.default_rng(seed).integers(0, len(users), size=(n_boot, len(users)))
+    boots = sa[idx].sum(1) / np.maximum(ca[idx].sum(1), 1) - sb[idx].sum(1) / np.maximum(cb[idx].sum(1), 1)
+    return point, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+
+
 def _logged(lake: Any) -> dict[str, dict[str, Any]]:
     table = lake.read("decisions", columns=["decision_id", "policy", "policy_version", "candidates", "propensity"])
     out = {}
@@ -177,6 +198,73 @@ def _truth_on_gate_slice(
     }
 
 
+def _unselected(
+    registry: Any,
+    version: str,
+    lake: Any,
+    served: Sequence[Served],
+    after: str | None,
+    until: str,
+    seed: int,
+    min_decisions: int = 20,
+) -> dict[str, Any] | None:
+    """The promoted policy's DR estimate on the logged decisions **no gate saw**: those made after
+    the end of the slice that promoted it and before the promotion (by the policy serving then, the
+    baseline or an earlier champion), read back from the lake once their reward windows closed.
+
+    The gate slice's own estimate is the one that crossed the gate's bar: conditioning on the
+    promotion selects it upward, as picking the best of the grid does on the selection slice.
+    These decisions played no part in training, selection or the gate, so the estimate here is
+    unselected. Interval: 95%, the gate's paired cluster bootstrap over users (its ``G / (G - 1)``
+    and t corrections). Also the simulator's exact expected reward of the policy's choice
+    distribution on the same decisions (``truth``). ``None`` when fewer than ``min_decisions``."""
+    from datetime import datetime
+
+    from data_contracts import TrainingExample
+    from data_contracts.arrow import from_table
+    from models.evaluation import InvalidLog, features_of, fit_reward_model, target_distributions
+    from models.gate import paired_difference
+    from models.training import to_logged
+
+    if after is None:
+        return None
+    start, end = datetime.fromisoformat(after), datetime.fromisoformat(until)
+    table = lake.read("training_examples", where="decided_at > ? AND decided_at < ?", params=[start, end])
+    examples = [
+        e for e in from_table(TrainingExample, table) if start < e.decided_at < end and e.policy_version != version
+    ]
+    if len(examples) < min_decisions:
+        return None
+    policy = registry.load(version)
+    logs = [to_logged(e) for e in examples]
+    try:
+        target = target_distributions(policy, logs)
+        q = fit_reward_model(logs, features=features_of(policy), seed=seed)
+        d = paired_difference(logs, target, None, q=q, n_bootstrap=1000, seed=seed, level=0.95)
+    except InvalidLog as exc:
+        return {"decisions": len(logs), "error": str(exc)}
+    values = {s.decision_id: s.values for s in served}
+    known = [
+        (values[str(e.decision_id)], dist)
+        for e, dist in zip(examples, target, strict=True)
+        if str(e.decision_id) in values and all(c in values[str(e.decision_id)] for c in dist)
+    ]
+    return {
+        "slice": "unselected",
+        "span": [min(e.decided_at for e in examples).isoformat(), max(e.decided_at for e in examples).isoformat()],
+        "estimate": d.challenger,
+        "low": d.challenger_low,
+        "high": d.challenger_high,
+        "logged_reward": d.reference,
+        "difference": {"value": d.value, "low": d.low, "high": d.high},
+        "ess": d.ess,
+        "decisions": d.n_decisions,
+        "users": d.n_users,
+        "level": 0.95,
+        "truth": float(np.mean([sum(p * v[c] for c, p in dist.items()) for v, dist in known])) if known else None,
+    }
+
+
 def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
     """The report (a JSON-able dict) of ``run`` from the lake and the registry it wrote."""
     seed = run.config.seed
@@ -258,7 +346,10 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
         live = _mean_ci(by_user(after, "reward"), seed)
         live_expected = _mean_ci(by_user(after, "expected"), seed)
         ope = _ope(registry, version)
-        estimate, low, high = ope["estimate"], ope.get("low", math.nan), ope.get("high", math.nan)
+        gate_end = (ope.get("gate_slice") or [None, None])[1]
+        unselected = _unselected(registry, version, lake, run.served, gate_end, first["at"], seed)
+        of_record = unselected if unselected is not None and "estimate" in unselected else ope
+        estimate, low, high = of_record["estimate"], of_record.get("low", math.nan), of_record.get("high", math.nan)
         within = bool(after) and low <= live[0] <= high
         # the other way round (issue 12's wording): the estimate inside the live reward's interval
         estimate_within = bool(after) and live[1] <= estimate <= live[2]
@@ -266,31 +357,39 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
         report["ope"] = {
             "version": version,
             "served_as": versions_after,
+            "estimate_of_record": of_record.get("slice"),
             "estimate": ope,
+            "unselected": unselected,
             "live_reward": {"mean": live[0], "low": live[1], "high": live[2], "decisions": len(after)},
             "live_expected_reward": {"mean": live_expected[0], "low": live_expected[1], "high": live_expected[2]},
             "truth_on_gate_slice": truth,
             "live_within_interval": within,
             "estimate_within_live_interval": estimate_within,
-            "note": "estimate: the gate slice's DR estimate of the promoted policy (that slice chose nothing; "
-            "interval at the gate's level); dr: the selection slice's, where it was picked as the best of the "
-            "grid (optimistic). truth_on_gate_slice: the simulator's exact expected reward of the promoted "
-            "policy's choice distribution on the gate slice's decisions (estimate - truth: the estimator's "
-            "error); live_expected_reward: the exact expected reward of its live choices (truth - live "
+            "note": "unselected (the estimate of record when present): the promoted policy's DR estimate on the "
+            "logged decisions after the gate slice's end and before the promotion, which no training, selection "
+            "or gate saw (95%). estimate: the gate slice's DR estimate (interval at the gate's level), the one "
+            "that crossed the gate's bar, so selected upward; dr: the selection slice's, where it was picked as "
+            "the best of the grid (optimistic). truth_on_gate_slice: the simulator's exact expected reward "
+            "of the promoted policy's choice distribution on the gate slice's decisions (estimate - truth: the "
+            "estimator's error); live_expected_reward: the exact expected reward of its live choices (truth - live "
             "expected: what changed between the logged contexts and the live ones, e.g. the pool of open "
             "tasks a better policy empties of its best tasks, and the online learning after promotion)",
         }
-        diff = _diff_ci(by_user(after, "reward"), by_user(baseline_rows, "reward"), seed + 1)
-        diff_expected = _diff_ci(by_user(after, "expected"), by_user(baseline_rows, "expected"), seed + 2)
+        diff = _paired_diff_ci(by_user(after, "reward"), by_user(baseline_rows, "reward"), seed + 1)
+        diff_expected = _paired_diff_ci(by_user(after, "expected"), by_user(baseline_rows, "expected"), seed + 2)
+        unpaired = _diff_ci(by_user(after, "reward"), by_user(baseline_rows, "reward"), seed + 1)
         report["promoted_vs_baseline"] = {
             "reward_difference": {"value": diff[0], "low": diff[1], "high": diff[2]},
+            "reward_difference_unpaired": {"value": unpaired[0], "low": unpaired[1], "high": unpaired[2]},
             "expected_reward_difference": {
                 "value": diff_expected[0],
                 "low": diff_expected[1],
                 "high": diff_expected[2],
             },
             "note": "live decisions of the promoted policy (after promotion) vs the served rule baseline's "
-            "(before); intervals resample users; expected rewards are the simulator's exact values",
+            "(before), the same users on both sides; intervals resample users with their decisions on both "
+            "sides (paired; _unpaired resamples each side on its own, as if they were different users); "
+            "expected rewards are the simulator's exact values",
         }
         checks["beats_baseline"] = bool(diff[1] > 0)
         checks["ope_within_interval"] = within

@@ -89,6 +89,9 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
     assert report["checks"]["beats_baseline"] is False and "no challenger was promoted" in report["not_evaluated"]
     assert len(report["batches"]) == 3 and all(not b["sync_failed"] for b in report["batches"])
     assert len(report["slots"]) == 4 and all(not b["sync_failed"] for b in report["slots"])
+    # the first slot of a day finds nothing new since the nightly run at midnight: no features run
+    assert [s["features_skipped"] for s in report["slots"]] == [True, False, True, False]
+    assert [("build" in s["steps"]) for s in report["slots"]] == [False, True, False, True]
     assert set(figures(report)) == {"reward_per_day.png", "regret_per_day.png", "skew_per_feature.png"}
     path = write(report, tmp_path / "report.json")
     assert json.loads(path.read_text())["config"] == {

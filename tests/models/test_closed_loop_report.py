@@ -136,3 +136,61 @@ def test_a_run_logged_before_the_gate_kept_its_interval_falls_back_to_the_select
     estimate = report["ope"]["estimate"]
     assert (estimate["slice"], estimate["estimate"], estimate["low"], estimate["high"]) == ("selection", 0.7, 0.6, 0.8)
     assert report["ope"]["truth_on_gate_slice"] is None
+
+
+def test_the_estimate_of_record_is_the_unselected_one_on_decisions_no_gate_saw(tmp_path: Path) -> None:
+    sim = Simulator(n_users=6, seed=3, start=START)
+    examples = sim.log(UniformRandom(seed=3), 160)  # the baseline's logs, in time order
+    gated, unseen = examples[:60], examples[60:]  # the gate slice, then what came before the promotion
+    promoted_at = max(e.decided_at for e in examples) + timedelta(minutes=1)
+    served: list[Served] = []
+    decisions: list[dict[str, Any]] = []
+    for e in examples:
+        values = {c.candidate_id: 0.1 * (k + 1) for k, c in enumerate(e.candidates)}
+        served.append(
+            Served(0, e.decided_at, e.user_id, str(e.decision_id), e.chosen_id, "done", e.reward, 0.3, values)
+        )
+        decisions.append({"decision_id": str(e.decision_id), "policy": "rule_based",
+                          "policy_version": "rule-baseline/1",
+                          "candidates": [{"candidate_id": c.candidate_id} for c in e.candidates],
+                          "propensity": e.propensity})  # fmt: skip
+    for i in range(30):  # the promoted version live, after it
+        served.append(Served(1, promoted_at, f"user_{i % 6}", f"live-{i}", "a", "done", 1.0, 0.5, {"a": 0.5}))
+        decisions.append({"decision_id": f"live-{i}", "policy": "softmax", "policy_version": "7",
+                          "candidates": [{"candidate_id": "a"}], "propensity": 1.0})  # fmt: skip
+    run = LoopRun(
+        config=LoopConfig(users=6, days=2, seed=0, var_dir=tmp_path),
+        start=START,
+        served=served,
+        days=[{"training": {"gate": "promoted: ..."}}],
+        promotions=[{"day": 0, "at": promoted_at.isoformat(), "version": "7"}],
+    )
+    tags = {"gate.slice_start": gated[0].decided_at.isoformat(), "gate.slice_end": gated[-1].decided_at.isoformat()}
+    metrics = {"gate_challenger": 0.9, "gate_challenger_low": 0.85, "gate_challenger_high": 0.95}
+
+    report = build_report(run, Lake(decisions, examples), registry(metrics, tags))
+
+    ope, unselected = report["ope"], report["ope"]["unselected"]
+    assert ope["estimate_of_record"] == "unselected"
+    assert unselected["decisions"] == len(unseen) and unselected["level"] == 0.95
+    assert unselected["span"][0] == unseen[0].decided_at.isoformat()
+    assert unselected["logged_reward"] == pytest.approx(sum(e.reward for e in unseen) / len(unseen))
+    assert unselected["low"] < unselected["estimate"] < unselected["high"]
+    assert unselected["truth"] == pytest.approx(
+        sum(sum(0.1 * (k + 1) for k in range(len(e.candidates))) / len(e.candidates) for e in unseen) / len(unseen)
+    )
+    # the checks use it, not the gate slice's 0.9
+    live = ope["live_reward"]
+    assert report["checks"]["ope_within_interval"] is (unselected["low"] <= live["mean"] <= unselected["high"])
+
+
+def test_the_live_difference_pairs_each_users_decisions_before_and_after() -> None:
+    from models.closed_loop_report import _diff_ci, _paired_diff_ci
+
+    # users differ a lot; each one gains 0.1 after the promotion
+    before = {f"u{i}": [0.1 * i] * 20 for i in range(10)}
+    after = {f"u{i}": [0.1 * i + 0.1] * 20 for i in range(10)}
+    paired, unpaired = _paired_diff_ci(after, before, seed=0), _diff_ci(after, before, seed=0)
+    assert paired[0] == pytest.approx(0.1) and unpaired[0] == pytest.approx(0.1)
+    assert paired[1] == pytest.approx(0.1) and paired[2] == pytest.approx(0.1)  # no spread left
+    assert unpaired[1] < 0 < unpaired[2]  # the users' spread drowns it when the sides are resampled apart
