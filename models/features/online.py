@@ -1,8 +1,11 @@
 """Features for serving: one user's context and each candidate's features from the online store,
 and fresh reaction counters pushed the moment a reaction arrives.
 
-Everything the policy reads comes from the Feast feature service ``tip_policy_v1`` in one
-``get_online_features`` call (one entity row per candidate). A user or task the store has never
+Everything the policy reads is the Feast feature service ``tip_policy_v1``: its stored features
+read with the online store's own ``online_read``, one read per feature view (the user's row, then
+the tasks'), and its on-demand views applied with their own ``transform_dict``; the same values
+``FeatureStore.get_online_features`` gives, without its generic per-call work (tested against it).
+Pushed counters are written with the store's ``online_write_batch``. A user or task the store has never
 seen gets the documented contract defaults with ``context_known`` / ``task_known`` at ``0.0``:
 the policy can tell a default from a real zero. LLM tips are not in the store: they get
 :func:`llm_tip_features`.
