@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.orm import Session
 
 from app_api.services import Services
@@ -49,7 +49,9 @@ _INSERT_OUTBOX = insert(cast(Table, OutboxMessage.__table__))
 """One statement, built once (compiled once, cached by SQLAlchemy): a Core INSERT of the table."""
 
 
-def enqueue(session: Session, destination: str, message_id: str, user_id: str, body: BaseModel, now: datetime) -> None:
+def enqueue(
+    session: Session | Connection, destination: str, message_id: str, user_id: str, body: BaseModel, now: datetime
+) -> None:
     """Add a message to the outbox in the caller's transaction (an INSERT now, without the ORM's
     unit of work: nothing reads the row back in this request; a duplicate ``message_id`` raises
     ``IntegrityError`` here rather than at the commit)."""
