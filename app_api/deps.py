@@ -4,9 +4,9 @@ Routes declare what they need by annotation; tests swap any of it with
 ``app.dependency_overrides``. Authentication is a dependency: a route that takes
 ``CurrentUser`` refuses a request without a valid, unexpired access token of a user that
 still exists (401 with ``WWW-Authenticate: Bearer``). The two hot routes (tips/next and
-feedback) take ``Credentials`` instead and check the token with :func:`token_user_id` on the
-event loop, then the user's existence in the same worker-thread call as the rest of their reads:
-one thread hop and one statement fewer per request, the same answers.
+feedback) take ``TokenUserId`` instead: the token is checked on the event loop, and the route
+checks the user's existence in the same worker-thread call as the rest of its reads (one thread
+hop and one statement fewer per request, the same answers).
 
 Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in its
 thread pool, a hop that costs more than these functions do. Creating a ``Session`` does no I/O
@@ -105,6 +105,15 @@ def token_user_id(credentials: HTTPAuthorizationCredentials | None, settings: Se
         return decode_access_token(credentials.credentials, settings.auth, now)
     except InvalidToken as exc:
         raise _unauthorized(str(exc)) from None
+
+
+async def get_token_user_id(credentials: Credentials, settings: SettingsDep, now: Now) -> str:
+    """The user id of a valid access token, checked on the event loop (no thread hop); the route
+    that takes it checks that the user still exists (:func:`user_gone`) in its own database call."""
+    return token_user_id(credentials, settings, now)
+
+
+TokenUserId = Annotated[str, Depends(get_token_user_id)]
 
 
 USER_GONE = "the token's user no longer exists"

@@ -276,6 +276,14 @@ class AsyncServingClient:
         """One decision for ``request.user_id``."""
         return await self._call("rank", request, RankResponse)
 
+    async def reward(self, request: RewardRequest) -> RewardResponse:
+        """Report a reaction; the same ``reaction_id`` twice is counted once by serving."""
+        return await self._call("reward", request, RewardResponse)
+
+    async def activate(self, request: ActivateRequest) -> None:
+        """Say that the user saw a deferred decision's tip."""
+        await self._call("activate", request, _Ignored)
+
 
 JSON = {"Content-Type": "application/json"}
 

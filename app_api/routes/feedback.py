@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Table, and_, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app_api import relay
-from app_api.deps import Credentials, Now, ServicesDep, token_user_id, user_gone
+from app_api.deps import Now, ServicesDep, TokenUserId, user_gone
 from app_api.problems import openapi_responses
 from app_api.services import Services
 from app_api.tables import Reaction, ServedDecision
@@ -82,13 +82,12 @@ def _replay(conn: Connection, reaction_id: UUID, body: FeedbackBody, user_id: st
 @router.post("", status_code=202, responses=openapi_responses(401, 404, 409))
 async def submit(
     body: FeedbackBody,
-    credentials: Credentials,
+    user_id: TokenUserId,
     services: ServicesDep,
     now: Now,
     idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
     """Record a reaction to a tip."""
-    user_id = token_user_id(credentials, services.settings, now)  # on the loop: a cached check
     accepted = await run_in_threadpool(_submit, services, user_id, body, now, idempotency_key)
     if accepted.status == "accepted":
         relay.nudge(services)

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import Engine, Table, insert
 
-from app_api.deps import Credentials, Now, ServicesDep, token_user_id, user_gone
+from app_api.deps import Now, ServicesDep, TokenUserId, user_gone
 from app_api.preferences import in_quiet_hours, tip_settings
 from app_api.problems import openapi_responses
 from app_api.services import Services
@@ -49,13 +49,12 @@ class NextTip(BaseModel):
 
 
 @router.get("/next", responses=openapi_responses(401, 502, 503))
-async def next_tip(credentials: Credentials, services: ServicesDep, now: Now) -> NextTip:
+async def next_tip(user_id: TokenUserId, services: ServicesDep, now: Now) -> NextTip:
     """Ask serving for the caller's next tip.
 
     The database work runs in worker threads (two calls: the reads, then the record); the token
     check and the wait for serving run on the event loop, so a slow or restarting serving holds
     no thread that feedback and sign-ins need."""
-    user_id = token_user_id(credentials, services.settings, now)
     asked = await run_in_threadpool(_ask, services, user_id, now)
     if isinstance(asked, NextTip):
         return asked
