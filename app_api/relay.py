@@ -230,10 +230,11 @@ async def relay_once(
             elif r.outcome == "retried":
                 retry = {"row_id": r.id, "n": r.attempts, "at": r.next_attempt_at, "error": r.last_error}
                 marks["retried"].append(retry)
-        for outcome, params in marks.items():
-            if params:
-                conn.execute(_MARKS[outcome], params)
-        conn.commit()
+        with services.writing():  # queued with the app's hot writes (SQLite: one writer)
+            for outcome, params in marks.items():
+                if params:
+                    conn.execute(_MARKS[outcome], params)
+            conn.commit()
     return report
 
 

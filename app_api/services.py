@@ -4,7 +4,9 @@ vault, clock. Tests build their own (:func:`build`) and hand it to :func:`app_ap
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +42,16 @@ class Services:
     extra: dict[str, Any] = field(default_factory=dict)
     serving_async: AsyncServingClient | None = None
     """The app's event-loop client of serving, opened and closed by the app's lifespan."""
+    _writes: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def writing(self) -> AbstractContextManager[Any]:
+        """Held around a hot write transaction (tips, feedback, the relay's marks): on SQLite, one
+        at a time in this process, queued on a mutex that wakes the next writer when the last one
+        commits. SQLite has one writer anyway, and a writer that finds the file locked polls with
+        growing sleeps instead (its busy handler: 1, 2, 5, 10, 15, 20, 25 ms...), so it can sleep
+        on well after the lock was free. Other engines lock rows, not the database: nothing to
+        queue on."""
+        return self._writes if self.engine.dialect.name == "sqlite" else nullcontext()
 
     def close(self) -> None:
         """Close the pools this object opened."""

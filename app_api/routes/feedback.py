@@ -121,7 +121,7 @@ def _submit(services: Services, user_id: str, body: FeedbackBody, now: datetime,
         # delivery is scheduled on the wall clock (the relay's), even when the request's time is simulated
         sent = services.clock()
         try:
-            with conn.begin():
+            with services.writing(), conn.begin():
                 conn.execute(
                     INSERT_REACTION,
                     {

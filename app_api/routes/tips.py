@@ -11,7 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
-from sqlalchemy import Engine, Table, insert
+from sqlalchemy import Table, insert
 
 from app_api.deps import Now, ServicesDep, TokenUserId, user_gone
 from app_api.preferences import in_quiet_hours, tip_settings
@@ -76,7 +76,7 @@ async def next_tip(user_id: TokenUserId, services: ServicesDep, now: Now) -> Nex
         # Serving must not do this; if it does, the user's choice wins and nothing is shown.
         log.error("tips/next: serving chose a %s the user did not allow; not shown", chosen.kind.value)
         return NextTip(decision_id=decision.event_id, tip=None, reason="no_candidates")
-    await run_in_threadpool(_record, services.engine, user_id, decision.event_id, chosen, now)
+    await run_in_threadpool(_record, services, user_id, decision.event_id, chosen, now)
     return NextTip(
         decision_id=decision.event_id,
         tip=Tip(candidate_id=chosen.candidate_id, kind=chosen.kind, content=chosen.content),
@@ -110,8 +110,9 @@ async def _rank(services: Services, request: RankRequest) -> RankResponse:
     return await services.serving_async.rank(request)
 
 
-def _record(engine: Engine, user_id: str, decision_id: UUID, chosen: TipCandidate, now: datetime) -> None:
-    with engine.begin() as conn:  # a plain INSERT: nothing reads the row back in this request
+def _record(services: Services, user_id: str, decision_id: UUID, chosen: TipCandidate, now: datetime) -> None:
+    # a plain INSERT: nothing reads the row back in this request
+    with services.writing(), services.engine.begin() as conn:
         conn.execute(
             INSERT_SERVED,
             {
