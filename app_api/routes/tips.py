@@ -111,8 +111,9 @@ async def _rank(services: Services, request: RankRequest) -> RankResponse:
 
 
 def _record(services: Services, user_id: str, decision_id: UUID, chosen: TipCandidate, now: datetime) -> None:
-    # a plain INSERT: nothing reads the row back in this request
-    with services.writing(), services.engine.begin() as conn:
+    # a plain INSERT (nothing reads the row back in this request) without the fsync: the row is an
+    # index of the decision serving logged durably (Services.index_engine)
+    with services.writing(), services.index_writes.begin() as conn:
         conn.execute(
             INSERT_SERVED,
             {

@@ -41,6 +41,18 @@ def test_a_tip_comes_with_its_decision_id(
         assert served is not None and served.user_id == alice.id and served.via == "api"
 
 
+def test_on_sqlite_the_served_decision_skips_the_fsync_and_reactions_keep_it(services: Services) -> None:
+    """A served decision is an index of what serving logged durably: its commit skips the fsync
+    (``synchronous=NORMAL``, WAL); reactions and the outbox are the record: ``FULL``."""
+    if services.engine.dialect.name != "sqlite":
+        assert services.index_writes is services.engine
+        return
+    with services.index_writes.connect() as index, services.engine.connect() as record:
+        assert index.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert record.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert index.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
 def test_no_llm_tips_without_consent(client: TestClient, fake_serving: FakeServingServer, alice: Account) -> None:
     before = client.get("/v1/tips/next", headers=alice.auth).json()
     assert kinds_ranked(fake_serving, before["decision_id"]) == {"todoist_task"}
