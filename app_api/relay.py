@@ -208,7 +208,11 @@ async def relay_once(
                 report.delivered += 1
 
     postgres = services.engine.dialect.name == "postgresql"
-    with services.engine.connect() as conn:
+    # The marks are committed without the fsync on SQLite (Services.index_engine): a mark that an
+    # OS crash takes back sends its message again, which at-least-once delivery allows (receivers
+    # deduplicate), and the relay's commits stop holding SQLite's one write lock through an fsync
+    # that the API's reactions wait for.
+    with services.index_writes.connect() as conn:
         due = select(*_DUE_COLUMNS).where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
         if postgres:
             due = due.with_for_update(skip_locked=True)  # several relays never take the same row

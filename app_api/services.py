@@ -45,8 +45,10 @@ class Services:
     index_engine: Engine | None = None
     """On SQLite, a second pool on the same file whose commits skip the fsync (``synchronous=NORMAL``)
     for what the app keeps only as an index of a record held durably elsewhere: the served
-    decisions (serving's decision log holds each decision, fsynced, before the app sees it).
-    Reactions and outbox messages are the record and keep ``engine`` (``FULL``). In WAL mode a
+    decisions (serving's decision log holds each decision, fsynced, before the app sees it), and
+    the outbox relay's delivery marks (a mark taken back sends the message again: at-least-once,
+    receivers deduplicate). Reactions and outbox messages are the record and keep ``engine``
+    (``FULL``). In WAL mode a
     NORMAL commit is safe from corruption and from the app crashing; only an OS crash or power
     loss can take back the last ones, and the next FULL commit makes them durable too. ``None``:
     ``engine`` for everything (PostgreSQL)."""
