@@ -241,7 +241,12 @@ class AsyncServingClient:
     is never written to a connection serving is closing."""
 
     def __init__(
-        self, base_url: str, timeout_s: float = 2.0, breaker: Breaker | None = None, keepalive_s: float = 4.0
+        self,
+        base_url: str,
+        timeout_s: float = 2.0,
+        breaker: Breaker | None = None,
+        keepalive_s: float = 4.0,
+        max_connections: int = 64,
     ) -> None:
         import aiohttp
 
@@ -250,7 +255,7 @@ class AsyncServingClient:
         self._errors: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
         self._http = aiohttp.ClientSession(
             self.base_url,
-            connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=keepalive_s),
+            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=keepalive_s),
             timeout=aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s),
             cookie_jar=aiohttp.DummyCookieJar(),  # serving sets none; no per-call cookie work
             raise_for_status=False,
