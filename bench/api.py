@@ -32,6 +32,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import sys
@@ -328,11 +329,12 @@ def with_stand_in(var: Path) -> dict[str, Any]:
 
 def main() -> None:
     var = Path(tempfile.mkdtemp(prefix="oo-bench-api-"))
-    started = time.time()
+    started, start_load = time.time(), round(os.getloadavg()[0], 2)
     result = with_real_serving(var / "real")
     if os.environ.get("BENCH_API_STAND_IN", "1") != "0":
         result["stand_in"] = with_stand_in(var / "stand-in")
     result["setup"] = {
+        "load_average_at_start": start_load,
         "offered_rps": RPS,
         "seconds_per_endpoint": SECONDS,
         "users": USERS,
@@ -345,6 +347,7 @@ def main() -> None:
     out = ROOT / "bench" / "results" / "api.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    shutil.rmtree(var, ignore_errors=True)  # kept when a run fails: its logs say why
 
 
 if __name__ == "__main__":
