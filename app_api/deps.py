@@ -3,7 +3,10 @@
 Routes declare what they need by annotation; tests swap any of it with
 ``app.dependency_overrides``. Authentication is a dependency: a route that takes
 ``CurrentUser`` refuses a request without a valid, unexpired access token of a user that
-still exists (401 with ``WWW-Authenticate: Bearer``).
+still exists (401 with ``WWW-Authenticate: Bearer``). The two hot routes (tips/next and
+feedback) take ``TokenUserId`` instead: the token is checked on the event loop, and the route
+checks the user's existence in the same worker-thread call as the rest of its reads (one thread
+hop and one statement fewer per request, the same answers).
 
 Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in its
 thread pool, a hop that costs more than these functions do. Creating a ``Session`` does no I/O
@@ -89,25 +92,47 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_current_user(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    session: SessionDep,
-    settings: SettingsDep,
-    now: Now,
-) -> User:
-    """The user named by a valid access token."""
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def token_user_id(credentials: HTTPAuthorizationCredentials | None, settings: Settings, now: datetime) -> str:
+    """The user id a valid access token names (no database read: the caller still checks that the
+    user exists, :data:`USER_GONE`); 401 otherwise. Cheap enough for the event loop: a token's
+    signature is checked once and cached (:func:`app_api.security.decode_access_token`)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("an access token is required")
     try:
-        user_id = decode_access_token(credentials.credentials, settings.auth, now)
+        return decode_access_token(credentials.credentials, settings.auth, now)
     except InvalidToken as exc:
         raise _unauthorized(str(exc)) from None
+
+
+async def get_token_user_id(credentials: Credentials, settings: SettingsDep, now: Now) -> str:
+    """The user id of a valid access token, checked on the event loop (no thread hop); the route
+    that takes it checks that the user still exists (:func:`user_gone`) in its own database call."""
+    return token_user_id(credentials, settings, now)
+
+
+TokenUserId = Annotated[str, Depends(get_token_user_id)]
+
+
+USER_GONE = "the token's user no longer exists"
+
+
+def user_gone() -> HTTPException:
+    """The 401 of a valid token whose user was deleted."""
+    return _unauthorized(USER_GONE)
+
+
+def get_current_user(credentials: Credentials, session: SessionDep, settings: SettingsDep, now: Now) -> User:
+    """The user named by a valid access token."""
+    user_id = token_user_id(credentials, settings, now)
     user = session.get(User, user_id)
     # End the read: the connection goes back to the pool instead of being held while the route
     # waits for a worker thread (under a burst, held connections would exhaust the pool).
     session.commit()
     if user is None:
-        raise _unauthorized("the token's user no longer exists")
+        raise user_gone()
     return user
 
 

@@ -7,14 +7,16 @@ A window whose end is before its start wraps past midnight.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, time
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from app_api.tables import Consent, Profile
+from oo.tables import User
 
 
 class Purpose(StrEnum):
@@ -81,3 +83,41 @@ def current_consents(session: Session, user_id: str) -> dict[Purpose, bool]:
 def profile_of(session: Session, user_id: str) -> Profile:
     """The user's profile row (a default one, not yet added, when they never set it)."""
     return session.get(Profile, user_id) or Profile(user_id=user_id, tip_kinds=[], channels=[])
+
+
+@dataclass(frozen=True)
+class TipSettings:
+    """What deciding a user's next tip needs from the app database."""
+
+    timezone: str
+    quiet_start: str | None
+    quiet_end: str | None
+    tip_kinds: list[str]
+    llm_consent: bool
+
+
+_NEWEST_LLM_CONSENT = (
+    select(Consent.granted)
+    .where(Consent.user_id == User.id, Consent.purpose == Purpose.llm_tips.value)
+    .order_by(Consent.at.desc(), Consent.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+TIP_SETTINGS = (
+    select(User.timezone, Profile.quiet_start, Profile.quiet_end, Profile.tip_kinds, _NEWEST_LLM_CONSENT)
+    .select_from(User)
+    .outerjoin(Profile, Profile.user_id == User.id)
+    .where(User.id == bindparam("user_id"))
+)
+"""One statement, built once: the user's timezone, profile and newest ``llm_tips`` consent."""
+
+
+def tip_settings(conn: Connection, user_id: str) -> TipSettings | None:
+    """The user's :class:`TipSettings` in one statement (``None``: no such user). The same answers
+    as the user row, :func:`profile_of` and :func:`current_consents` (the newest change of the
+    consent by time, then by insertion; withdrawn when never given), for the tips hot path."""
+    row = conn.execute(TIP_SETTINGS, {"user_id": user_id}).first()
+    if row is None:
+        return None
+    timezone, quiet_start, quiet_end, kinds, consent = row
+    return TipSettings(timezone, quiet_start, quiet_end, list(kinds or []), bool(consent))

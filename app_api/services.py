@@ -4,13 +4,15 @@ vault, clock. Tests build their own (:func:`build`) and hand it to :func:`app_ap
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, event
 
 from oo.bus import Bus
 from oo.lake import Lake
@@ -40,11 +42,38 @@ class Services:
     extra: dict[str, Any] = field(default_factory=dict)
     serving_async: AsyncServingClient | None = None
     """The app's event-loop client of serving, opened and closed by the app's lifespan."""
+    index_engine: Engine | None = None
+    """On SQLite, a second pool on the same file whose commits skip the fsync (``synchronous=NORMAL``)
+    for what the app keeps only as an index of a record held durably elsewhere: the served
+    decisions (serving's decision log holds each decision, fsynced, before the app sees it), and
+    the outbox relay's delivery marks (a mark taken back sends the message again: at-least-once,
+    receivers deduplicate). Reactions and outbox messages are the record and keep ``engine``
+    (``FULL``). In WAL mode a
+    NORMAL commit is safe from corruption and from the app crashing; only an OS crash or power
+    loss can take back the last ones, and the next FULL commit makes them durable too. ``None``:
+    ``engine`` for everything (PostgreSQL)."""
+    _writes: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def index_writes(self) -> Engine:
+        """The engine for the app's index writes (see :attr:`index_engine`)."""
+        return self.index_engine or self.engine
+
+    def writing(self) -> AbstractContextManager[Any]:
+        """Held around a hot write transaction (tips, feedback, the relay's marks): on SQLite, one
+        at a time in this process, queued on a mutex that wakes the next writer when the last one
+        commits. SQLite has one writer anyway, and a writer that finds the file locked polls with
+        growing sleeps instead (its busy handler: 1, 2, 5, 10, 15, 20, 25 ms...), so it can sleep
+        on well after the lock was free. Other engines lock rows, not the database: nothing to
+        queue on."""
+        return self._writes if self.engine.dialect.name == "sqlite" else nullcontext()
 
     def close(self) -> None:
         """Close the pools this object opened."""
         self.serving.close()
         self.http.close()
+        if self.index_engine is not None:
+            self.index_engine.dispose()
 
 
 def build(settings: Settings, *, bus: Bus[Any] | None = None, migrate: bool = True) -> Services:
@@ -72,9 +101,24 @@ def build(settings: Settings, *, bus: Bus[Any] | None = None, migrate: bool = Tr
     return Services(
         settings=settings,
         engine=engine,
+        index_engine=_unsynced(engine) if engine.dialect.name == "sqlite" else None,
         serving=ServingClient(settings.app.serving_url, settings.app.serving_timeout_s),
         bus=bus,
         lake=Lake(settings.lake_root),
         vault=Vault(settings.vault.keys),
         http=httpx.Client(timeout=httpx.Timeout(settings.app.webhook_timeout_s), follow_redirects=False),
     )
+
+
+def _unsynced(engine: Engine) -> Engine:
+    """A pool on ``engine``'s SQLite file whose connections commit without the fsync."""
+    index = create_engine(engine.url, connect_args={"timeout": 30}, pool_size=10, max_overflow=30)
+
+    @event.listens_for(index, "connect")
+    def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    return index

@@ -12,7 +12,9 @@ is the rate of answered (2xx) requests; ``failed`` counts errors and timeouts (6
 ``app_cpu_ms_per_request`` is the CPU time (user + system, all threads, ``psutil``) the app's
 process used during the phase divided by its requests (for feedback it includes the relay
 delivering the rewards to serving); ``serving_cpu_ms_per_request`` the same for serving's
-processes. ``sequential`` is the same endpoints one request at a time (service time, no queue).
+processes, ``bench_cpu_ms_per_request`` for this load generator's (it shares the cores; its client
+is aiohttp for that reason) and ``send_lag_p99_ms`` how late it started requests. ``sequential``
+is the same endpoints one request at a time (service time, no queue).
 Feedback reacts to the decisions the tips phases made, each with done, snooze and dismiss
 (``distinct_reactions`` says how many were new; the rest are answered as duplicates). Before
 each open-loop phase the app is given time to drain what the previous one queued.
@@ -30,6 +32,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import sys
@@ -72,10 +75,51 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def open_loop(client: httpx.AsyncClient, make: Any, rps: int, seconds: int) -> dict[str, float]:
-    """Send ``rps * seconds`` requests on schedule; latency from the scheduled time."""
+class Client:
+    """The load generator's HTTP client: aiohttp (its parser in C) rather than httpx, because it
+    shares the machine's cores with the app and serving; ``bench_cpu_ms_per_request`` reports
+    what it still costs."""
+
+    def __init__(self, base_url: str) -> None:
+        import aiohttp
+
+        self.errors: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
+        self.session = aiohttp.ClientSession(
+            base_url,
+            connector=aiohttp.TCPConnector(limit=200),
+            timeout=aiohttp.ClientTimeout(total=60),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Answer:
+        async with self.session.request(method, path, json=body, headers=headers) as r:
+            return Answer(r.status, await r.read())
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class Answer:
+    """A status and a body."""
+
+    def __init__(self, status: int, content: bytes) -> None:
+        self.status_code, self.content = status, content
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    def raise_for_status(self) -> None:
+        if not 200 <= self.status_code < 300:
+            raise RuntimeError(f"HTTP {self.status_code}: {self.content[:300]!r}")
+
+
+async def open_loop(client: Client, make: Any, rps: int, seconds: int) -> dict[str, float]:
+    """Send ``rps * seconds`` requests on schedule; latency from the scheduled time (a late send,
+    the generator's own delay included, counts against the answer: no coordinated omission).
+    ``send_lag_p99_ms`` is how late the generator itself started requests."""
     n = rps * seconds
     latencies: list[float] = []
+    lags: list[float] = []
     failures = 0
     start = time.perf_counter() + 0.05
 
@@ -83,9 +127,10 @@ async def open_loop(client: httpx.AsyncClient, make: Any, rps: int, seconds: int
         nonlocal failures
         due = start + i / rps
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        lags.append((time.perf_counter() - due) * 1000)
         try:
             r = await make(client, i)
-        except httpx.HTTPError:
+        except client.errors:
             failures += 1
             return
         if not 200 <= r.status_code < 300:
@@ -101,6 +146,7 @@ async def open_loop(client: httpx.AsyncClient, make: Any, rps: int, seconds: int
         "rps": round(len(latencies) / elapsed, 1),
         "requests": n,
         "failed": failures,
+        "send_lag_p99_ms": round(percentile(lags, 0.99), 2),
     }
 
 
@@ -119,34 +165,33 @@ async def run(api: str, app_pid: int, on_users: Any, serving_pids: Any) -> dict[
             total += t.user + t.system
         return total
 
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=api, timeout=60.0, limits=limits) as client:
+    client = Client(api)
+    try:
         tokens, ids = [], []
         for u in range(USERS):
-            r = await client.post(
-                "/v1/auth/register", json={"email": f"bench{u}@example.org", "password": "bench-password-123"}
-            )
+            body = {"email": f"bench{u}@example.org", "password": "bench-password-123"}
+            r = await client.call("POST", "/v1/auth/register", body)
             r.raise_for_status()
             tokens.append({"Authorization": f"Bearer {r.json()['access_token']}"})
-            ids.append((await client.get("/v1/auth/me", headers=tokens[-1])).json()["id"])
+            ids.append((await client.call("GET", "/v1/auth/me", headers=tokens[-1])).json()["id"])
         await asyncio.to_thread(on_users, ids)
         decisions: list[tuple[dict[str, str], str]] = []
 
-        async def tip(c: httpx.AsyncClient, i: int) -> httpx.Response:
+        async def tip(c: Client, i: int) -> Answer:
             headers = tokens[i % USERS]
-            r = await c.get("/v1/tips/next", headers=headers)
-            if r.status_code == 200 and r.json()["decision_id"]:
-                decisions.append((headers, r.json()["decision_id"]))
+            r = await c.call("GET", "/v1/tips/next", headers=headers)
+            if r.status_code == 200 and (decision := r.json()["decision_id"]):
+                decisions.append((headers, decision))
             return r
 
         pool: list[tuple[dict[str, str], str]] = []  # the decisions the feedback phase reacts to
 
-        async def feedback(c: httpx.AsyncClient, i: int) -> httpx.Response:
+        async def feedback(c: Client, i: int) -> Answer:
             # each decision three times (done, snooze, dismiss: distinct reactions), then again
             # (duplicates: answered from the stored reaction) if there are too few decisions
             headers, decision = pool[(i // len(REACTIONS)) % len(pool)]
             body = {"decision_id": decision, "reaction": REACTIONS[i % len(REACTIONS)]}
-            return await c.post("/v1/feedback", json=body, headers=headers)
+            return await c.call("POST", "/v1/feedback", body, headers)
 
         async def settle() -> None:
             """Wait until the app answers promptly again (what a phase queued has drained)."""
@@ -154,10 +199,10 @@ async def run(api: str, app_pid: int, on_users: Any, serving_pids: Any) -> dict[
             while time.monotonic() < end:
                 t0 = time.perf_counter()
                 try:
-                    r = await client.get("/v1/me/profile", headers=tokens[0])
+                    r = await client.call("GET", "/v1/me/profile", headers=tokens[0])
                     if r.status_code == 200 and time.perf_counter() - t0 < 0.2:
                         return
-                except httpx.HTTPError:
+                except client.errors:
                     pass
                 await asyncio.sleep(0.5)
 
@@ -169,28 +214,33 @@ async def run(api: str, app_pid: int, on_users: Any, serving_pids: Any) -> dict[
                 r = await tip(client, i)
             r.raise_for_status()
         if not decisions:
-            raise RuntimeError(f"no tip in {WARMUP} warm-up requests: {r.text[:300]}")
+            raise RuntimeError(f"no tip in {WARMUP} warm-up requests: {r.content[:300]!r}")
         # Service time: one request at a time (no queue), what a request costs the app.
         sequential = {"tips_next": await one_at_a_time(client, tip, SEQUENTIAL)}
         pool[:] = decisions[: WARMUP // 2]
         sequential["feedback"] = await one_at_a_time(client, feedback, min(SEQUENTIAL, len(REACTIONS) * len(pool)))
         del decisions[: WARMUP // 2]  # the rest is fresh, and the open-loop tips add theirs
         out: dict[str, Any] = {}
+        me = psutil.Process()
         for name, make in (("tips_next", tip), ("feedback", feedback)):
             await settle()
             pool[:] = decisions
-            app0, serving0 = cpu([app_pid]), cpu(serving_pids())
+            app0, serving0, bench0 = cpu([app_pid]), cpu(serving_pids()), cpu([me.pid])
             out[name] = await open_loop(client, make, RPS, SECONDS)
+            bench1 = cpu([me.pid])  # the generator's own share of the 2 cores, before the settle wait
             if name == "feedback":  # the relay delivers the last rewards after the last answer
                 await asyncio.sleep(RELAY_SETTLE_S)
                 out[name]["distinct_reactions"] = min(out[name]["requests"], len(REACTIONS) * len(pool))
             n = out[name]["requests"]
             out[name]["app_cpu_ms_per_request"] = round((cpu([app_pid]) - app0) / n * 1000, 3)
             out[name]["serving_cpu_ms_per_request"] = round((cpu(serving_pids()) - serving0) / n * 1000, 3)
+            out[name]["bench_cpu_ms_per_request"] = round((bench1 - bench0) / n * 1000, 3)
+    finally:
+        await client.close()
     return out | {"sequential": sequential}
 
 
-async def one_at_a_time(client: httpx.AsyncClient, make: Any, n: int) -> dict[str, float]:
+async def one_at_a_time(client: Client, make: Any, n: int) -> dict[str, float]:
     """``n`` requests back to back: latency without queueing, and the rate one client reaches."""
     latencies = []
     start = time.perf_counter()
@@ -279,11 +329,12 @@ def with_stand_in(var: Path) -> dict[str, Any]:
 
 def main() -> None:
     var = Path(tempfile.mkdtemp(prefix="oo-bench-api-"))
-    started = time.time()
+    started, start_load = time.time(), round(os.getloadavg()[0], 2)
     result = with_real_serving(var / "real")
     if os.environ.get("BENCH_API_STAND_IN", "1") != "0":
         result["stand_in"] = with_stand_in(var / "stand-in")
     result["setup"] = {
+        "load_average_at_start": start_load,
         "offered_rps": RPS,
         "seconds_per_endpoint": SECONDS,
         "users": USERS,
@@ -296,6 +347,7 @@ def main() -> None:
     out = ROOT / "bench" / "results" / "api.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    shutil.rmtree(var, ignore_errors=True)  # kept when a run fails: its logs say why
 
 
 if __name__ == "__main__":

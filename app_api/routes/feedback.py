@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Literal, cast
 from uuid import UUID
 
 from fastapi import APIRouter, Header, HTTPException
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Table, insert
+from sqlalchemy import Connection, Table, and_, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app_api import relay
-from app_api.deps import CurrentUser, Now, ServicesDep, SessionDep
+from app_api.deps import Now, ServicesDep, TokenUserId, user_gone
 from app_api.problems import openapi_responses
+from app_api.services import Services
 from app_api.tables import Reaction, ServedDecision
 from data_contracts import ReactionEvent
 from data_contracts.events import Reaction as ReactionKind
 from data_contracts.serving import RewardRequest
+from oo.tables import User
 
 router = APIRouter(prefix="/feedback", tags=["feedback"])
 
@@ -49,64 +53,87 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _replay(session: SessionDep, reaction_id: UUID, body: FeedbackBody, user_id: str) -> Accepted:
-    existing = session.get(Reaction, str(reaction_id))
+_OWNED_DECISION = (
+    select(User.id, ServedDecision.candidate_id)
+    .select_from(User)
+    .outerjoin(
+        ServedDecision,
+        and_(ServedDecision.decision_id == bindparam("decision_id"), ServedDecision.user_id == User.id),
+    )
+    .where(User.id == bindparam("user_id"))
+)
+"""Built once: the user (absent: the token's user is gone) and the candidate of their decision
+(``NULL``: no such decision, or another user's)."""
+
+_REACTION = select(Reaction.decision_id, Reaction.reaction, Reaction.user_id).where(
+    Reaction.reaction_id == bindparam("reaction_id")
+)
+
+
+def _replay(conn: Connection, reaction_id: UUID, body: FeedbackBody, user_id: str) -> Accepted:
+    existing = conn.execute(_REACTION, {"reaction_id": str(reaction_id)}).first()
     if existing is None:
         raise HTTPException(409, "a concurrent request with this key is in progress; retry")
-    if (existing.decision_id, existing.reaction, existing.user_id) != (
-        str(body.decision_id),
-        body.reaction.value,
-        user_id,
-    ):
+    if tuple(existing) != (str(body.decision_id), body.reaction.value, user_id):
         raise HTTPException(409, "this Idempotency-Key was used for a different reaction")
     return Accepted(reaction_id=reaction_id, decision_id=body.decision_id, status="duplicate")
 
 
 @router.post("", status_code=202, responses=openapi_responses(401, 404, 409))
-def submit(
+async def submit(
     body: FeedbackBody,
-    user: CurrentUser,
-    session: SessionDep,
+    user_id: TokenUserId,
     services: ServicesDep,
     now: Now,
     idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
     """Record a reaction to a tip."""
-    decision = session.get(ServedDecision, str(body.decision_id))
-    if decision is None or decision.user_id != user.id:  # another user's decision does not exist for you
-        raise HTTPException(404, "no such decision")
-    reaction_id = idempotency_key or uuid.uuid5(REACTION_NS, f"{user.id}:{body.decision_id}:{body.reaction.value}")
-    reward = RewardRequest(
-        event_id=body.decision_id, user_id=user.id, reaction=body.reaction, reaction_id=reaction_id, occurred_at=now
-    )
-    event = ReactionEvent(
-        event_id=reaction_id,
-        decision_id=body.decision_id,
-        user_id=user.id,
-        candidate_id=decision.candidate_id,
-        reaction=body.reaction,
-        occurred_at=now,
-    )
-    # The reaction and its two outbox messages in one transaction, as plain INSERTs; a reaction
-    # already recorded (the same key again, or committed concurrently) fails the first one.
-    # delivery is scheduled on the wall clock (the relay's), even when the request's time is simulated
-    sent = services.clock()
-    try:
-        session.execute(
-            INSERT_REACTION,
-            {
-                "reaction_id": str(reaction_id),
-                "decision_id": decision.decision_id,
-                "user_id": user.id,
-                "reaction": body.reaction.value,
-                "occurred_at": now,
-            },
+    accepted = await run_in_threadpool(_submit, services, user_id, body, now, idempotency_key)
+    if accepted.status == "accepted":
+        relay.nudge(services)
+    return accepted
+
+
+def _submit(services: Services, user_id: str, body: FeedbackBody, now: datetime, key: UUID | None) -> Accepted:
+    """The checks and the writes, in one worker-thread call on one pooled connection."""
+    with services.engine.connect() as conn:
+        found = conn.execute(_OWNED_DECISION, {"user_id": user_id, "decision_id": str(body.decision_id)}).first()
+        if found is None:
+            raise user_gone()
+        candidate_id = found.candidate_id
+        if candidate_id is None:  # another user's decision does not exist for you
+            raise HTTPException(404, "no such decision")
+        conn.rollback()  # end the read; the writes are their own transaction
+        reaction_id = key or uuid.uuid5(REACTION_NS, f"{user_id}:{body.decision_id}:{body.reaction.value}")
+        reward = RewardRequest(
+            event_id=body.decision_id, user_id=user_id, reaction=body.reaction, reaction_id=reaction_id, occurred_at=now
         )
-        relay.enqueue(session, relay.SERVING_REWARD, f"reward:{reaction_id}", user.id, reward, sent)
-        relay.enqueue(session, relay.BUS_REACTIONS, f"reaction:{reaction_id}", user.id, event, sent)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        return _replay(session, reaction_id, body, user.id)
-    relay.nudge(services)
+        event = ReactionEvent(
+            event_id=reaction_id,
+            decision_id=body.decision_id,
+            user_id=user_id,
+            candidate_id=candidate_id,
+            reaction=body.reaction,
+            occurred_at=now,
+        )
+        # The reaction and its two outbox messages in one transaction, as plain INSERTs; a reaction
+        # already recorded (the same key again, or committed concurrently) fails the first one.
+        # delivery is scheduled on the wall clock (the relay's), even when the request's time is simulated
+        sent = services.clock()
+        try:
+            with services.writing(), conn.begin():
+                conn.execute(
+                    INSERT_REACTION,
+                    {
+                        "reaction_id": str(reaction_id),
+                        "decision_id": str(body.decision_id),
+                        "user_id": user_id,
+                        "reaction": body.reaction.value,
+                        "occurred_at": now,
+                    },
+                )
+                relay.enqueue(conn, relay.SERVING_REWARD, f"reward:{reaction_id}", user_id, reward, sent)
+                relay.enqueue(conn, relay.BUS_REACTIONS, f"reaction:{reaction_id}", user_id, event, sent)
+        except IntegrityError:
+            return _replay(conn, reaction_id, body, user_id)
     return Accepted(reaction_id=reaction_id, decision_id=body.decision_id, status="accepted")

@@ -12,10 +12,9 @@ from fastapi import APIRouter, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import Table, insert
-from sqlalchemy.orm import Session
 
-from app_api.deps import CurrentUser, Now, ServicesDep, SessionDep
-from app_api.preferences import Purpose, current_consents, in_quiet_hours, profile_of
+from app_api.deps import Now, ServicesDep, TokenUserId, user_gone
+from app_api.preferences import in_quiet_hours, tip_settings
 from app_api.problems import openapi_responses
 from app_api.services import Services
 from app_api.tables import ServedDecision
@@ -23,7 +22,6 @@ from data_contracts import CandidateKind
 from data_contracts.decisions import TipCandidate
 from data_contracts.serving import RankRequest, RankResponse
 from oo.serving_client import ServingRefused, ServingUnavailable
-from oo.tables import User
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +49,13 @@ class NextTip(BaseModel):
 
 
 @router.get("/next", responses=openapi_responses(401, 502, 503))
-async def next_tip(user: CurrentUser, session: SessionDep, services: ServicesDep, now: Now) -> NextTip:
+async def next_tip(user_id: TokenUserId, services: ServicesDep, now: Now) -> NextTip:
     """Ask serving for the caller's next tip.
 
-    The database work runs in worker threads; the wait for serving runs on the event loop, so a
-    slow or restarting serving holds no thread that feedback and sign-ins need."""
-    asked = await run_in_threadpool(_ask, session, services, user, now)
+    The database work runs in worker threads (two calls: the reads, then the record); the token
+    check and the wait for serving run on the event loop, so a slow or restarting serving holds
+    no thread that feedback and sign-ins need."""
+    asked = await run_in_threadpool(_ask, services, user_id, now)
     if isinstance(asked, NextTip):
         return asked
     request, kinds = asked
@@ -77,25 +76,28 @@ async def next_tip(user: CurrentUser, session: SessionDep, services: ServicesDep
         # Serving must not do this; if it does, the user's choice wins and nothing is shown.
         log.error("tips/next: serving chose a %s the user did not allow; not shown", chosen.kind.value)
         return NextTip(decision_id=decision.event_id, tip=None, reason="no_candidates")
-    await run_in_threadpool(_record, session, user.id, decision.event_id, chosen, now)
+    await run_in_threadpool(_record, services, user_id, decision.event_id, chosen, now)
     return NextTip(
         decision_id=decision.event_id,
         tip=Tip(candidate_id=chosen.candidate_id, kind=chosen.kind, content=chosen.content),
     )
 
 
-def _ask(session: Session, services: Services, user: User, now: datetime) -> NextTip | tuple[RankRequest, set[str]]:
-    """The request to serving (and the kinds the user allows), or the answer without one."""
-    profile = profile_of(session, user.id)
-    if in_quiet_hours(now, user.timezone, profile.quiet_start, profile.quiet_end):
+def _ask(services: Services, user_id: str, now: datetime) -> NextTip | tuple[RankRequest, set[str]]:
+    """The request to serving (and the kinds the user allows), or the answer without one; 401 when
+    the token's user no longer exists. One statement on a pooled connection, given back before
+    serving is asked."""
+    with services.engine.connect() as conn:
+        settings = tip_settings(conn, user_id)
+    if settings is None:
+        raise user_gone()
+    if in_quiet_hours(now, settings.timezone, settings.quiet_start, settings.quiet_end):
         return NextTip(decision_id=None, tip=None, reason="quiet_hours")
-    kinds = set(profile.tip_kinds) or {k.value for k in CandidateKind}
-    llm_ok = current_consents(session, user.id)[Purpose.llm_tips] and CandidateKind.llm_tip.value in kinds
-    session.commit()  # end the read: the connection goes back to the pool while serving decides
+    kinds = set(settings.tip_kinds) or {k.value for k in CandidateKind}
     request = RankRequest(
-        user_id=user.id,
+        user_id=user_id,
         event_id=uuid.uuid4(),
-        llm_consent=llm_ok,
+        llm_consent=settings.llm_consent and CandidateKind.llm_tip.value in kinds,
         include_todoist=CandidateKind.todoist_task.value in kinds,
         decided_at=now if services.settings.app.simulated_clock else None,
     )
@@ -108,17 +110,19 @@ async def _rank(services: Services, request: RankRequest) -> RankResponse:
     return await services.serving_async.rank(request)
 
 
-def _record(session: Session, user_id: str, decision_id: UUID, chosen: TipCandidate, now: datetime) -> None:
-    session.execute(  # a plain INSERT: nothing reads the row back in this request
-        INSERT_SERVED,
-        {
-            "decision_id": str(decision_id),
-            "user_id": user_id,
-            "candidate_id": chosen.candidate_id,
-            "kind": chosen.kind.value,
-            "content": chosen.content,
-            "via": "api",
-            "served_at": now,
-        },
-    )
-    session.commit()
+def _record(services: Services, user_id: str, decision_id: UUID, chosen: TipCandidate, now: datetime) -> None:
+    # a plain INSERT (nothing reads the row back in this request) without the fsync: the row is an
+    # index of the decision serving logged durably (Services.index_engine)
+    with services.writing(), services.index_writes.begin() as conn:
+        conn.execute(
+            INSERT_SERVED,
+            {
+                "decision_id": str(decision_id),
+                "user_id": user_id,
+                "candidate_id": chosen.candidate_id,
+                "kind": chosen.kind.value,
+                "content": chosen.content,
+                "via": "api",
+                "served_at": now,
+            },
+        )

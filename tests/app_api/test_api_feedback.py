@@ -162,7 +162,7 @@ def test_a_batch_is_sent_concurrently_within_the_bound(
     services.settings.app.relay_concurrency = 3
     in_flight, most = 0, 0
 
-    async def slow(_services: Services, _payload: str) -> None:
+    async def slow(_services: Services, _payload: str, _serving: object) -> None:
         nonlocal in_flight, most
         in_flight += 1
         most = max(most, in_flight)

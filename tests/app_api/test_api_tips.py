@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import anyio.to_thread
-import httpx
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from app_api.services import Services
 from app_api.tables import ServedDecision
@@ -36,6 +39,18 @@ def test_a_tip_comes_with_its_decision_id(
     with Session(services.engine) as s:
         served = s.get(ServedDecision, body["decision_id"])
         assert served is not None and served.user_id == alice.id and served.via == "api"
+
+
+def test_on_sqlite_the_served_decision_skips_the_fsync_and_reactions_keep_it(services: Services) -> None:
+    """A served decision is an index of what serving logged durably: its commit skips the fsync
+    (``synchronous=NORMAL``, WAL); reactions and the outbox are the record: ``FULL``."""
+    if services.engine.dialect.name != "sqlite":
+        assert services.index_writes is services.engine
+        return
+    with services.index_writes.connect() as index, services.engine.connect() as record:
+        assert index.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert record.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert index.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
 def test_no_llm_tips_without_consent(client: TestClient, fake_serving: FakeServingServer, alice: Account) -> None:
@@ -96,29 +111,48 @@ def test_tip_requests_waiting_for_serving_hold_no_worker_thread(
     waiting = 0
     release = threading.Event()
 
-    async def stalled(request: httpx.Request) -> httpx.Response:
+    async def stalled(request: Request) -> Response:
         nonlocal waiting
         waiting += 1
         for _ in range(2000):  # bounded: 10 s at most
             if release.is_set():
                 break
             await asyncio.sleep(0.005)
-        decision = fake_serving.world.rank(RankRequest.model_validate(unwrap_body("rank", json.loads(request.content))))
-        return httpx.Response(200, content=decision.model_dump_json())
+        body = RankRequest.model_validate(unwrap_body("rank", await request.json()))
+        return Response(fake_serving.world.rank(body).model_dump_json(), media_type="application/json")
 
     async def two_threads() -> None:
         anyio.to_thread.current_default_thread_limiter().total_tokens = 2
 
+    async def stalled_client(url: str) -> AsyncServingClient:  # made on the app's loop, which uses it
+        return AsyncServingClient(url)
+
+    server = uvicorn.Server(
+        uvicorn.Config(Starlette(routes=[Route("/rank", stalled, methods=["POST"])]), port=0, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(1000):
+        if server.started:
+            break
+        time.sleep(0.01)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     assert client.portal is not None
     client.portal.call(two_threads)
-    services.serving_async = AsyncServingClient("http://serving.test", transport=httpx.MockTransport(stalled))
-    with ThreadPoolExecutor(6) as pool:
-        tips = [pool.submit(client.get, "/v1/tips/next", headers=alice.auth) for _ in range(6)]
-        for _ in range(1000):
-            if waiting == 6:
-                break
-            time.sleep(0.01)
-        assert waiting == 6  # every request is at serving: none is parked in a worker thread
-        assert client.get("/healthz").status_code == 200
+    services.serving_async = client.portal.call(stalled_client, url)
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            tips = [pool.submit(client.get, "/v1/tips/next", headers=alice.auth) for _ in range(6)]
+            for _ in range(1000):
+                if waiting == 6:
+                    break
+                time.sleep(0.01)
+            assert waiting == 6  # every request is at serving: none is parked in a worker thread
+            assert client.get("/healthz").status_code == 200
+            release.set()
+            assert [t.result().status_code for t in tips] == [200] * 6
+    finally:
         release.set()
-        assert [t.result().status_code for t in tips] == [200] * 6
+        client.portal.call(services.serving_async.aclose)
+        server.should_exit = True
+        thread.join(timeout=10)
