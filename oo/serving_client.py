@@ -17,6 +17,7 @@ requests during a serving restart cannot exhaust the app's threads and database 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -129,6 +130,7 @@ class Breaker:
         self._opened_at: float | None = None
         self._trial = False
         self._trial_at = 0.0
+        self._epoch = 0
         self.short_circuited = 0
         """Calls refused at once because the circuit was open (a counter for metrics and tests)."""
 
@@ -142,29 +144,43 @@ class Breaker:
 
     def admit(self) -> bool:
         """Whether a call may go out now (a half-open circuit admits one trial at a time)."""
+        return self.enter() is not None
+
+    def enter(self) -> int | None:
+        """Admit a call as :meth:`admit` does: the circuit's epoch to record its outcome with, or
+        ``None`` when refused. The epoch changes each time the circuit opens."""
         with self._lock:
             if self._opened_at is None:
-                return True
+                return self._epoch
             now = self._clock()
             # a trial whose outcome never came back (its caller was cancelled) is given up after
             # one more cool-down: the circuit must not stay open for good
             trial_lost = self._trial and now - self._trial_at >= self.cooldown_s
             if now - self._opened_at >= self.cooldown_s and (not self._trial or trial_lost):
                 self._trial, self._trial_at = True, now
-                return True
+                return self._epoch
             self.short_circuited += 1
-            return False
+            return None
 
-    def record(self, ok: bool) -> None:
-        """The outcome of an admitted call (a refusal, 4xx, counts as ok: serving answered)."""
+    def record(self, ok: bool, epoch: int | None = None) -> None:
+        """The outcome of an admitted call (a refusal, 4xx, counts as ok: serving answered).
+
+        ``epoch``: what :meth:`enter` gave the call. A failure of a call admitted before the
+        circuit last opened is ignored: the calls in flight when serving stopped answering fail
+        one after the other for a whole timeout, and each would otherwise restart the cool-down,
+        holding the circuit open long after serving is back. Any answer closes the circuit.
+        """
         with self._lock:
-            self._trial = False
             if ok:
-                self._in_a_row, self._opened_at = 0, None
+                self._in_a_row, self._opened_at, self._trial = 0, None, False
                 return
+            if epoch is not None and epoch != self._epoch:
+                return
+            self._trial = False
             self._in_a_row += 1
             if self._opened_at is not None or self._in_a_row >= self.failures:
                 self._opened_at = self._clock()  # (re)open: a failed trial starts a new cool-down
+                self._epoch += 1
 
 
 class ServingClient:
@@ -199,12 +215,12 @@ class ServingClient:
         return f"ServingClient({self.base_url!r})"
 
     def _call(self, endpoint: str, body: BaseModel, answer: type[M]) -> M:
-        _admit(self.breaker, endpoint)
+        epoch = _admit(self.breaker, endpoint)
         try:
             response = self._http.post(WIRE[endpoint].path, json=wire_body(endpoint, body))
         except httpx.HTTPError as exc:  # connect errors, timeouts, protocol errors
-            raise _unreachable(self.breaker, endpoint, exc) from None
-        return _answer(self.breaker, endpoint, response.status_code, response.content, answer)
+            raise _unreachable(self.breaker, endpoint, exc, epoch) from None
+        return _answer(self.breaker, endpoint, response.status_code, response.content, answer, epoch)
 
     def rank(self, request: RankRequest) -> RankResponse:
         """One decision for ``request.user_id``."""
@@ -252,6 +268,8 @@ class AsyncServingClient:
 
         self.base_url = base_url.rstrip("/")
         self.breaker = breaker or Breaker()
+        self.timeout_s, self.max_connections = timeout_s, max_connections
+        self._slots = asyncio.Semaphore(max_connections)
         self._errors: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
         self._http = aiohttp.ClientSession(
             self.base_url,
@@ -269,13 +287,27 @@ class AsyncServingClient:
         return f"AsyncServingClient({self.base_url!r})"
 
     async def _call(self, endpoint: str, body: BaseModel, answer: type[M]) -> M:
-        _admit(self.breaker, endpoint)
+        # the app's own limit first: waiting for one of its connections says nothing of serving's
+        # health, so it is not recorded with the breaker (it once opened the circuit under load)
         try:
-            async with self._http.post(WIRE[endpoint].path, data=wire_bytes(endpoint, body), headers=JSON) as response:
-                status, content = response.status, await response.read()
-        except self._errors as exc:  # connect errors, timeouts, a connection closed mid-answer
-            raise _unreachable(self.breaker, endpoint, exc) from None
-        return _answer(self.breaker, endpoint, status, content, answer)
+            async with asyncio.timeout(self.timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ServingUnavailable(
+                f"serving {endpoint}: {self.max_connections} calls already in flight for {self.timeout_s:g} s"
+            ) from None
+        try:
+            epoch = _admit(self.breaker, endpoint)
+            try:
+                async with self._http.post(
+                    WIRE[endpoint].path, data=wire_bytes(endpoint, body), headers=JSON
+                ) as response:
+                    status, content = response.status, await response.read()
+            except self._errors as exc:  # connect errors, timeouts, a connection closed mid-answer
+                raise _unreachable(self.breaker, endpoint, exc, epoch) from None
+        finally:
+            self._slots.release()
+        return _answer(self.breaker, endpoint, status, content, answer, epoch)
 
     async def rank(self, request: RankRequest) -> RankResponse:
         """One decision for ``request.user_id``."""
@@ -293,19 +325,21 @@ class AsyncServingClient:
 JSON = {"Content-Type": "application/json"}
 
 
-def _admit(breaker: Breaker, endpoint: str) -> None:
-    if not breaker.admit():
+def _admit(breaker: Breaker, endpoint: str) -> int:
+    epoch = breaker.enter()
+    if epoch is None:
         raise ServingUnavailable(f"serving {endpoint}: circuit open (serving failed {breaker.failures} times in a row)")
+    return epoch
 
 
-def _unreachable(breaker: Breaker, endpoint: str, exc: BaseException) -> ServingUnavailable:
-    breaker.record(ok=False)
+def _unreachable(breaker: Breaker, endpoint: str, exc: BaseException, epoch: int) -> ServingUnavailable:
+    breaker.record(ok=False, epoch=epoch)
     return ServingUnavailable(f"serving {endpoint}: {type(exc).__name__}")
 
 
-def _answer(breaker: Breaker, endpoint: str, status: int, content: bytes, answer: type[M]) -> M:
+def _answer(breaker: Breaker, endpoint: str, status: int, content: bytes, answer: type[M], epoch: int) -> M:
     """Serving's answer, parsed; its status recorded with the breaker (4xx counts as answered)."""
-    breaker.record(ok=status < 500)
+    breaker.record(ok=status < 500, epoch=epoch)
     if status >= 500:
         raise ServingUnavailable(f"serving {endpoint}: HTTP {status}")
     if status >= 400:

@@ -101,3 +101,56 @@ def test_a_client_stops_calling_a_failing_serving_until_the_cool_down_then_recov
         client.rank(request)
     assert client.breaker.state == "closed" and len(calls) == 4
     client.close()
+
+
+def test_failures_of_calls_admitted_before_the_circuit_opened_do_not_hold_it_open() -> None:
+    """Calls in flight when serving stops answering fail one after the other for a whole timeout;
+    they do not restart the cool-down, so the first trial goes out one cool-down after the opening.
+    The trial's own failure does restart it."""
+    clock = Clock()
+    breaker = Breaker(failures=2, cooldown_s=2.0, clock=clock)
+    in_flight = [breaker.enter() for _ in range(6)]
+    for epoch in in_flight[:2]:
+        breaker.record(ok=False, epoch=epoch)
+    assert breaker.state == "open"
+    clock.now += 1.5
+    for epoch in in_flight[2:]:  # their timeouts, after the opening
+        breaker.record(ok=False, epoch=epoch)
+    clock.now += 0.5
+    assert breaker.state == "half_open"
+    trial = breaker.enter()
+    assert trial is not None and breaker.enter() is None
+    breaker.record(ok=False, epoch=trial)
+    assert breaker.state == "open"
+    clock.now += 2.0
+    late = breaker.enter()
+    breaker.record(ok=False, epoch=in_flight[0])  # a stale failure does not take the trial's turn
+    assert breaker.enter() is None
+    breaker.record(ok=True, epoch=late)
+    assert breaker.state == "closed"
+
+
+def test_the_apps_own_connection_limit_fails_fast_without_counting_against_serving() -> None:
+    """Every connection of the app's async client busy for ``timeout_s``: the next call fails
+    (503 to the user) without reaching serving and without moving the breaker."""
+    import asyncio
+
+    from oo.serving_client import AsyncServingClient
+
+    async def scenario() -> None:
+        client = AsyncServingClient("http://127.0.0.1:9", timeout_s=0.05, max_connections=2, breaker=Breaker(1, 5.0))
+        try:
+            for _ in range(2):
+                await client._slots.acquire()  # two calls in flight
+            for _ in range(3):
+                with pytest.raises(ServingUnavailable, match="2 calls already in flight"):
+                    await client.rank(RankRequest(user_id="u1"))
+            assert client.breaker.state == "closed"
+            client._slots.release()
+            with pytest.raises(ServingUnavailable, match="ClientConnectorError|ClientOSError"):
+                await client.rank(RankRequest(user_id="u1"))  # a slot: the call goes out (nothing listens)
+            assert client.breaker.state == "open"
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
