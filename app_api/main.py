@@ -41,7 +41,10 @@ def create_app(services: Services | None = None) -> FastAPI:
             services.extra["relay"] = worker
             worker.start()
         serving = AsyncServingClient(
-            settings.app.serving_url, settings.app.serving_timeout_s, breaker=services.serving.breaker
+            settings.app.serving_url,
+            settings.app.serving_timeout_s,
+            breaker=services.serving.breaker,
+            max_connections=settings.app.serving_max_in_flight,
         )
         services.serving_async = serving
         if own_process:

@@ -365,6 +365,13 @@ class AppSettings(BaseModel):
     max_body_bytes: int = Field(default=65536, ge=1024, description="larger request bodies get 413")
     serving_url: str = "http://127.0.0.1:3000"
     serving_timeout_s: float = Field(default=2.0, gt=0)
+    serving_max_in_flight: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="tip requests waiting at serving at once (its connections); more wait up to "
+        "serving_timeout_s for one, then get 503: a queue kept in the app, not inside an overloaded serving",
+    )
     run_workers: bool = Field(default=True, description="run the outbox relay in the API process")
     relay_interval_s: float = Field(default=1.0, gt=0, description="how often the relay looks for due messages")
     relay_batch: int = Field(default=100, ge=1)
