@@ -71,26 +71,24 @@ def enqueue(
     )
 
 
-async def _to_serving(services: Services, payload: str, serving: AsyncServingClient | None) -> None:
-    request = RewardRequest.model_validate_json(payload)
+async def _call_serving(services: Services, serving: AsyncServingClient | None, endpoint: str, body: BaseModel) -> None:
+    """``endpoint`` (``reward`` or ``activate``) of the event-loop client, or of the blocking
+    ``services.serving`` in a thread when there is none; a 4xx is a refusal (dead, not retried)."""
     try:
         if serving is None:
-            await asyncio.to_thread(services.serving.reward, request)
+            await asyncio.to_thread(getattr(services.serving, endpoint), body)
         else:
-            await serving.reward(request)
+            await getattr(serving, endpoint)(body)
     except ServingRefused as exc:
         raise Refused(str(exc)) from None
+
+
+async def _to_serving(services: Services, payload: str, serving: AsyncServingClient | None) -> None:
+    await _call_serving(services, serving, "reward", RewardRequest.model_validate_json(payload))
 
 
 async def _activate(services: Services, payload: str, serving: AsyncServingClient | None) -> None:
-    request = ActivateRequest.model_validate_json(payload)
-    try:
-        if serving is None:
-            await asyncio.to_thread(services.serving.activate, request)
-        else:
-            await serving.activate(request)
-    except ServingRefused as exc:
-        raise Refused(str(exc)) from None
+    await _call_serving(services, serving, "activate", ActivateRequest.model_validate_json(payload))
 
 
 async def _to_bus(services: Services, payload: str, serving: AsyncServingClient | None) -> None:

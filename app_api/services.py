@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine
 
 from oo.bus import Bus
 from oo.lake import Lake
@@ -101,24 +101,11 @@ def build(settings: Settings, *, bus: Bus[Any] | None = None, migrate: bool = Tr
     return Services(
         settings=settings,
         engine=engine,
-        index_engine=_unsynced(engine) if engine.dialect.name == "sqlite" else None,
+        # the same SQLite file, commits without the fsync (see Services.index_engine)
+        index_engine=db.engine_for(settings.db_url, synchronous="NORMAL") if engine.dialect.name == "sqlite" else None,
         serving=ServingClient(settings.app.serving_url, settings.app.serving_timeout_s),
         bus=bus,
         lake=Lake(settings.lake_root),
         vault=Vault(settings.vault.keys),
         http=httpx.Client(timeout=httpx.Timeout(settings.app.webhook_timeout_s), follow_redirects=False),
     )
-
-
-def _unsynced(engine: Engine) -> Engine:
-    """A pool on ``engine``'s SQLite file whose connections commit without the fsync."""
-    index = create_engine(engine.url, connect_args={"timeout": 30}, pool_size=10, max_overflow=30)
-
-    @event.listens_for(index, "connect")
-    def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    return index

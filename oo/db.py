@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,8 +26,9 @@ def _normalise(url: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def engine_for(url: str, echo: bool = False) -> Engine:
-    """One pooled engine per URL. SQLite gets foreign keys, WAL and a busy timeout."""
+def engine_for(url: str, echo: bool = False, synchronous: Literal["FULL", "NORMAL"] | None = None) -> Engine:
+    """One pooled engine per URL. SQLite gets foreign keys, WAL and a busy timeout, and
+    ``synchronous`` when given (``NORMAL``: commits without the fsync; SQLite's default is FULL)."""
     url = _normalise(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +41,8 @@ def engine_for(url: str, echo: bool = False) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
+            if synchronous is not None:
+                cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.close()
 
         return eng

@@ -166,7 +166,6 @@ class TipService:
         configure()
         _own_log_lines()
         self.engine, self.background = build_engine()
-        freeze_startup_heap()  # no full-collection pauses over the start-up heap (oo.runtime)
 
     @bentoml.on_startup
     async def warm_up(self) -> None:
@@ -178,7 +177,9 @@ class TipService:
             log.warning("serving: warm-up failed (%s: %s); the first request will be slower", type(exc).__name__, exc)
         else:
             log.info("serving: warmed up in %.2f s", took)
-        freeze_startup_heap()  # again: what the first decision loaded (stores, registry, policy) too
+        # no full-collection pauses over the start-up heap (oo.runtime), frozen once the first
+        # decision has loaded what it needs (stores, registry, policy), whether or not it succeeded
+        freeze_startup_heap()
 
     @bentoml.api(input_spec=RankRequest, output_spec=RankResponse)
     async def rank(self, **fields: Any) -> Response:

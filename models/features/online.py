@@ -63,6 +63,14 @@ def _value(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
+def _entity_key(join_key: str, value: str) -> Any:
+    """The online store's key of one entity (every join key here is a string)."""
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return EntityKey(join_keys=[join_key], entity_values=[Value(string_val=value)])
+
+
 def _double(v: Any) -> float | None:
     """A stored value proto as a float: ``None`` when missing or not a double (every feature the
     policy reads is a double)."""
@@ -351,14 +359,11 @@ class OnlineFeatures:
         a fifth of a rank's GIL time at 200 ranks/s. Feast applies no TTL on online reads, so the
         values are the same (``tests/models/features/test_online_offline.py`` compares both paths).
         """
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
         online = self._online_store()
         config = self.store.config
         out: dict[str, list[float | None]] = {}
         for fv, join_key, names in plan.reads:
-            keys = [EntityKey(join_keys=[join_key], entity_values=[Value(string_val=str(r[join_key]))]) for r in rows]
+            keys = [_entity_key(join_key, str(r[join_key])) for r in rows]
             read = online.online_read(config=config, table=fv, entity_keys=keys, requested_features=names)
             values = [found or {} for _, found in read]
             for name in names:
@@ -385,12 +390,9 @@ class OnlineFeatures:
     # -- fresh counters -------------------------------------------------------------------------
     def counters(self, user_id: str) -> dict[str, float | None]:
         """The user's stored reaction counters (``None`` for a user never seen)."""
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
         stored: dict[str, Any] = {}
         for fv, join_key, _ in self._pushed_views():
-            key = EntityKey(join_keys=[join_key], entity_values=[Value(string_val=user_id)])
+            key = _entity_key(join_key, user_id)
             (_, found), *_ = self._online_store().online_read(config=self.store.config, table=fv, entity_keys=[key])
             stored.update(found or {})
         return {c: _value(_double(stored.get(c))) for c in feature_columns("user_reactions")}
@@ -406,14 +408,13 @@ class OnlineFeatures:
         views: it finds them by decoding every view in the registry on each call (typeguard-checked),
         30 ms of a reward's GIL time here; they are found once instead.
         """
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
         values = updated_counters(self.counters(event.user_id), event, kind, tz)
         now = datetime.now(UTC)
         online = self._online_store()
         for fv, join_key, names in self._pushed_views():
-            key = EntityKey(join_keys=[join_key], entity_values=[Value(string_val=event.user_id)])
+            key = _entity_key(join_key, event.user_id)
             row = {n: Value(double_val=values[n]) for n in names}
             online.online_write_batch(self.store.config, fv, [(key, row, now, now)], progress=None)
         return values
