@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -113,8 +114,9 @@ def test_a_read_during_a_redaction_waits_for_it(tmp_path: Path) -> None:
         reader.join(timeout=0.3)
         assert reader.is_alive() and got == []  # it waits instead of reading a half-redacted line
         lines = handle.read().split(b"\n")
-        handle.seek(0)
-        handle.write(b" " * len(lines[0]))  # alice's decision (n=1) is the first line
+        # unbuffered, as the redaction writes: a buffered write would reach the file only when
+        # the handle closes, after the unlock, and the waiting reader could read the old line
+        os.pwrite(handle.fileno(), b" " * len(lines[0]), 0)  # alice's decision (n=1) is line one
         events.set_generation("decisions", 2)
         fcntl.flock(handle, fcntl.LOCK_UN)
     reader.join(timeout=5)
