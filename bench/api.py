@@ -19,7 +19,11 @@ Feedback reacts to the decisions the tips phases made, each with done, snooze an
 (``distinct_reactions`` says how many were new; the rest are answered as duplicates). Before
 each open-loop phase the app is given time to drain what the previous one queued.
 
-``stand_in`` is a second, separate run with the protocol stand-in ``oo.fakes.serving`` in
+``replicas`` is a second run with serving in the topology past the default: ``OO_SERVING__WORKERS=2``
+worker processes (one per core) and ``python -m serving.learner`` beside them; reported apart from
+the default's figures above (``BENCH_API_REPLICAS=0`` skips it).
+
+``stand_in`` is a third, separate run with the protocol stand-in ``oo.fakes.serving`` in
 serving's place (a near-free rank): what the app costs on its own. It is labelled and never
 mixed with the figures above. ``BENCH_API_STAND_IN=0`` skips it.
 
@@ -47,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RPS, SECONDS, USERS, WARMUP, SEQUENTIAL = 100, 10, 20, 100, 200
+REPLICA_WORKERS = 2
 RELAY_SETTLE_S = 2.0
 REACTIONS = ("done", "snooze", "dismiss")
 APP_ENV = {"OO_AUTH__LOGIN_MAX_FAILURES": "1000", "OO_LOG_LEVEL": "WARNING"}
@@ -268,18 +273,25 @@ def start_app(env: dict[str, str], log: Path) -> tuple[Any, str]:
     return app, url
 
 
-def with_real_serving(var: Path) -> dict[str, Any]:
-    """The app with ``bentoml serve serving.service:TipService`` behind it."""
+def with_real_serving(var: Path, workers: int = 1) -> dict[str, Any]:
+    """The app with ``bentoml serve serving.service:TipService`` behind it: as it starts by
+    default (one worker, the embedded learner), or with ``workers`` worker processes and
+    ``python -m serving.learner`` beside them (whose CPU counts as serving's)."""
     import psutil
 
-    from bench.serving import TASKS, prepare, serve, wait_ready
+    from bench.serving import TASKS, prepare, serve, start_learner, wait_ready
     from data_contracts.serving import RankRequest
     from oo.serving_client import wire_body
     from tests.serving.conftest import seed_tasks
 
+    var.mkdir(parents=True, exist_ok=True)
     env = prepare(var)  # champion registered, Feast applied (and bench/serving.py's own users)
+    learners = []
+    if workers > 1:
+        env, learner = start_learner(env, var, workers)
+        learners.append(learner)
     service, serving_url = serve("serving.service:TipService", env, var / "serve.log")
-    procs = [service]
+    procs = [service, *learners]
     try:
         app, api = start_app(env | APP_ENV | {"OO_APP__SERVING_URL": serving_url}, var / "app.log")
         procs.insert(0, app)  # stopped first: the app (and its relay) before serving
@@ -290,13 +302,18 @@ def with_real_serving(var: Path) -> dict[str, Any]:
             for user_id in ids:
                 seed_tasks(get_settings(), user_id, TASKS)
             wait_ready(service, serving_url)
-            with httpx.Client(base_url=serving_url, timeout=120) as client:  # cold start: not the app's
-                for user_id in ids:
-                    client.post("/rank", json=wire_body("rank", RankRequest(user_id=user_id))).raise_for_status()
+            # cold start (each user's first read of the lake and the store) is not the app's: each
+            # user ranked on every worker, on fresh connections, which the kernel spreads over them
+            with httpx.Client(base_url=serving_url, timeout=120) as client:
+                for _ in range(4 * workers if workers > 1 else 1):
+                    for user_id in ids:
+                        body = wire_body("rank", RankRequest(user_id=user_id))
+                        headers = {"Connection": "close"} if workers > 1 else None
+                        client.post("/rank", json=body, headers=headers).raise_for_status()
 
         def serving_pids() -> list[int]:
             root = psutil.Process(service.proc.pid)
-            return [root.pid, *(c.pid for c in root.children(recursive=True))]
+            return [root.pid, *(c.pid for c in root.children(recursive=True)), *(p.proc.pid for p in learners)]
 
         result = asyncio.run(run(api, app.proc.pid, seed, serving_pids))
         result["candidates_per_rank"] = TASKS
@@ -331,6 +348,8 @@ def main() -> None:
     var = Path(tempfile.mkdtemp(prefix="oo-bench-api-"))
     started, start_load = time.time(), round(os.getloadavg()[0], 2)
     result = with_real_serving(var / "real")
+    if os.environ.get("BENCH_API_REPLICAS", "1") != "0":
+        result["replicas"] = {"workers": REPLICA_WORKERS, **with_real_serving(var / "replicas", REPLICA_WORKERS)}
     if os.environ.get("BENCH_API_STAND_IN", "1") != "0":
         result["stand_in"] = with_stand_in(var / "stand-in")
     result["setup"] = {
@@ -340,6 +359,8 @@ def main() -> None:
         "users": USERS,
         "app": "uvicorn, 1 process, SQLite, outbox relay running",
         "serving": "bentoml serve serving.service:TipService (own processes), seeded by bench/serving.py's prepare",
+        "replicas": f"the same with OO_SERVING__WORKERS={REPLICA_WORKERS} (one per core) and python -m "
+        "serving.learner beside them (the topology past the default), reported apart",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end",
         "wall_s": round(time.time() - started, 1),
         "goal": {"tips_next_p99_ms": 30, "feedback_p99_ms": 10},

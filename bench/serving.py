@@ -188,6 +188,26 @@ def prepare(var: Path) -> dict[str, str]:
     return env
 
 
+def start_learner(env: dict[str, str], var: Path, workers: int) -> tuple[dict[str, str], Proc]:
+    """``python -m serving.learner`` started for the topology past the default, and the settings
+    env of its replicas (``workers`` worker processes each), once its first snapshot is out."""
+    separate_env = {
+        **env,
+        "OO_SERVING__LEARNER": "separate",
+        "OO_SERVING__WORKERS": str(workers),
+        "OO_SERVING__SNAPSHOT_EVERY_REWARDS": "1",
+        "OO_SERVING__STATE_DIR": str(var / "separate"),
+    }
+    learner = Proc([sys.executable, "-m", "serving.learner"], separate_env, var / "learner.log")
+    snapshot = var / "separate" / "snapshots" / "latest.json"
+    deadline = time.monotonic() + START_DEADLINE_S
+    while not snapshot.exists() and time.monotonic() < deadline:
+        if learner.proc.poll() is not None:
+            raise RuntimeError(f"the learner exited:\n{learner.log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    return separate_env, learner
+
+
 def rank_body(u: int) -> dict[str, Any]:
     return {"user_id": f"bench-u{u}"}
 
@@ -236,19 +256,8 @@ def main() -> None:
         for p in procs:
             p.stop()
         procs = []
-        separate_env = {
-            **env,
-            "OO_SERVING__LEARNER": "separate",
-            "OO_SERVING__WORKERS": str(WORKERS),
-            "OO_SERVING__SNAPSHOT_EVERY_REWARDS": "1",
-            "OO_SERVING__STATE_DIR": str(var / "separate"),
-        }
-        learner = Proc([sys.executable, "-m", "serving.learner"], separate_env, var / "learner.log")
+        separate_env, learner = start_learner(env, var, WORKERS)
         procs.append(learner)
-        snapshot = var / "separate" / "snapshots" / "latest.json"
-        deadline = time.monotonic() + START_DEADLINE_S
-        while not snapshot.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
         replica_rank, replica_floor, replica_url, replica = pair(separate_env, var, "replicas")
         procs += replica
         separate = reward_to_policy(replica_url, "bench-u2", REWARD_ROUNDS // 4)
