@@ -43,9 +43,10 @@ models.learner.UnknownDecision: 'no pending decision 00000000-...-000000000002 (
 from __future__ import annotations
 
 import heapq
+import pickle
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
@@ -56,6 +57,11 @@ from models.policies.shadow import shadow_picks
 
 RewardStatus = Literal["learned", "duplicate", "late", "waiting", "deferred"]
 
+PENDING_SLICE = 250
+"""Pending decisions pickled per call when a learner is pickled (a checkpoint): the thread that
+pickles hands the GIL over between two slices (a few milliseconds each), where one call over
+100,000 pending decisions would hold it, and stall every other thread, for about two seconds."""
+
 
 class UnknownDecision(KeyError):
     """A reward for a decision this learner never made (or no longer remembers)."""
@@ -65,8 +71,11 @@ class DuplicateDecision(ValueError):
     """A second decision with an id already pending."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Pending:
+    """A decision waiting for its reward. Never changed in place (a change replaces the record), so
+    that a :meth:`OnlineLearner.checkpoint_copy` can share the records with the live learner."""
+
     context: Context
     chosen: Candidate
     decided_at: datetime
@@ -228,9 +237,9 @@ class OnlineLearner:
             self.counts.late += 1
             return "late"
         if pending.deferred and not pending.activated:
-            pending.held = (value, at)
+            self._pending[decision_id] = replace(pending, held=(value, at))
             return "deferred"
-        self._learn(pending, value)
+        self._learn(decision_id, pending, value)
         return "learned"
 
     def offer_reward(
@@ -260,17 +269,20 @@ class OnlineLearner:
             while len(self._waiting.activations) > self.max_waiting:
                 self._waiting.activations.popitem(last=False)
             return None
-        pending.activated = True
-        if pending.held is not None and not pending.rewarded:
-            value, _ = pending.held
-            pending.held = None
-            self._learn(pending, value)
+        held = None if pending.rewarded else pending.held  # the reward that waited for this activation
+        pending = self._pending[decision_id] = replace(
+            pending, activated=True, held=pending.held if held is None else None
+        )
+        if held is not None:
+            self._learn(decision_id, pending, held[0])
             return "learned"
         return None
 
-    def _learn(self, pending: _Pending, value: float, default: bool = False) -> None:
+    def _learn(self, decision_id: UUID, pending: _Pending, value: float, default: bool = False) -> None:
+        """Learn ``value`` for ``pending``, and mark it rewarded if it is still pending."""
         self.policy.learn_one(pending.context, pending.chosen, value)
-        pending.rewarded = True
+        if decision_id in self._pending:
+            self._pending[decision_id] = replace(pending, rewarded=True)
         if default:
             self.counts.defaults += 1
         else:
@@ -304,7 +316,7 @@ class OnlineLearner:
             if pending.deferred and not pending.activated:
                 self.counts.skipped_deferred += 1
             elif self.default_reward is not None:
-                self._learn(pending, self.default_reward, default=True)
+                self._learn(k, pending, self.default_reward, default=True)
         for key, (_, _, received_at) in list(self._waiting.rewards.items()):
             if now - received_at > self.hold:
                 del self._waiting.rewards[key]
@@ -314,10 +326,44 @@ class OnlineLearner:
                 del self._waiting.activations[key]
         return len(stale)
 
+    # -- persistence -------------------------------------------------------------------------
+    def checkpoint_copy(self) -> OnlineLearner:
+        """A copy of this learner as it is now, to pickle while this one goes on learning.
+
+        Taken under the caller's lock in milliseconds (the policy is copied; the pending records
+        are shared, as they never change in place), so that the slow part, pickling every pending
+        decision, runs outside it: a checkpoint of the embedded learner used to hold the lock
+        every rank takes for about 20 microseconds per pending decision (seconds at 100,000).
+        """
+        copy = object.__new__(OnlineLearner)
+        copy.__dict__.update(self.__dict__)
+        copy.policy = pickle.loads(pickle.dumps(self.policy, protocol=pickle.HIGHEST_PROTOCOL))
+        copy.shadows = list(self.shadows)
+        copy.counts = replace(self.counts)
+        copy._pending = self._pending.copy()
+        copy._closing = list(self._closing)
+        copy._waiting = _Waiting(self._waiting.rewards.copy(), self._waiting.activations.copy())
+        copy._apprentice = deque(self._apprentice, maxlen=self._apprentice.maxlen)
+        return copy
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the pending decisions in slices of :data:`PENDING_SLICE` (the heap is rebuilt)."""
+        state = dict(self.__dict__)
+        state.pop("_closing", None)  # rebuilt from the pending decisions
+        items = list(state.pop("_pending").items())
+        state["_pending_slices"] = [
+            pickle.dumps(items[i : i + PENDING_SLICE], protocol=pickle.HIGHEST_PROTOCOL)
+            for i in range(0, len(items), PENDING_SLICE)
+        ]
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickle; a learner checkpointed before the ``_closing`` heap existed gets one."""
+        """Unpickle; a learner pickled whole (before the slices) loads too."""
+        slices = state.pop("_pending_slices", None)
         self.__dict__.update(state)
-        if "_closing" not in state:
+        if slices is not None:
+            self._pending = OrderedDict(item for data in slices for item in pickle.loads(data))
+        if slices is not None or "_closing" not in state:
             self._closing = [(p.decided_at, k) for k, p in self._pending.items()]
             heapq.heapify(self._closing)
 

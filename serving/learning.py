@@ -94,6 +94,7 @@ class LearnerLoop:
         self.snapshots = snapshots
         self.checkpoint_path = settings.serving_state_dir / "learner.ckpt"
         self.lock = threading.RLock()
+        self._checkpointing = threading.Lock()
         self.on_champion_change = on_champion_change
         self.champion_reloads = 0
         self.malformed = 0
@@ -261,13 +262,18 @@ class LearnerLoop:
         log.debug("learner: snapshot %d", info.seq)
 
     def checkpoint(self) -> None:
-        """Persist the learner, its offsets and the keys it consumed last (atomic)."""
+        """Persist the learner, its offsets and the keys it consumed last (atomic).
+
+        The learner's lock (which every rank of the embedded default takes) is held only while a
+        copy is taken; the copy is pickled and written after it, one checkpoint at a time, so an
+        older state never replaces a newer one."""
         self._last_checkpoint = time.monotonic()
-        with self.lock:
-            save_checkpoint(
-                self.checkpoint_path,
-                Checkpoint(self.learner, dict(self.offsets), self.source, self.champion_version, list(self.consumed)),
-            )
+        with self._checkpointing:
+            with self.lock:
+                learner, consumed, offsets = self.learner.checkpoint_copy(), self.consumed.copy(), dict(self.offsets)
+                state = Checkpoint(learner, offsets, self.source, self.champion_version)
+            state.consumed = list(consumed)
+            save_checkpoint(self.checkpoint_path, state)
             self.checkpoints += 1
 
     def poll_champion(self) -> bool:

@@ -150,3 +150,33 @@ def test_windows_close_exactly_when_due_whatever_the_arrival_order() -> None:
             assert set(one._pending) == set(pending) - due
         pending = {k: v for k, v in pending.items() if k not in due}
     assert not pending and len(learner._closing) <= 1024
+
+
+def test_a_checkpoint_copy_is_the_learner_as_it_was_and_pickles_in_slices() -> None:
+    """A checkpoint pickles a copy taken in an instant (the live learner goes on learning
+    meanwhile); the copy keeps each pending decision's state as it was when it was taken, and
+    pickles its pending decisions in slices that read back in order."""
+    import pickle
+
+    from models.learner import PENDING_SLICE
+
+    learner = OnlineLearner(Softmax(seed=0), window=timedelta(hours=24), default_reward=0.0)
+    n = 2 * PENDING_SLICE + 17  # three slices
+    for i in range(n):
+        learner.observe(UUID(int=i), {}, ARMS[i % 2], AT + timedelta(seconds=i), deferred=i == 2)
+    learner.reward(UUID(int=0), 1.0, AT)
+    learner.reward(UUID(int=2), 1.0, AT)  # deferred: held until activated
+    copy = learner.checkpoint_copy()
+    weights = pickle.dumps(learner.policy)
+
+    learner.reward(UUID(int=1), 1.0, AT)  # after the copy: the copy does not see these
+    assert learner.activate(UUID(int=2), AT) == "learned"
+    assert learner.counts.learned == 3 and copy.counts.learned == 1
+    assert pickle.dumps(copy.policy) == weights != pickle.dumps(learner.policy)
+
+    restored: OnlineLearner = pickle.loads(pickle.dumps(copy))
+    assert list(restored._pending) == [UUID(int=i) for i in range(n)]  # the order max_pending evicts by
+    assert restored.reward(UUID(int=0), 1.0, AT) == "duplicate"  # learned before the copy
+    assert restored.reward(UUID(int=1), 1.0, AT) == "learned"  # after it: learned again after a restart
+    assert restored.activate(UUID(int=2), AT) == "learned"  # its held reward waited in the copy
+    assert restored.expire(AT + timedelta(hours=25)) == n and restored.counts.defaults == n - 3

@@ -3,15 +3,18 @@ decisions and rewards in any order, and a restart replays what came after its ch
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from data_contracts import Decision, RewardEvent, TipCandidate
 from oo.events_ingest import EventLog
 from oo.settings import Settings
 from serving.learning import LearnerLoop
-from serving.snapshots import SnapshotStore
+from serving.snapshots import Checkpoint, SnapshotStore
 from tests.serving.conftest import free_port, learnable_policy
 
 
@@ -75,6 +78,38 @@ def test_a_restarted_learner_replays_what_came_after_its_checkpoint(tmp_path: Pa
     assert restarted.learner.pending == 2 and restarted.learner.counts.learned == 0
     restarted.poll()
     assert restarted.learner.counts.learned == 1 and restarted.policy.scores({}, decision(1).candidates) == learned
+
+
+def test_a_checkpoint_being_written_does_not_hold_up_decisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded learner's lock (every rank takes it) is held while the checkpoint's copy is
+    taken, not while it is pickled and written: a rank decides while a slow disk writes it, and
+    the checkpoint holds the state of the moment it started."""
+    import serving.learning as learning
+
+    events = EventLog(tmp_path / "events")
+    loop = loop_for(tmp_path)
+    events.append("decisions", decision(1))
+    loop.poll()
+    writing, decided = threading.Event(), threading.Event()
+    save = learning.save_checkpoint
+
+    def slow_save(path: Path, checkpoint: Checkpoint) -> None:
+        writing.set()
+        assert decided.wait(timeout=30), "a rank waited for the checkpoint"
+        save(path, checkpoint)
+
+    monkeypatch.setattr(learning, "save_checkpoint", slow_save)
+    writer = threading.Thread(target=loop.checkpoint)
+    writer.start()
+    assert writing.wait(timeout=30)
+    with loop.lock:  # what a rank does: take the lock, read the policy; then the learner goes on
+        loop.policy.scores({}, decision(1).candidates)
+        events.append("decisions", decision(2))
+        loop.poll()
+    decided.set()
+    writer.join(timeout=30)
+    assert not writer.is_alive() and loop.checkpoints == 1
+    assert loop_for(tmp_path).learner.pending == 1  # the checkpoint's moment: decision 2 came after
 
 
 def test_an_expected_decision_is_taken_as_logged_and_a_line_that_differs_is_parsed(tmp_path: Path) -> None:
