@@ -82,6 +82,37 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
+CHECKPOINT_EVERY_S = 1.0
+"""How often a background connection moves the SQLite index's write-ahead log into its database
+file (a passive checkpoint: no writer waits for it). SQLite's automatic checkpoint (every 1,000
+pages) runs inside the commit that crosses the mark, here the group commit's thread that every
+concurrent rank waits for: 5 to 16 ms every 230 or so decisions of 3.5 KB answers, measured."""
+
+
+class _Checkpointer:
+    """A daemon thread with its own connection, checkpointing a WAL database every ``every_s``."""
+
+    def __init__(self, path: Path, every_s: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(path, every_s), name="oo-index-wal", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path, every_s: float) -> None:
+        db = sqlite3.connect(path, check_same_thread=False, timeout=10.0, isolation_level=None)
+        try:
+            while not self._stop.wait(every_s):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # the next round tries again; the WAL only grows meanwhile
+                    log.warning("decision index: WAL checkpoint failed (%s)", exc)
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 class DecisionIndex:
     """The decisions and rewards of every replica on this machine (thread-safe).
 
@@ -98,14 +129,16 @@ class DecisionIndex:
     (True, 1.0)
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints off the commit path
         self._db.executescript(SCHEMA)
+        self._checkpointer = _Checkpointer(self.path, checkpoint_every_s)
 
     def add(
         self,
@@ -216,7 +249,8 @@ class DecisionIndex:
         return [UUID(i) for i in ids]
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (after the background checkpointer's)."""
+        self._checkpointer.stop()
         with self._lock:
             self._db.close()
 

@@ -5,7 +5,11 @@ PostgreSQL (``OO_SERVING__INDEX_URL``), which also survives a dropped connection
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+import time
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
@@ -81,3 +85,31 @@ def test_a_dropped_connection_is_opened_again(pg_url: str) -> None:
         assert found is not None and found.user_id == "u1"
     finally:
         index.close()
+
+
+def test_commits_leave_the_write_ahead_log_to_a_background_checkpoint(tmp_path: Path) -> None:
+    """SQLite's automatic checkpoint would run inside the commit that crosses 1,000 pages (in the
+    thread every concurrent rank waits for); the index's commits never checkpoint, a background
+    connection does, and the database file alone then holds every row."""
+
+    def rows_in_the_file_alone(path: Path) -> int:
+        shutil.copy(path, tmp_path / "alone.db")  # without its write-ahead log
+        with closing(sqlite3.connect(tmp_path / "alone.db")) as db:
+            try:
+                return int(db.execute("SELECT count(*) FROM decisions").fetchone()[0])
+            except sqlite3.OperationalError:  # not even the table moved yet
+                return 0
+
+    answer = "x" * 3500  # 400 of them: past SQLite's mark of 1,000 pages
+    quiet = DecisionIndex(tmp_path / "quiet.db", checkpoint_every_s=3600)
+    index = DecisionIndex(tmp_path / "d.db", checkpoint_every_s=0.05)
+    for i in range(400):
+        quiet.add(UUID(int=i), "u", AT, "c", "todoist_task", False, "h", answer)
+        index.add(UUID(int=i), "u", AT, "c", "todoist_task", False, "h", answer)
+    assert rows_in_the_file_alone(tmp_path / "quiet.db") == 0  # no commit checkpointed
+    deadline = time.monotonic() + 30
+    while rows_in_the_file_alone(tmp_path / "d.db") < 400 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rows_in_the_file_alone(tmp_path / "d.db") == 400
+    quiet.close()
+    index.close()
