@@ -66,6 +66,13 @@ class LoopConfig:
     """Exploration mass of the served rule baseline (its logs must evaluate challengers off-policy:
     the gate's effective sample size is about n / E[1 / propensity of the challenger's choice]).
     At 0.8 over 3 tasks the baseline picks uniformly 80% of the time: the gate's ESS is about n / 3."""
+    control_fraction: float = 0.5
+    """``OO_SERVING__CONTROL_FRACTION`` of the run: once a challenger is promoted, this share of the
+    decisions (at random) is still served by the exploring rule baseline, as a staged rollout's A/B
+    test does, so that the report compares the promoted policy with the baseline on the same days
+    and users (the world changes over the days: tasks age, get snoozed, and the easy ones get done),
+    and evaluates it off-policy on those baseline decisions, which no gate saw. Before a promotion
+    the baseline serves everything anyway."""
     outside_done_per_day: float = 0.05
     """Chance that each open task is completed outside oO on a given day."""
     visits_per_day: int = 4
@@ -143,7 +150,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def loop_env(var_dir: Path, todoist_url: str, serving_port: int, app_port: int, floor: float) -> dict[str, str]:
+def loop_env(
+    var_dir: Path, todoist_url: str, serving_port: int, app_port: int, floor: float, control: float = 0.0
+) -> dict[str, str]:
     """The settings (``OO_*``) of this process and its services for one run."""
     return {
         "OO_ENV": "local",
@@ -157,6 +166,7 @@ def loop_env(var_dir: Path, todoist_url: str, serving_port: int, app_port: int, 
         "OO_APP__SIMULATED_CLOCK": "true",
         "OO_SERVING__SIMULATED_CLOCK": "true",
         "OO_SERVING__BASELINE_FLOOR": str(floor),
+        "OO_SERVING__CONTROL_FRACTION": str(control),
         "OO_SERVING__CHAMPION_POLL_S": "1",
         # simulated hours pass in wall seconds: serving's wall-clock caches of the online task
         # features and of the synced task files would outlive a materialization or a sync
@@ -519,7 +529,14 @@ class ClosedLoop:
         self.config.var_dir.mkdir(parents=True, exist_ok=True)
         with serve_in_thread(self.world) as todoist_url:
             serving_port, app_port = free_port(), free_port()
-            env = loop_env(self.config.var_dir, todoist_url, serving_port, app_port, self.config.baseline_floor)
+            env = loop_env(
+                self.config.var_dir,
+                todoist_url,
+                serving_port,
+                app_port,
+                self.config.baseline_floor,
+                self.config.control_fraction,
+            )
             if self.config.holdout_fraction is not None:
                 env["OO_TRAINING__HOLDOUT_FRACTION"] = str(self.config.holdout_fraction)
             if self.config.gate_fraction is not None:

@@ -101,6 +101,7 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
         "visits_per_day": 2,
         "tasks_per_user": 3,
         "baseline_floor": 0.8,
+        "control_fraction": 0.5,
         "concurrency": 8,
         "holdout_fraction": 0.6,
         "gate_fraction": 0.7,
