@@ -615,6 +615,23 @@ class ClosedLoop:
                         self._slot(http, pool, day, slot_start)
                 self._night(day, day_start + timedelta(days=1), serving_url)
                 self.on_progress("day", 1)
+        self._close_windows(self.start + timedelta(days=self.config.days))
+
+    def _close_windows(self, last_midnight: datetime) -> None:
+        """After the last night: the time when the last day's reward windows have closed, and the
+        hourly features work and the training examples then (no training), so that the report
+        reads back every decision of the run, the last day's too (the control group's after a
+        late promotion), not only those of the days before the last night."""
+        from models.features import pipeline
+        from oo.settings import get_settings
+
+        closed = last_midnight + timedelta(hours=get_settings().reward.window_hours, minutes=1)
+        self._at(closed)
+        step = self.features(closed, meanwhile=self._wait_delivered)
+        with self._timed("training_examples"):
+            step["training_examples_added"] = pipeline.training_examples(closed.isoformat())
+        step["windows_closed"] = True
+        self.run_record.slots.append(step)
 
     def _night(self, day: int, midnight: datetime, serving_url: str) -> None:
         """A few tasks get done outside oO late in the evening; at midnight the nightly DAGs run
