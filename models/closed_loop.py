@@ -22,7 +22,9 @@ Simulated time: requests carry ``X-OO-Simulated-Time`` (the app honours it with
 with ``OO_SERVING__SIMULATED_CLOCK``; both settings are refused outside ``local``). The simulated
 days start at the UTC midnight after the wall clock, so that the learner's reward windows (on the
 wall clock) never close before a simulated reaction arrives. The served rule baseline explores
-(``OO_SERVING__BASELINE_FLOOR``, 0.8 by default here) so that its logs can evaluate challengers off-policy.
+(``OO_SERVING__BASELINE_FLOOR``, 0.8 by default here) so that its logs can evaluate challengers off-policy,
+and after a promotion it keeps serving a random control group (``OO_SERVING__CONTROL_FRACTION``, 0.5
+by default here) that the report compares the promoted policy with, on the same days.
 
 :mod:`models.closed_loop_report` turns the run's records into the report.
 """
