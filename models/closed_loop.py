@@ -22,7 +22,9 @@ Simulated time: requests carry ``X-OO-Simulated-Time`` (the app honours it with
 with ``OO_SERVING__SIMULATED_CLOCK``; both settings are refused outside ``local``). The simulated
 days start at the UTC midnight after the wall clock, so that the learner's reward windows (on the
 wall clock) never close before a simulated reaction arrives. The served rule baseline explores
-(``OO_SERVING__BASELINE_FLOOR``, 0.8 by default here) so that its logs can evaluate challengers off-policy.
+(``OO_SERVING__BASELINE_FLOOR``, 0.8 by default here) so that its logs can evaluate challengers off-policy,
+and after a promotion it keeps serving a random control group (``OO_SERVING__CONTROL_FRACTION``, 0.5
+by default here) that the report compares the promoted policy with, on the same days.
 
 :mod:`models.closed_loop_report` turns the run's records into the report.
 """
@@ -66,6 +68,13 @@ class LoopConfig:
     """Exploration mass of the served rule baseline (its logs must evaluate challengers off-policy:
     the gate's effective sample size is about n / E[1 / propensity of the challenger's choice]).
     At 0.8 over 3 tasks the baseline picks uniformly 80% of the time: the gate's ESS is about n / 3."""
+    control_fraction: float = 0.5
+    """``OO_SERVING__CONTROL_FRACTION`` of the run: once a challenger is promoted, this share of the
+    decisions (at random) is still served by the exploring rule baseline, as a staged rollout's A/B
+    test does, so that the report compares the promoted policy with the baseline on the same days
+    and users (the world changes over the days: tasks age, get snoozed, and the easy ones get done),
+    and evaluates it off-policy on those baseline decisions, which no gate saw. Before a promotion
+    the baseline serves everything anyway."""
     outside_done_per_day: float = 0.05
     """Chance that each open task is completed outside oO on a given day."""
     visits_per_day: int = 4
@@ -143,7 +152,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def loop_env(var_dir: Path, todoist_url: str, serving_port: int, app_port: int, floor: float) -> dict[str, str]:
+def loop_env(
+    var_dir: Path, todoist_url: str, serving_port: int, app_port: int, floor: float, control: float = 0.0
+) -> dict[str, str]:
     """The settings (``OO_*``) of this process and its services for one run."""
     return {
         "OO_ENV": "local",
@@ -157,6 +168,7 @@ def loop_env(var_dir: Path, todoist_url: str, serving_port: int, app_port: int, 
         "OO_APP__SIMULATED_CLOCK": "true",
         "OO_SERVING__SIMULATED_CLOCK": "true",
         "OO_SERVING__BASELINE_FLOOR": str(floor),
+        "OO_SERVING__CONTROL_FRACTION": str(control),
         "OO_SERVING__CHAMPION_POLL_S": "1",
         # simulated hours pass in wall seconds: serving's wall-clock caches of the online task
         # features and of the synced task files would outlive a materialization or a sync
@@ -519,7 +531,14 @@ class ClosedLoop:
         self.config.var_dir.mkdir(parents=True, exist_ok=True)
         with serve_in_thread(self.world) as todoist_url:
             serving_port, app_port = free_port(), free_port()
-            env = loop_env(self.config.var_dir, todoist_url, serving_port, app_port, self.config.baseline_floor)
+            env = loop_env(
+                self.config.var_dir,
+                todoist_url,
+                serving_port,
+                app_port,
+                self.config.baseline_floor,
+                self.config.control_fraction,
+            )
             if self.config.holdout_fraction is not None:
                 env["OO_TRAINING__HOLDOUT_FRACTION"] = str(self.config.holdout_fraction)
             if self.config.gate_fraction is not None:
@@ -598,6 +617,23 @@ class ClosedLoop:
                         self._slot(http, pool, day, slot_start)
                 self._night(day, day_start + timedelta(days=1), serving_url)
                 self.on_progress("day", 1)
+        self._close_windows(self.start + timedelta(days=self.config.days))
+
+    def _close_windows(self, last_midnight: datetime) -> None:
+        """After the last night: the time when the last day's reward windows have closed, and the
+        hourly features work and the training examples then (no training), so that the report
+        reads back every decision of the run, the last day's too (the control group's after a
+        late promotion), not only those of the days before the last night."""
+        from models.features import pipeline
+        from oo.settings import get_settings
+
+        closed = last_midnight + timedelta(hours=get_settings().reward.window_hours, minutes=1)
+        self._at(closed)
+        step = self.features(closed, meanwhile=self._wait_delivered)
+        with self._timed("training_examples"):
+            step["training_examples_added"] = pipeline.training_examples(closed.isoformat())
+        step["windows_closed"] = True
+        self.run_record.slots.append(step)
 
     def _night(self, day: int, midnight: datetime, serving_url: str) -> None:
         """A few tasks get done outside oO late in the evening; at midnight the nightly DAGs run

@@ -5,11 +5,13 @@ the simulated users, measured against the simulator's hidden truth.
   version made (the versions are read from the lake's ``decisions``, i.e. what serving logged).
 - **Regret against the oracle**: per decision, the best expected reward among the candidates
   serving offered (the simulator knows each one's) minus the chosen one's expected reward.
-- **Off-policy estimate vs live reward**: the doubly robust estimate and interval that training
-  logged for the first promoted version (its MLflow run), against the mean reward of that
+- **Off-policy estimate vs live reward**: the promoted version's doubly robust estimate on
+  baseline-logged decisions no gate saw (the control group's after the promotion, else the day
+  before it), and the ones training logged (its MLflow run), against the mean reward of that
   version's live decisions after promotion (with a user-resampled bootstrap interval).
 - **Promoted vs baseline**: live mean reward of the promoted version against the served rule
-  baseline's, with a user-resampled bootstrap interval of the difference.
+  baseline's on the same days (its control group, ``OO_SERVING__CONTROL_FRACTION``; without one,
+  its decisions before the promotion), with a user-resampled paired interval of the difference.
 - **Train/serve skew per feature**: the lake's ``feature_skew`` (what serving logged with each
   decision vs the feature store's point-in-time value), aggregated over the run.
 
@@ -32,6 +34,9 @@ from models.closed_loop import LoopRun, Served
 
 BASELINE = "rule_based"
 SKEW_LIMIT = 0.01
+MIN_CONTROL = 20
+"""Fewest control-group decisions after the promotion to compare the promoted policy with on the same
+days (fewer: with the baseline's decisions before the promotion)."""
 
 
 def _mean_ci(values_by_user: dict[str, list[float]], seed: int, n_boot: int = 1000) -> tuple[float, float, float]:
@@ -207,6 +212,8 @@ def _unselected(
     until: str,
     seed: int,
     min_decisions: int = 20,
+    served_by: str | None = None,
+    name: str = "unselected",
 ) -> dict[str, Any] | None:
     """The promoted policy's DR estimate on the logged decisions **no gate saw**: those made after
     the end of the slice that promoted it and before the promotion (by the policy serving then, the
@@ -217,7 +224,10 @@ def _unselected(
     These decisions played no part in training, selection or the gate, so the estimate here is
     unselected. Interval: 95%, the gate's paired cluster bootstrap over users (its ``G / (G - 1)``
     and t corrections). Also the simulator's exact expected reward of the policy's choice
-    distribution on the same decisions (``truth``). ``None`` when fewer than ``min_decisions``."""
+    distribution on the same decisions (``truth``). ``None`` when fewer than ``min_decisions``.
+
+    ``served_by`` keeps only the decisions that policy served (the control group's, ``rule_based``,
+    after the promotion: the same days as the promoted policy's live reward); ``name`` names the slice."""
     from datetime import datetime
 
     from data_contracts import TrainingExample
@@ -231,7 +241,9 @@ def _unselected(
     start, end = datetime.fromisoformat(after), datetime.fromisoformat(until)
     table = lake.read("training_examples", where="decided_at > ? AND decided_at < ?", params=[start, end])
     examples = [
-        e for e in from_table(TrainingExample, table) if start < e.decided_at < end and e.policy_version != version
+        e
+        for e in from_table(TrainingExample, table)
+        if start < e.decided_at < end and e.policy_version != version and (served_by is None or e.policy == served_by)
     ]
     if len(examples) < min_decisions:
         return None
@@ -250,7 +262,7 @@ def _unselected(
         if str(e.decision_id) in values and all(c in values[str(e.decision_id)] for c in dist)
     ]
     return {
-        "slice": "unselected",
+        "slice": name,
         "span": [min(e.decided_at for e in examples).isoformat(), max(e.decided_at for e in examples).isoformat()],
         "estimate": d.challenger,
         "low": d.challenger_low,
@@ -302,6 +314,7 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
             "visits_per_day": run.config.visits_per_day,
             "tasks_per_user": run.config.tasks_per_user,
             "baseline_floor": run.config.baseline_floor,
+            "control_fraction": run.config.control_fraction,
             "concurrency": run.config.concurrency,
             "holdout_fraction": run.config.holdout_fraction,
             "gate_fraction": run.config.gate_fraction,
@@ -342,13 +355,22 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
         version = first["version"]
         until = run.promotions[1]["day"] if len(run.promotions) > 1 else math.inf
         after = [r for r in rows if first["day"] < r["day"] <= until and r["policy"] != BASELINE]
+        control = [r for r in rows if first["day"] < r["day"] <= until and r["policy"] == BASELINE]
+        same_days = len(control) >= MIN_CONTROL
         versions_after = sorted({r["policy_version"] for r in after})
         live = _mean_ci(by_user(after, "reward"), seed)
         live_expected = _mean_ci(by_user(after, "expected"), seed)
         ope = _ope(registry, version)
         gate_end = (ope.get("gate_slice") or [None, None])[1]
         unselected = _unselected(registry, version, lake, run.served, gate_end, first["at"], seed)
-        of_record = unselected if unselected is not None and "estimate" in unselected else ope
+        next_at = run.promotions[1]["at"] if len(run.promotions) > 1 else "9999-12-31T00:00:00+00:00"
+        on_control = _unselected(
+            registry, version, lake, run.served, first["at"], next_at, seed, served_by=BASELINE, name="control"
+        )
+        of_record = next(
+            (e for e in (on_control, unselected) if e is not None and "estimate" in e),
+            ope,
+        )
         estimate, low, high = of_record["estimate"], of_record.get("low", math.nan), of_record.get("high", math.nan)
         within = bool(after) and low <= live[0] <= high
         # the other way round (issue 12's wording): the estimate inside the live reward's interval
@@ -360,12 +382,16 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
             "estimate_of_record": of_record.get("slice"),
             "estimate": ope,
             "unselected": unselected,
+            "control": on_control,
             "live_reward": {"mean": live[0], "low": live[1], "high": live[2], "decisions": len(after)},
             "live_expected_reward": {"mean": live_expected[0], "low": live_expected[1], "high": live_expected[2]},
             "truth_on_gate_slice": truth,
             "live_within_interval": within,
             "estimate_within_live_interval": estimate_within,
-            "note": "unselected (the estimate of record when present): the promoted policy's DR estimate on the "
+            "note": "control (the estimate of record when present): the promoted policy's DR estimate on the "
+            "control group's decisions after the promotion (served by the exploring rule baseline, at random, on "
+            "the same days and users as the live reward; no training, selection or gate saw them; 95%). "
+            "unselected (the estimate of record without a control group): the same on the "
             "logged decisions after the gate slice's end and before the promotion, which no training, selection "
             "or gate saw (95%). estimate: the gate slice's DR estimate (interval at the gate's level), the one "
             "that crossed the gate's bar, so selected upward; dr: the selection slice's, where it was picked as "
@@ -375,10 +401,16 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
             "expected: what changed between the logged contexts and the live ones, e.g. the pool of open "
             "tasks a better policy empties of its best tasks, and the online learning after promotion)",
         }
-        diff = _paired_diff_ci(by_user(after, "reward"), by_user(baseline_rows, "reward"), seed + 1)
-        diff_expected = _paired_diff_ci(by_user(after, "expected"), by_user(baseline_rows, "expected"), seed + 2)
-        unpaired = _diff_ci(by_user(after, "reward"), by_user(baseline_rows, "reward"), seed + 1)
+        reference = control if same_days else baseline_rows
+        diff = _paired_diff_ci(by_user(after, "reward"), by_user(reference, "reward"), seed + 1)
+        diff_expected = _paired_diff_ci(by_user(after, "expected"), by_user(reference, "expected"), seed + 2)
+        unpaired = _diff_ci(by_user(after, "reward"), by_user(reference, "reward"), seed + 1)
+        before = [r for r in baseline_rows if r["day"] <= first["day"]]
+        before_after = _paired_diff_ci(by_user(after, "reward"), by_user(before, "reward"), seed + 1)
         report["promoted_vs_baseline"] = {
+            "compared_with": "control" if same_days else "before",
+            "baseline_decisions": len(reference),
+            "promoted_decisions": len(after),
             "reward_difference": {"value": diff[0], "low": diff[1], "high": diff[2]},
             "reward_difference_unpaired": {"value": unpaired[0], "low": unpaired[1], "high": unpaired[2]},
             "expected_reward_difference": {
@@ -386,10 +418,18 @@ def build_report(run: LoopRun, lake: Any, registry: Any) -> dict[str, Any]:
                 "low": diff_expected[1],
                 "high": diff_expected[2],
             },
-            "note": "live decisions of the promoted policy (after promotion) vs the served rule baseline's "
-            "(before), the same users on both sides; intervals resample users with their decisions on both "
-            "sides (paired; _unpaired resamples each side on its own, as if they were different users); "
-            "expected rewards are the simulator's exact values",
+            "reward_difference_before_after": {
+                "value": before_after[0],
+                "low": before_after[1],
+                "high": before_after[2],
+            },
+            "note": "live decisions of the promoted policy (after promotion) vs the served rule baseline's: its "
+            "control group's on the same days (compared_with: control; the group is drawn at random from the "
+            "decisions) or, without one, its decisions before the promotion (compared_with: before; the world "
+            "changes over the days, so this confounds the policy with the time), the same users on both sides; "
+            "intervals resample users with their decisions on both sides (paired; _unpaired resamples each "
+            "side on its own, as if they were different users); expected rewards are the simulator's exact "
+            "values; reward_difference_before_after: against the baseline's decisions before the promotion",
         }
         checks["beats_baseline"] = bool(diff[1] > 0)
         checks["ope_within_interval"] = within

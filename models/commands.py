@@ -101,6 +101,12 @@ def simulate(
     baseline_floor: float = typer.Option(
         0.8, min=0.0, max=1.0, help="exploration mass of the served rule baseline (OO_SERVING__BASELINE_FLOOR)"
     ),
+    control_fraction: float = typer.Option(
+        0.5,
+        min=0.0,
+        max=0.95,
+        help="share of decisions the baseline still serves after a promotion (OO_SERVING__CONTROL_FRACTION)",
+    ),
     holdout_fraction: float = typer.Option(0.6, min=0.05, max=0.95, help="OO_TRAINING__HOLDOUT_FRACTION of the run"),
     gate_fraction: float = typer.Option(0.7, min=0.05, max=0.95, help="OO_TRAINING__GATE_FRACTION of the run"),
     concurrency: int = typer.Option(8, min=1, max=64, help="users' requests in flight at once"),
@@ -124,6 +130,7 @@ def simulate(
         visits_per_day=visits_per_day,
         tasks_per_user=tasks_per_user,
         baseline_floor=baseline_floor,
+        control_fraction=control_fraction,
         concurrency=concurrency,
         holdout_fraction=holdout_fraction,
         gate_fraction=gate_fraction,

@@ -49,7 +49,8 @@ class CandidateSpec:
     """One point of the grid: an explorer, its scorer and its exploration knob.
 
     ``learning_rate`` None means the default scorer (:class:`~models.policies.linear.BlockRidge`,
-    which has none); a rate means the first-order ``AdaptiveLinear`` scorer with that rate.
+    which has none) with the prior precision ``l2_context`` on its weights of context features; a
+    rate means the first-order ``AdaptiveLinear`` scorer with that rate.
 
     ``knob`` is epsilon (epsilon-greedy), the temperature (softmax) or the number of members
     (bootstrap Thompson).
@@ -59,6 +60,13 @@ class CandidateSpec:
     learning_rate: float | None
     knob: float
     floor: float = 0.01
+    l2_context: float | None = 1000.0
+    """The ridge scorer's prior precision on the weights of context features (its other weights
+    have 1): the challengers learn from a few hundred logged rewards, where the ~800 weights of
+    context features x candidate features with an equal prior fit noise and extrapolate it as the
+    users' counters grow (on the closed loop's logs, 50 users: the expected reward of a challenger
+    trained on 480 decisions was 0.425 with an equal prior, below the rule's 0.428, and 0.461 with
+    this one; the oracle's 0.494)."""
 
     @property
     def name(self) -> str:
@@ -69,7 +77,7 @@ class CandidateSpec:
     def build(self, seed: int = 0, version: str = "dev") -> Policy:
         """A fresh policy for this spec."""
         common: dict[str, Any] = {
-            "model": default_model(self.learning_rate),
+            "model": default_model(self.learning_rate, l2_context=self.l2_context),
             "floor": self.floor,
             "seed": seed,
             "version": version,

@@ -309,6 +309,14 @@ class ServingSettings(BaseModel):
         description="exploration mass of the rule baseline when it serves (0: deterministic; > 0 gives every "
         "candidate a propensity, so its logs can evaluate other policies off-policy)",
     )
+    control_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of the decisions the rule baseline serves (at random, by decision id) while a learned "
+        "champion serves the rest: a control group that measures the champion's lift on the same days and users, "
+        "and keeps logging the baseline's exploration for the next challengers' off-policy evaluation",
+    )
     simulated_clock: bool = Field(
         default=False,
         description="accept a caller's `decided_at` on rank (simulations, `oo simulate`; local only); "

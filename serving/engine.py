@@ -41,7 +41,7 @@ from serving.decision_index import DecisionIndex, IndexedDecision
 from serving.group_commit import GroupCommit
 from serving.learning import LearnerLoop
 from serving.models_source import PolicySource
-from serving.ranking import empty_response, make_decision, request_hash
+from serving.ranking import empty_response, in_control, make_decision, request_hash
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class DecisionEngine:
         with self.source.lock:
             learning = self.source.policy()
             unknown_user = store_ok and not known and not gathered
-            served, shadows = self._policies(learning, unknown_user)
+            served, shadows = self._policies(learning, unknown_user, event_id)
             if not eligible:
                 reason = "no candidates: the user has no open tasks and the request gave none"
                 if excluded:
@@ -308,10 +308,12 @@ class DecisionEngine:
                 out.append(_merge_features(c, _DEFAULTS, False))
         return context, out, store_ok, ctx.context_known > 0
 
-    def _policies(self, learning: Policy, unknown_user: bool) -> tuple[Policy, list[Policy]]:
-        """The served policy and the shadows: apprentice mode and unknown users get the baseline."""
+    def _policies(self, learning: Policy, unknown_user: bool, event_id: UUID) -> tuple[Policy, list[Policy]]:
+        """The served policy and the shadows: apprentice mode, unknown users and the control group
+        (``OO_SERVING__CONTROL_FRACTION`` of the decisions, at random) get the baseline."""
         is_baseline = learning.name == self.baseline.name
-        if self.settings.serving.mode == "apprentice" or unknown_user:
+        control = not is_baseline and in_control(event_id, self.settings.serving.control_fraction)
+        if self.settings.serving.mode == "apprentice" or unknown_user or control:
             return self.baseline, [] if is_baseline else [learning]
         return learning, [] if is_baseline else [self.baseline]
 

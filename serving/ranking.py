@@ -49,6 +49,22 @@ def seeded_draw(probabilities: Sequence[float], seed: int) -> int:
     return chosen
 
 
+def in_control(event_id: UUID, fraction: float) -> bool:
+    """Whether decision ``event_id`` falls in the control group of size ``fraction``: a uniform
+    draw from a hash of the id, independent of the context and of the policies' own draws (seeded
+    with the id itself), so each group is a random sample of the decisions.
+
+    Examples
+    --------
+    >>> from uuid import UUID
+    >>> ids = [UUID(int=i) for i in range(2000)]
+    >>> round(sum(in_control(i, 0.5) for i in ids) / len(ids), 1), any(in_control(i, 0.0) for i in ids)
+    (0.5, False)
+    """
+    u = int.from_bytes(hashlib.blake2b(event_id.bytes, digest_size=8, person=b"oo-control").digest(), "big")
+    return u / 2**64 < fraction
+
+
 def request_hash(request: RankRequest) -> str:
     """What makes two requests with one ``event_id`` "the same request"."""
     return hashlib.sha256(request.model_dump_json(exclude={"event_id"}).encode()).hexdigest()

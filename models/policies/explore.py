@@ -42,9 +42,10 @@ DEFAULT_FLOOR = 0.05
 otherwise put all the mass on one candidate; epsilon-greedy's epsilon already is one."""
 
 
-def default_model(learning_rate: float | None = None) -> river_base.Regressor:
-    """The default scorer, :class:`BlockRidge` (no learning rate to tune); given a learning
-    rate, the first-order :class:`AdaptiveLinear` (VW's update) with that rate.
+def default_model(learning_rate: float | None = None, l2_context: float | None = None) -> river_base.Regressor:
+    """The default scorer, :class:`BlockRidge` (no learning rate to tune; ``l2_context`` is its
+    prior precision on the weights of context features); given a learning rate, the first-order
+    :class:`AdaptiveLinear` (VW's update) with that rate.
 
     Examples
     --------
@@ -52,7 +53,7 @@ def default_model(learning_rate: float | None = None) -> river_base.Regressor:
     ('BlockRidge', 'AdaptiveLinear')
     """
     if learning_rate is None:
-        return BlockRidge()
+        return BlockRidge(l2_context=l2_context)
     return AdaptiveLinear(learning_rate=learning_rate)
 
 
@@ -161,6 +162,9 @@ class ScoringPolicy(Policy):
         """Constructor parameters worth logging, including the scorer's."""
         out = super().params()
         out["model"] = type(self.model).__name__
+        l2_context = getattr(self.model, "l2_context", None)
+        if isinstance(l2_context, int | float):
+            out["l2_context"] = float(l2_context)
         lr = getattr(self.model, "learning_rate", None)
         if lr is None:
             lr = getattr(getattr(self.model, "optimizer", None), "learning_rate", None)

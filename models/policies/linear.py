@@ -234,7 +234,16 @@ class BlockRidge(LinearScorer):
     Parameters
     ----------
     l2
-        Ridge penalty: the prior precision of every weight.
+        Ridge penalty: the prior precision of the intercept and of the candidate features' main
+        effects (and of every weight when ``l2_context`` is None).
+    l2_context
+        The prior precision of every weight on a context feature: the context's main effects and
+        its interactions with the candidate features (``None``: ``l2``). Larger than ``l2`` is a
+        hierarchical prior: the candidate features' main effects are learned first, and a weight on
+        one of the many context features only once the data insist. With ``c`` context features each
+        candidate feature has ``c`` interactions and one main effect, so on a few hundred logged
+        rewards an equal prior lets those weights fit noise, and extrapolate it as the context drifts
+        (counters that grow with a user's history).
     intercept_init
         The prior mean of the score. The default 0.5 is the middle of the reward range [0, 1]:
         before any data every candidate is as likely to be good as bad.
@@ -252,11 +261,18 @@ class BlockRidge(LinearScorer):
     """
 
     def __init__(
-        self, l2: float = 1.0, intercept_init: float = 0.5, prior_scale: float = 0.0, seed: int | None = None
+        self,
+        l2: float = 1.0,
+        intercept_init: float = 0.5,
+        prior_scale: float = 0.0,
+        seed: int | None = None,
+        l2_context: float | None = None,
     ) -> None:
-        if not (l2 > 0.0 and math.isfinite(l2)):
-            raise ValueError(f"l2 must be positive and finite, got {l2}")
+        for name, value in (("l2", l2), ("l2_context", l2 if l2_context is None else l2_context)):
+            if not (value > 0.0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be positive and finite, got {value}")
         self.l2 = l2
+        self.l2_context = l2_context
         self._d = self._c = 0
         self._blocks: FloatArray = np.zeros((1, 1))  # weights, (d + 1, c + 1); row d is the intercept block
         self._cov: FloatArray = np.zeros((1, 1, 1))  # inverse precisions, (d + 1, c + 1, c + 1)
@@ -275,6 +291,8 @@ class BlockRidge(LinearScorer):
         self.bind(names)
         self._d, self._c = d, c
         self._cov = np.tile(np.eye(c + 1) / self.l2, (d + 1, 1, 1))
+        if self.l2_context is not None:  # columns 1..c of every block: the weights on the context
+            self._cov[:, np.arange(1, c + 1), np.arange(1, c + 1)] = 1.0 / self.l2_context
         blocks = np.zeros((d + 1, c + 1))
         blocks[:d, 0] = self._w[:d]
         blocks[d, 1:] = self._w[d : d + c]

@@ -58,6 +58,7 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
         report = build_report(run, lake, Registry())
         decisions = lake.read("decisions").to_pylist()
         skew_rows = lake.read("feature_skew").to_pylist()
+        examples = lake.read("training_examples", columns=["decision_id"]).to_pylist()
         users = {r["user_id"] for r in lake.read("todoist_tasks", columns=["user_id"]).to_pylist()}
 
     # every user asked once a slot, two slots a day, and every decision was made and logged by serving
@@ -88,10 +89,14 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
     assert report["checks"]["promoted"] is False and "ope" not in report  # too little data: honest
     assert report["checks"]["beats_baseline"] is False and "no challenger was promoted" in report["not_evaluated"]
     assert len(report["batches"]) == 3 and all(not b["sync_failed"] for b in report["batches"])
-    assert len(report["slots"]) == 4 and all(not b["sync_failed"] for b in report["slots"])
+    assert len(report["slots"]) == 5 and all(not b["sync_failed"] for b in report["slots"])
     # the first slot of a day finds nothing new since the nightly run at midnight: no features run
-    assert [s["features_skipped"] for s in report["slots"]] == [True, False, True, False]
-    assert [("build" in s["steps"]) for s in report["slots"]] == [False, True, False, True]
+    assert [s["features_skipped"] for s in report["slots"]] == [True, False, True, False, False]
+    assert [("build" in s["steps"]) for s in report["slots"]] == [False, True, False, True, True]
+    # after the last night the loop waits until the last day's reward windows closed: every decision
+    # of the run, the last day's too, is a training example the report reads back
+    assert report["slots"][-1]["windows_closed"] is True
+    assert {str(e["decision_id"]) for e in examples} == {s.decision_id for s in run.served}
     assert set(figures(report)) == {"reward_per_day.png", "regret_per_day.png", "skew_per_feature.png"}
     path = write(report, tmp_path / "report.json")
     assert json.loads(path.read_text())["config"] == {
@@ -101,6 +106,7 @@ def test_a_small_closed_loop_goes_through_serving_and_reports(tmp_path: Path) ->
         "visits_per_day": 2,
         "tasks_per_user": 3,
         "baseline_floor": 0.8,
+        "control_fraction": 0.5,
         "concurrency": 8,
         "holdout_fraction": 0.6,
         "gate_fraction": 0.7,

@@ -194,3 +194,60 @@ def test_the_live_difference_pairs_each_users_decisions_before_and_after() -> No
     assert paired[0] == pytest.approx(0.1) and unpaired[0] == pytest.approx(0.1)
     assert paired[1] == pytest.approx(0.1) and paired[2] == pytest.approx(0.1)  # no spread left
     assert unpaired[1] < 0 < unpaired[2]  # the users' spread drowns it when the sides are resampled apart
+
+
+def test_with_a_control_group_the_promoted_policy_is_compared_on_the_same_days_and_estimated_on_its_logs(
+    tmp_path: Path,
+) -> None:
+    """The world was kinder before the promotion (every reaction 'done'); after it, the promoted
+    policy and the baseline's control group share the same days: the comparison is the control
+    group's (a before/after one would see no gain), and the estimate of record is the promoted
+    policy's DR on the control group's logs, which no gate saw."""
+    promoted_at = START + timedelta(hours=23)
+    sim = Simulator(n_users=6, seed=4, start=START + timedelta(days=1))
+    control = [
+        e.model_copy(update={"policy": "rule_based", "policy_version": "rule-baseline/1"})
+        for e in sim.log(UniformRandom(seed=4), 120)
+    ]
+    served: list[Served] = []
+    decisions: list[dict[str, Any]] = []
+
+    def add(s: Served, policy: str, version: str, candidates: list[str], propensity: float) -> None:
+        served.append(s)
+        cands = [{"candidate_id": c} for c in candidates]
+        decisions.append({"decision_id": s.decision_id, "policy": policy, "policy_version": version,
+                          "candidates": cands, "propensity": propensity})  # fmt: skip
+
+    for i in range(60):  # before: the baseline, every task done
+        add(Served(0, START, f"user_{i % 6}", f"before-{i}", "a", "done", 1.0, 0.8, {"a": 0.8}), "rule_based",
+            "rule-baseline/1", ["a"], 1.0)  # fmt: skip
+    for e in control:  # after: the control group, on the same days as the promoted policy
+        values = {c.candidate_id: 0.3 for c in e.candidates}
+        ids = [c.candidate_id for c in e.candidates]
+        add(Served(1, e.decided_at, e.user_id, str(e.decision_id), e.chosen_id, e.reaction.value, e.reward, 0.3,
+                   values), "rule_based", "rule-baseline/1", ids, e.propensity)  # fmt: skip
+    for i in range(120):  # after: the promoted version, every task done
+        add(Served(1, promoted_at + timedelta(hours=2), f"user_{i % 6}", f"live-{i}", "a", "done", 1.0, 0.8,
+                   {"a": 0.8}), "softmax", "7", ["a"], 1.0)  # fmt: skip
+    run = LoopRun(
+        config=LoopConfig(users=6, days=2, seed=0, var_dir=tmp_path),
+        start=START,
+        served=served,
+        days=[{"training": {"gate": "promoted: ..."}}],
+        promotions=[{"day": 0, "at": promoted_at.isoformat(), "version": "7"}],
+    )
+    metrics = {"gate_challenger": 0.9, "gate_challenger_low": 0.85, "gate_challenger_high": 0.95}
+
+    report = build_report(run, Lake(decisions, control), registry(metrics, {}))
+
+    versus = report["promoted_vs_baseline"]
+    assert versus["compared_with"] == "control" and versus["baseline_decisions"] == len(control)
+    logged = sum(e.reward for e in control) / len(control)
+    assert versus["reward_difference"]["value"] == pytest.approx(1.0 - logged)
+    assert versus["reward_difference_before_after"]["value"] == pytest.approx(0.0)
+    assert report["checks"]["beats_baseline"] is True
+    ope, on_control = report["ope"], report["ope"]["control"]
+    assert ope["estimate_of_record"] == "control" and on_control["decisions"] == len(control)
+    assert on_control["logged_reward"] == pytest.approx(logged)  # the uniform policy evaluated on uniform logs
+    live = ope["live_reward"]
+    assert report["checks"]["ope_within_interval"] is (on_control["low"] <= live["mean"] <= on_control["high"])

@@ -315,3 +315,30 @@ def test_the_dr_reward_model_learns_on_the_policys_own_features() -> None:
         assert np.mean([qi[f"b{k}"] for qi in q]) == pytest.approx(0.2 + 0.2 * k, abs=0.06)
     report = evaluate_policy(Custom(seed=0), logs, n_bootstrap=50)  # evaluate_policy picks the policy's features
     assert report.dr.covers(0.5)
+
+
+def test_the_reward_model_chooses_its_penalty_and_does_not_fit_hundreds_of_noise_features() -> None:
+    """One feature of the shown candidate sets its reward; 300 others are noise. On 300 rewards a
+    fixed penalty of 1 fits the noise, and predicts each candidate's expected reward worse than
+    their mean would; the penalty chosen by leave-one-out on the fitting fold does not."""
+    r = random.Random(5)
+    noise = [f"n{j}" for j in range(300)]
+
+    def arm(i: int) -> Arm:
+        return Arm(f"c{i}", {"good": r.random(), **{n: r.gauss(0, 1) for n in noise}})
+
+    logs, truth = [], []
+    for k in range(300):
+        cands = [arm(i) for i in range(3)]
+        chosen = r.choice(cands)
+        p = 0.2 + 0.6 * chosen.features["good"]
+        logs.append(LoggedDecision({}, cands, chosen.candidate_id, 1 / 3, float(r.random() < p), user_id=f"u{k % 30}"))
+        truth.append({c.candidate_id: 0.2 + 0.6 * c.features["good"] for c in cands})
+
+    def error(q: list[dict[str, float]]) -> float:
+        return float(np.mean([(q[i][c] - t[c]) ** 2 for i, t in enumerate(truth) for c in t]))
+
+    spread = float(np.var([v for t in truth for v in t.values()]))  # the error of predicting the mean
+    chosen_penalty, fixed = error(fit_reward_model(logs)), error(fit_reward_model(logs, alpha=1.0))
+    assert fixed > 1.5 * spread
+    assert chosen_penalty < spread

@@ -311,3 +311,31 @@ def test_the_start_up_warm_up_decision_is_never_logged_nor_indexed(world: dict[s
     logged = b"".join(p.read_bytes() for p in (world["var"] / "events").glob("*.jsonl"))
     assert WARM_UP_USER.encode() not in logged
     assert post(world, "/user_state", {"user_id": WARM_UP_USER}).json()["state"] == {"decisions": []}
+
+
+def test_the_control_group_gets_the_baseline_with_the_champion_as_its_shadow(world: dict[str, Any]) -> None:
+    """``OO_SERVING__CONTROL_FRACTION``: that share of the decisions, drawn from the decision id,
+    is the rule baseline's (with the champion's pick logged as its shadow); the rest the champion's."""
+    from data_contracts.serving import RankRequest
+    from serving.ranking import in_control
+    from serving.service import build_engine
+
+    var: Path = world["var"]
+    env = {**world["env"], "OO_SERVING__CONTROL_FRACTION": "0.5", "OO_SERVING__STATE_DIR": str(var / "control")}
+    with applied_env(env):
+        engine, background = build_engine()
+        try:
+            got = [asyncio.run(engine.rank(RankRequest(user_id="dora"))) for _ in range(24)]
+        finally:
+            background.stop()
+    served = {g.event_id: g.policy for g in got}
+    assert {p for e, p in served.items() if in_control(e, 0.5)} == {"rule_based"}
+    assert {p for e, p in served.items() if not in_control(e, 0.5)} == {"softmax"}
+    assert 4 <= sum(p == "rule_based" for p in served.values()) <= 20
+    from data_contracts import Decision
+
+    logged = [
+        Decision.model_validate_json(line) for line in EventLog(var / "events").read("decisions", "t", start=0)[0]
+    ]
+    control = [d for d in logged if d.decision_id in served and served[d.decision_id] == "rule_based"]
+    assert control and all([s.policy for s in d.shadow] == ["softmax"] for d in control)
