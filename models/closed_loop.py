@@ -6,11 +6,13 @@ The loop, for ``users`` users over ``days`` simulated days (seeded):
 2. the app API and the BentoML service run as child processes (:mod:`oo.launcher`, free
    loopback ports, an isolated var dir); each user signs up (``POST /v1/auth/register``) and
    connects their fake Todoist account with a personal token (``POST /v1/integrations/todoist``);
-3. every simulated day, each user opens the app once, at a time drawn around their usual active
-   hour: they log in, ask ``GET /v1/tips/next`` (serving decides, reading the user's context and
-   the tasks' features from the feature store) and react with ``POST /v1/feedback``; the
-   reaction is drawn from the simulator's hidden traits only, never shown to the policy. A task
-   done through a tip is completed in the fake Todoist, and a few are completed outside oO;
+3. every simulated day, each user opens the app in each of ``visits_per_day`` slots spread over
+   08:00-22:00 (a few minutes into the slot, at random; not around the hidden active hour, so the
+   simulator's rhythm term is one no policy can see): they renew their session, ask
+   ``GET /v1/tips/next`` (serving decides, reading the user's context and the tasks' features
+   from the feature store) and react with ``POST /v1/feedback``; the reaction is drawn from the
+   simulator's hidden traits only, never shown to the policy. A task done through a tip is
+   completed in the fake Todoist, and a few are completed outside oO;
 4. at each simulated midnight the DAGs' work runs **in-process**, the same library calls each
    DAG task makes (no Airflow is started): Todoist sync of every user, ``events_ingest``,
    ``features`` (build, validate, publish + apply, materialize, training examples) and
