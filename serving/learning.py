@@ -270,10 +270,9 @@ class LearnerLoop:
         self._last_checkpoint = time.monotonic()
         with self._checkpointing:
             with self.lock:
-                learner, consumed, offsets = self.learner.checkpoint_copy(), self.consumed.copy(), dict(self.offsets)
-                state = Checkpoint(learner, offsets, self.source, self.champion_version)
-            state.consumed = list(consumed)
-            save_checkpoint(self.checkpoint_path, state)
+                learner, offsets, consumed = self.learner.checkpoint_copy(), dict(self.offsets), self.consumed.copy()
+                source, champion = self.source, self.champion_version
+            save_checkpoint(self.checkpoint_path, Checkpoint(learner, offsets, source, champion, list(consumed)))
             self.checkpoints += 1
 
     def poll_champion(self) -> bool:

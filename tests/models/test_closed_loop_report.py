@@ -38,6 +38,17 @@ class Lake:
         return []
 
 
+def promoted_run(tmp_path: Path, served: list[Served], users: int, days: int, at: datetime) -> LoopRun:
+    """A run whose version 7 was promoted on day 0 at ``at``."""
+    return LoopRun(
+        config=LoopConfig(users=users, days=days, seed=0, var_dir=tmp_path),
+        start=START,
+        served=served,
+        days=[{"training": {"gate": "promoted: ..."}}],
+        promotions=[{"day": 0, "at": at.isoformat(), "version": "7"}],
+    )
+
+
 def registry(metrics: dict[str, float], tags: dict[str, str]) -> Any:
     run = SimpleNamespace(data=SimpleNamespace(metrics=metrics, tags=tags))
     client = SimpleNamespace(
@@ -90,13 +101,7 @@ def test_the_estimate_of_record_is_the_gate_slices_and_the_truth_on_that_slice_i
                 "propensity": 0.9,
             }
         )
-    run = LoopRun(
-        config=LoopConfig(users=4, days=3, seed=0, var_dir=tmp_path),
-        start=START,
-        served=served,
-        days=[{"training": {"gate": "promoted: ..."}}],
-        promotions=[{"day": 0, "at": START.isoformat(), "version": "7"}],
-    )
+    run = promoted_run(tmp_path, served, users=4, days=3, at=START)
     first, last = min(e.decided_at for e in examples), max(e.decided_at for e in examples)
     metrics = {"dr": 0.9, "dr_low": 0.85, "dr_high": 0.95, "gate_challenger": 0.52, "gate_challenger_low": 0.4,
                "gate_challenger_high": 0.62, "gate_ess": 150.0, "gate_n_decisions": 40.0}  # fmt: skip
@@ -158,13 +163,7 @@ def test_the_estimate_of_record_is_the_unselected_one_on_decisions_no_gate_saw(t
         served.append(Served(1, promoted_at, f"user_{i % 6}", f"live-{i}", "a", "done", 1.0, 0.5, {"a": 0.5}))
         decisions.append({"decision_id": f"live-{i}", "policy": "softmax", "policy_version": "7",
                           "candidates": [{"candidate_id": "a"}], "propensity": 1.0})  # fmt: skip
-    run = LoopRun(
-        config=LoopConfig(users=6, days=2, seed=0, var_dir=tmp_path),
-        start=START,
-        served=served,
-        days=[{"training": {"gate": "promoted: ..."}}],
-        promotions=[{"day": 0, "at": promoted_at.isoformat(), "version": "7"}],
-    )
+    run = promoted_run(tmp_path, served, users=6, days=2, at=promoted_at)
     tags = {"gate.slice_start": gated[0].decided_at.isoformat(), "gate.slice_end": gated[-1].decided_at.isoformat()}
     metrics = {"gate_challenger": 0.9, "gate_challenger_low": 0.85, "gate_challenger_high": 0.95}
 
@@ -229,13 +228,7 @@ def test_with_a_control_group_the_promoted_policy_is_compared_on_the_same_days_a
     for i in range(120):  # after: the promoted version, every task done
         add(Served(1, promoted_at + timedelta(hours=2), f"user_{i % 6}", f"live-{i}", "a", "done", 1.0, 0.8,
                    {"a": 0.8}), "softmax", "7", ["a"], 1.0)  # fmt: skip
-    run = LoopRun(
-        config=LoopConfig(users=6, days=2, seed=0, var_dir=tmp_path),
-        start=START,
-        served=served,
-        days=[{"training": {"gate": "promoted: ..."}}],
-        promotions=[{"day": 0, "at": promoted_at.isoformat(), "version": "7"}],
-    )
+    run = promoted_run(tmp_path, served, users=6, days=2, at=promoted_at)
     metrics = {"gate_challenger": 0.9, "gate_challenger_low": 0.85, "gate_challenger_high": 0.95}
 
     report = build_report(run, Lake(decisions, control), registry(metrics, {}))
