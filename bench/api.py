@@ -33,6 +33,7 @@ Goal: tips/next p99 <= 30 ms and feedback p99 <= 10 ms at 100 requests per secon
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -126,6 +127,13 @@ async def open_loop(client: Client, make: Any, rps: int, seconds: int) -> dict[s
     latencies: list[float] = []
     lags: list[float] = []
     failures = 0
+    # This process holds the seeding's heap (Feast, MLflow, the models: ~700k objects); one full
+    # collection over it took 270 ms here, in the middle of a phase, and every request due during it
+    # was sent late and counted against the app. The generator's own pauses are not the app's:
+    # its heap is frozen and its collector off while it sends (about 1,000 requests' garbage).
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     start = time.perf_counter() + 0.05
 
     async def one(i: int) -> None:
@@ -143,7 +151,10 @@ async def open_loop(client: Client, make: Any, rps: int, seconds: int) -> dict[s
             return
         latencies.append((time.perf_counter() - due) * 1000)
 
-    await asyncio.gather(*(one(i) for i in range(n)))
+    try:
+        await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        gc.enable()
     elapsed = time.perf_counter() - start
     return {
         "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
