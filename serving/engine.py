@@ -100,7 +100,7 @@ class DecisionEngine:
     ) -> None:
         self.settings = settings
         self.events = events
-        self.journal = GroupCommit(events, after=None if loop is None else loop.poll)
+        self.journal = GroupCommit(events)
         self.index = index
         self.source = source
         self.generator = generator
@@ -229,9 +229,10 @@ class DecisionEngine:
         )
         # durable before the answer leaves: tip scores, then the decision (the learner reads
         # decisions), fsynced in a worker thread together with the concurrent ranks' (group
-        # commit); then indexed in that thread, so that a repeated event_id gets this answer; then
-        # the embedded learner polls (once per flush). Shielded: a caller that goes away mid-write
-        # never leaves a logged decision unindexed
+        # commit); then indexed in that thread, so that a repeated event_id gets this answer. The
+        # embedded learner reads it on its own clock (its background poll, or the next reward's:
+        # not before the answer, which would hold every rank of the flush). Shielded: a caller
+        # that goes away mid-write never leaves a logged decision unindexed
         await asyncio.shield(
             self.journal.append(("tip_scores", made.tip_scores), ("decisions", decision_line + b"\n"), then=index_it)
         )

@@ -8,10 +8,9 @@ decisions), one write and one fsync per topic, and only then wakes its callers. 
 ranks that arrive during a flush share the next one; alone, a rank costs what it did.
 
 What must follow the write before a caller is answered runs in the same worker thread, off the
-event loop: each caller's own ``then`` (a rank indexes its decision: a SQLite commit, and now and
-then a WAL checkpoint's fsync, that used to stall the loop), then the journal's ``after`` once per
-flush (the embedded learner's poll, which reads the log once for the whole batch, not once per
-rank).
+event loop: each caller's own ``then`` (a rank indexes its decision: a SQLite commit, that used
+to stall the loop). Nothing else waits in the flush: the embedded learner reads the decisions on
+its own clock (its background poll, or the next reward's), not before the answer.
 """
 
 from __future__ import annotations
@@ -33,9 +32,6 @@ class GroupCommit:
     ----------
     events
         The event log written.
-    after
-        Called in the flush's thread after each flush's writes and its callers' ``then``; when it
-        raises, every caller of that flush gets the error (their events are durable, though).
 
     Examples
     --------
@@ -54,9 +50,8 @@ class GroupCommit:
     (3, True)
     """
 
-    def __init__(self, events: EventLog, after: Callable[[], object] | None = None) -> None:
+    def __init__(self, events: EventLog) -> None:
         self.events = events
-        self.after = after
         self.flushes = 0
         self._queue: list[tuple[Entries, Then, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -99,7 +94,7 @@ class GroupCommit:
 
     def _write(self, batch: list[tuple[Entries, Then]]) -> list[Exception | None]:
         """One write and one fsync per topic, topics in their first caller's order; then each
-        caller's ``then`` (its error, or None, per caller); then ``after``."""
+        caller's ``then`` (its error, or None, per caller)."""
         by_topic: dict[str, list[bytes]] = {}
         for entries, _ in batch:
             for topic, data in entries:
@@ -115,6 +110,4 @@ class GroupCommit:
             except Exception as exc:  # this caller's alone: the others' events and thens stand
                 failed.append(exc)
         self.flushes += 1
-        if self.after is not None:
-            self.after()
         return failed

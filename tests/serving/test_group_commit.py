@@ -111,12 +111,12 @@ def test_nothing_to_write_returns_at_once(tmp_path: Path, entries: tuple[tuple[s
     assert log.appends == []
 
 
-def test_each_callers_then_runs_after_the_write_and_after_runs_once_per_flush(tmp_path: Path) -> None:
-    """A rank indexes its decision once it is durable, and the embedded learner polls once for
-    the whole flush; a failing ``then`` fails its own caller only."""
+def test_each_callers_then_runs_after_the_write_and_fails_its_own_caller_only(tmp_path: Path) -> None:
+    """A rank indexes its decision once it is durable; a failing ``then`` fails its own caller
+    only, and the flush waits for nothing else (the embedded learner reads on its own clock)."""
     log = RecordingLog(tmp_path)
     seen: list[tuple[str, int]] = []
-    journal = GroupCommit(log, after=lambda: seen.append(("after", len(log.appends))))
+    journal = GroupCommit(log)
 
     def then(i: int) -> None:
         seen.append((f"then{i}", len(log.read("reactions", "t", start=0)[0])))
@@ -130,17 +130,5 @@ def test_each_callers_then_runs_after_the_write_and_after_runs_once_per_flush(tm
         )
 
     outcomes = asyncio.run(three())
-    assert seen == [("then0", 3), ("then1", 3), ("then2", 3), ("after", 1)] and journal.flushes == 1
+    assert seen == [("then0", 3), ("then1", 3), ("then2", 3)] and journal.flushes == 1
     assert outcomes[:2] == [None, None] and isinstance(outcomes[2], ValueError)
-
-
-def test_a_failing_after_fails_the_flushs_callers_with_their_events_written(tmp_path: Path) -> None:
-    log = RecordingLog(tmp_path)
-
-    def broken() -> None:
-        raise OSError("learner checkpoint unwritable")
-
-    journal = GroupCommit(log, after=broken)
-    with pytest.raises(OSError, match="unwritable"):
-        asyncio.run(journal.append(("reactions", [reaction(1)])))
-    assert log.appends == [("reactions", 1)]
