@@ -13,7 +13,9 @@ is the rate of answered (2xx) requests; ``failed`` counts errors and timeouts (6
 process used during the phase divided by its requests (for feedback it includes the relay
 delivering the rewards to serving); ``serving_cpu_ms_per_request`` the same for serving's
 processes, ``bench_cpu_ms_per_request`` for this load generator's (it shares the cores; its client
-is aiohttp for that reason) and ``send_lag_p99_ms`` how late it started requests. ``sequential``
+is aiohttp for that reason), ``send_lag_p99_ms`` how late it started requests and
+``steal_ms_per_s`` how much CPU time per second the hypervisor took from this shared machine
+during the phase (all cores; ``/proc/stat``). ``sequential``
 is the same endpoints one request at a time (service time, no queue).
 Feedback reacts to the decisions the tips phases made, each with done, snooze and dismiss
 (``distinct_reactions`` says how many were new; the rest are answered as duplicates). Before
@@ -74,6 +76,17 @@ def wait_up(url: str, deadline_s: float = 60.0) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
+
+
+def steal_ms() -> float:
+    """CPU time the hypervisor gave to other guests while this machine wanted it, all cores, since
+    boot (``/proc/stat``); 0 where there is none to read. A phase's share says how much of a slow
+    run was the host's (this machine is shared)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -241,9 +254,10 @@ async def run(api: str, app_pid: int, on_users: Any, serving_pids: Any) -> dict[
         for name, make in (("tips_next", tip), ("feedback", feedback)):
             await settle()
             pool[:] = decisions
-            app0, serving0, bench0 = cpu([app_pid]), cpu(serving_pids()), cpu([me.pid])
+            app0, serving0, bench0, steal0 = cpu([app_pid]), cpu(serving_pids()), cpu([me.pid]), steal_ms()
             out[name] = await open_loop(client, make, RPS, SECONDS)
             bench1 = cpu([me.pid])  # the generator's own share of the 2 cores, before the settle wait
+            out[name]["steal_ms_per_s"] = round((steal_ms() - steal0) / SECONDS, 1)
             if name == "feedback":  # the relay delivers the last rewards after the last answer
                 await asyncio.sleep(RELAY_SETTLE_S)
                 out[name]["distinct_reactions"] = min(out[name]["requests"], len(REACTIONS) * len(pool))
