@@ -224,9 +224,13 @@ def _report_table(report: dict[str, Any]) -> Table:
                 f"{ope['live_expected_reward']['mean']:.3f} (truth - live: "
                 f"{truth['truth'] - ope['live_expected_reward']['mean']:+.3f})",
             )
-        diff = report["promoted_vs_baseline"]["reward_difference"]
+        versus = report["promoted_vs_baseline"]
+        diff, exact = versus["reward_difference"], versus["expected_reward_difference"]
         table.add_row(
-            "promoted - baseline", f"{diff['value']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] (live reward)"
+            "promoted - baseline",
+            f"{exact['value']:+.3f} [{exact['low']:+.3f}, {exact['high']:+.3f}] expected reward (simulator's truth); "
+            f"{diff['value']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] realized, "
+            f"against the {versus['compared_with']} ({versus['baseline_decisions']} decisions)",
         )
     skew = report.get("skew") or {}
     if skew:
