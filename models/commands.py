@@ -207,14 +207,16 @@ def _report_table(report: dict[str, Any]) -> Table:
             f"{e.get('high', nan):.3f}] vs live {live['mean']:.3f} [{live['low']:.3f}, {live['high']:.3f}] "
             f"over {live['decisions']} decisions (selection slice's DR {e.get('dr', nan):.3f})",
         )
-        u = ope.get("unselected") or {}
-        if "estimate" in u:
-            table.add_row(
-                "unselected off-policy",
-                f"DR {u['estimate']:.3f} [{u['low']:.3f}, {u['high']:.3f}] (95%) on {u['decisions']} decisions no "
-                f"gate saw (ESS {u['ess']:.0f}; simulator's truth there {u.get('truth') or nan:.3f}): the estimate "
-                "of record",
-            )
+        of_record = ope.get("estimate_of_record")
+        for name, label in (("control", "control group's"), ("unselected", "unselected")):
+            u = ope.get(name) or {}
+            if "estimate" in u:
+                table.add_row(
+                    f"{label} off-policy",
+                    f"DR {u['estimate']:.3f} [{u['low']:.3f}, {u['high']:.3f}] (95%) on {u['decisions']} decisions no "
+                    f"gate saw (ESS {u['ess']:.0f}; simulator's truth there {u.get('truth') or nan:.3f})"
+                    + (": the estimate of record" if of_record == name else ""),
+                )
         truth = ope.get("truth_on_gate_slice") or {}
         if truth:
             table.add_row(
