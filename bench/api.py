@@ -15,7 +15,11 @@ delivering the rewards to serving); ``serving_cpu_ms_per_request`` the same for 
 processes, ``bench_cpu_ms_per_request`` for this load generator's (it shares the cores; its client
 is aiohttp for that reason), ``send_lag_p99_ms`` how late it started requests and
 ``steal_ms_per_s`` how much CPU time per second the hypervisor took from this shared machine
-during the phase (all cores; ``/proc/stat``). ``sequential``
+during the phase (all cores; ``/proc/stat``). ``serving_over_50ms`` counts, from serving's own
+Prometheus histograms read before and after the phase, the ranks whose decision took longer than
+50 ms (``decide``) and those that waited that long for their decision to be logged (``log_wait``:
+the event log's write and fsync and the index insert): a slow tail with none of them was spent
+outside serving's decision (the HTTP layers, the app). ``sequential``
 is the same endpoints one request at a time (service time, no queue).
 Feedback reacts to the decisions the tips phases made, each with done, snooze and dismiss
 (``distinct_reactions`` says how many were new; the rest are answered as duplicates). Before
@@ -179,9 +183,56 @@ async def open_loop(client: Client, make: Any, rps: int, seconds: int) -> dict[s
     }
 
 
-async def run(api: str, app_pid: int, on_users: Any, serving_pids: Any) -> dict[str, Any]:
+SLOW_S = 0.05
+"""The threshold of ``serving_over_50ms`` (a bucket bound of both histograms read)."""
+SLOW_HISTOGRAMS = {"decide": "oo_decision_latency_seconds", "log_wait": "oo_decision_log_wait_seconds"}
+
+
+def slow_counts(metrics_text: str) -> dict[str, float]:
+    """Observations over ``SLOW_S`` in each of ``SLOW_HISTOGRAMS``, from a Prometheus exposition
+    (all workers' samples summed): each histogram's count minus its ``le=SLOW_S`` bucket.
+
+    Examples
+    --------
+    >>> text = (
+    ...     "# TYPE oo_decision_latency_seconds histogram\\n"
+    ...     'oo_decision_latency_seconds_bucket{le="0.05"} 7.0\\n'
+    ...     'oo_decision_latency_seconds_bucket{le="+Inf"} 9.0\\n'
+    ...     "oo_decision_latency_seconds_count 9.0\\n"
+    ...     "oo_decision_latency_seconds_sum 0.6\\n"
+    ... )
+    >>> slow_counts(text)
+    {'decide': 2.0, 'log_wait': 0.0}
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = dict.fromkeys(SLOW_HISTOGRAMS, 0.0)
+    names = {v: k for k, v in SLOW_HISTOGRAMS.items()}
+    for family in text_string_to_metric_families(metrics_text):
+        key = names.get(family.name)
+        if key is None:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                out[key] += sample.value
+            elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == SLOW_S:
+                out[key] -= sample.value
+    return out
+
+
+async def run(
+    api: str, app_pid: int, on_users: Any, serving_pids: Any, serving_url: str | None = None
+) -> dict[str, Any]:
     """Register the users, hand their ids to ``on_users`` (seed serving, wait for it), then
-    measure. ``serving_pids`` returns the pids whose CPU is serving's."""
+    measure. ``serving_pids`` returns the pids whose CPU is serving's; ``serving_url`` (the real
+    serving's, not the stand-in's) is where its ``/metrics`` are read."""
+
+    async def slow() -> dict[str, float]:
+        if serving_url is None:
+            return {}
+        async with httpx.AsyncClient(timeout=10) as c:
+            return slow_counts((await c.get(f"{serving_url}/metrics")).raise_for_status().text)
+
     import psutil
 
     def cpu(pids: list[int]) -> float:
@@ -255,9 +306,12 @@ async def run(api: str, app_pid: int, on_users: Any, serving_pids: Any) -> dict[
             await settle()
             pool[:] = decisions
             app0, serving0, bench0, steal0 = cpu([app_pid]), cpu(serving_pids()), cpu([me.pid]), steal_ms()
+            slow0 = await slow()
             out[name] = await open_loop(client, make, RPS, SECONDS)
             bench1 = cpu([me.pid])  # the generator's own share of the 2 cores, before the settle wait
             out[name]["steal_ms_per_s"] = round((steal_ms() - steal0) / SECONDS, 1)
+            if slow0:
+                out[name]["serving_over_50ms"] = {k: round(v - slow0[k]) for k, v in (await slow()).items()}
             if name == "feedback":  # the relay delivers the last rewards after the last answer
                 await asyncio.sleep(RELAY_SETTLE_S)
                 out[name]["distinct_reactions"] = min(out[name]["requests"], len(REACTIONS) * len(pool))
@@ -340,7 +394,7 @@ def with_real_serving(var: Path, workers: int = 1) -> dict[str, Any]:
             root = psutil.Process(service.proc.pid)
             return [root.pid, *(c.pid for c in root.children(recursive=True)), *(p.proc.pid for p in learners)]
 
-        result = asyncio.run(run(api, app.proc.pid, seed, serving_pids))
+        result = asyncio.run(run(api, app.proc.pid, seed, serving_pids, serving_url))
         result["candidates_per_rank"] = TASKS
     finally:
         for p in procs:

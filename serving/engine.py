@@ -233,9 +233,11 @@ class DecisionEngine:
         # embedded learner reads it on its own clock (its background poll, or the next reward's:
         # not before the answer, which would hold every rank of the flush). Shielded: a caller
         # that goes away mid-write never leaves a logged decision unindexed
+        logging_started = time.perf_counter()
         await asyncio.shield(
             self.journal.append(("tip_scores", made.tip_scores), ("decisions", decision_line + b"\n"), then=index_it)
         )
+        metrics.DECISION_LOG_WAIT.observe(time.perf_counter() - logging_started)
         metrics.decisions(served.name, "served").inc()
         metrics.DECISION_LATENCY.observe(time.perf_counter() - start)
         return Answer(response, body.encode())

@@ -219,7 +219,10 @@ def test_a_moved_champion_alias_is_picked_up_without_a_restart(world: dict[str, 
     assert rank(service)["policy_version"] == f"tip-policy/{new}"
     metrics = service.http.get("/metrics").text
     assert re.search(r"^oo_champion_reloads_total(\{[^}]*\})? 1\.0$", metrics, re.M), metrics[-3000:]
-    assert re.search(r"^oo_decision_latency_seconds_count(\{[^}]*\})? [1-9]", metrics, re.M)
+    served = re.search(r"^oo_decision_latency_seconds_count(?:\{[^}]*\})? ([0-9.]+)$", metrics, re.M)
+    logged = re.search(r"^oo_decision_log_wait_seconds_count(?:\{[^}]*\})? ([0-9.]+)$", metrics, re.M)
+    # every served decision's wait for the event log (and the index) is observed, once
+    assert served and logged and float(served[1]) >= 1 and float(logged[1]) == float(served[1]), metrics[-3000:]
     assert re.search(r'^oo_rewards_total\{[^}]*reaction="done"[^}]*status="accepted"[^}]*\} [1-9]', metrics, re.M)
     assert "learner: @champion moved" in Path(service.log_path).read_text()
     assert json.loads(json.dumps(ready))  # readiness is plain JSON
