@@ -226,14 +226,11 @@ async def run(
     """Register the users, hand their ids to ``on_users`` (seed serving, wait for it), then
     measure. ``serving_pids`` returns the pids whose CPU is serving's; ``serving_url`` (the real
     serving's, not the stand-in's) is where its ``/metrics`` are read."""
+    import psutil
 
     async def slow() -> dict[str, float]:
-        if serving_url is None:
-            return {}
         async with httpx.AsyncClient(timeout=10) as c:
             return slow_counts((await c.get(f"{serving_url}/metrics")).raise_for_status().text)
-
-    import psutil
 
     def cpu(pids: list[int]) -> float:
         total = 0.0
@@ -306,11 +303,11 @@ async def run(
             await settle()
             pool[:] = decisions
             app0, serving0, bench0, steal0 = cpu([app_pid]), cpu(serving_pids()), cpu([me.pid]), steal_ms()
-            slow0 = await slow()
+            slow0 = await slow() if serving_url is not None else None
             out[name] = await open_loop(client, make, RPS, SECONDS)
             bench1 = cpu([me.pid])  # the generator's own share of the 2 cores, before the settle wait
             out[name]["steal_ms_per_s"] = round((steal_ms() - steal0) / SECONDS, 1)
-            if slow0:
+            if slow0 is not None:
                 out[name]["serving_over_50ms"] = {k: round(v - slow0[k]) for k, v in (await slow()).items()}
             if name == "feedback":  # the relay delivers the last rewards after the last answer
                 await asyncio.sleep(RELAY_SETTLE_S)

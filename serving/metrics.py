@@ -8,16 +8,19 @@ from typing import Any
 
 import bentoml
 
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+"""The bounds (seconds) of the decision latency histograms."""
+
 DECISION_LATENCY = bentoml.metrics.Histogram(
     name="oo_decision_latency_seconds",
     documentation="Time to serve one rank, from request to logged decision",
-    buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0),
+    buckets=LATENCY_BUCKETS,
 )
 DECISION_LOG_WAIT = bentoml.metrics.Histogram(
     name="oo_decision_log_wait_seconds",
     documentation="Time a rank waits for its decision to be durable: the group commit's write and fsync "
     "of the event log and the decision index's insert, shared with the concurrent ranks",
-    buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0),
+    buckets=LATENCY_BUCKETS,
 )
 DECISIONS = bentoml.metrics.Counter(
     name="oo_decisions_total", documentation="Decisions served", labelnames=["policy", "outcome"]
