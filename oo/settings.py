@@ -295,6 +295,17 @@ class ServingSettings(BaseModel):
         description="how long the lake's Todoist task files are trusted before they are checked again for a "
         "sync (a sync reaches the candidates within this; users' open tasks are cached until one)",
     )
+    trace_sample_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of requests BentoML traces with OpenTelemetry (its `tracing.sample_rate`); at 0 "
+        "none, and the decision routes skip the tracing middleware",
+    )
+    trace_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP endpoint the sampled spans are exported to (`http://collector:4318/v1/traces`)",
+    )
     task_features_ttl_s: float = Field(
         default=5.0,
         ge=0,

@@ -147,6 +147,34 @@ def _translate(exc: Exception) -> BentoMLException:
     return InvalidArgument(str(exc))
 
 
+DECISION_ROUTES = ("/rank", "/reward", "/activate")
+"""The routes every decision and reaction takes (what tracing costs most on)."""
+
+
+def tracing_config(sample_rate: float, otlp_endpoint: str | None = None) -> dict[str, Any]:
+    """BentoML's ``tracing`` configuration from ``OO_SERVING__TRACE_SAMPLE_RATE`` and
+    ``OO_SERVING__TRACE_OTLP_ENDPOINT``.
+
+    BentoML's OpenTelemetry middleware builds a span for every request even at its default sample
+    rate of 0, when none is ever exported: a tenth of a rank's CPU here (``make bench-api``). At 0
+    the decision routes skip it; above 0 it samples that share of the requests and exports them
+    over OTLP/HTTP.
+
+    Examples
+    --------
+    >>> tracing_config(0.0)
+    {'sample_rate': 0.0, 'excluded_urls': ['/rank', '/reward', '/activate']}
+    >>> tracing_config(0.25, "http://127.0.0.1:4318/v1/traces")["otlp"]
+    {'protocol': 'http', 'endpoint': 'http://127.0.0.1:4318/v1/traces'}
+    """
+    if sample_rate <= 0:
+        return {"sample_rate": 0.0, "excluded_urls": list(DECISION_ROUTES)}
+    config: dict[str, Any] = {"sample_rate": sample_rate}
+    if otlp_endpoint:
+        config |= {"exporter_type": "otlp", "otlp": {"protocol": "http", "endpoint": otlp_endpoint}}
+    return config
+
+
 WORKERS = get_settings().serving.workers
 """Worker processes (``OO_SERVING__WORKERS``): one per core past the embedded default, each a
 replica reading the separate learner's snapshots; replicas share the event log or spool (appends
@@ -158,6 +186,7 @@ under a file lock, one relay drains a shared spool at a time) and the decision i
     workers=WORKERS,
     traffic={"timeout": 10},
     logging={"access": {"enabled": False}},
+    tracing=tracing_config(get_settings().serving.trace_sample_rate, get_settings().serving.trace_otlp_endpoint),
 )
 class TipService:
     """Decides which tip a user sees next, and learns from how they react."""

