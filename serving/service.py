@@ -156,9 +156,9 @@ def tracing_config(sample_rate: float, otlp_endpoint: str | None = None) -> dict
     ``OO_SERVING__TRACE_OTLP_ENDPOINT``.
 
     BentoML's OpenTelemetry middleware builds a span for every request even at its default sample
-    rate of 0, when none is ever exported: a tenth of a rank's CPU here (``make bench-api``). At 0
-    the decision routes skip it; above 0 it samples that share of the requests and exports them
-    over OTLP/HTTP.
+    rate of 0, when none is ever exported: about a tenth of a rank's CPU (a ``py-spy`` profile of
+    ``bentoml serve`` under load). At 0 the decision routes skip it; above 0 it samples that share
+    of the requests and exports them over OTLP/HTTP.
 
     Examples
     --------
