@@ -17,9 +17,12 @@ is aiohttp for that reason), ``send_lag_p99_ms`` how late it started requests an
 ``steal_ms_per_s`` how much CPU time per second the hypervisor took from this shared machine
 during the phase (all cores; ``/proc/stat``). ``serving_over_50ms`` counts, from serving's own
 Prometheus histograms read before and after the phase, the ranks whose decision took longer than
-50 ms (``decide``) and those that waited that long for their decision to be logged (``log_wait``:
-the event log's write and fsync and the index insert): a slow tail with none of them was spent
-outside serving's decision (the HTTP layers, the app). ``sequential``
+50 ms (``decide``), those that waited that long for their decision to be logged (``log_wait``:
+the event log's write and fsync and the index insert), and the ``/rank`` requests that took that
+long inside serving's ASGI app (``http``: BentoML's own request histogram, from the moment the
+request's task runs to its response; a request queued before that, behind the event loop's other
+work, is not in it): a slow tail with none of them was spent outside serving's request handling
+(waiting for serving's event loop, the app). ``sequential``
 is the same endpoints one request at a time (service time, no queue).
 Feedback reacts to the decisions the tips phases made, each with done, snooze and dismiss
 (``distinct_reactions`` says how many were new; the rest are answered as duplicates). Before
@@ -184,13 +187,19 @@ async def open_loop(client: Client, make: Any, rps: int, seconds: int) -> dict[s
 
 
 SLOW_S = 0.05
-"""The threshold of ``serving_over_50ms`` (a bucket bound of both histograms read)."""
-SLOW_HISTOGRAMS = {"decide": "oo_decision_latency_seconds", "log_wait": "oo_decision_log_wait_seconds"}
+"""The threshold of ``serving_over_50ms`` (a bucket bound of every histogram read)."""
+SLOW_HISTOGRAMS: dict[str, tuple[str, dict[str, str]]] = {
+    "decide": ("oo_decision_latency_seconds", {}),
+    "log_wait": ("oo_decision_log_wait_seconds", {}),
+    "http": ("bentoml_service_request_duration_seconds", {"endpoint": "/rank"}),
+}
+"""Each count's histogram, and the labels its samples must have."""
 
 
 def slow_counts(metrics_text: str) -> dict[str, float]:
     """Observations over ``SLOW_S`` in each of ``SLOW_HISTOGRAMS``, from a Prometheus exposition
-    (all workers' samples summed): each histogram's count minus its ``le=SLOW_S`` bucket.
+    (all workers' and label values' samples summed): each histogram's count minus its ``le=SLOW_S``
+    bucket.
 
     Examples
     --------
@@ -200,23 +209,31 @@ def slow_counts(metrics_text: str) -> dict[str, float]:
     ...     'oo_decision_latency_seconds_bucket{le="+Inf"} 9.0\\n'
     ...     "oo_decision_latency_seconds_count 9.0\\n"
     ...     "oo_decision_latency_seconds_sum 0.6\\n"
+    ...     "# TYPE bentoml_service_request_duration_seconds histogram\\n"
+    ...     'bentoml_service_request_duration_seconds_bucket{endpoint="/rank",le="0.05"} 5.0\\n'
+    ...     'bentoml_service_request_duration_seconds_bucket{endpoint="/rank",le="+Inf"} 9.0\\n'
+    ...     'bentoml_service_request_duration_seconds_count{endpoint="/rank"} 9.0\\n'
+    ...     'bentoml_service_request_duration_seconds_bucket{endpoint="/reward",le="0.05"} 1.0\\n'
+    ...     'bentoml_service_request_duration_seconds_bucket{endpoint="/reward",le="+Inf"} 3.0\\n'
+    ...     'bentoml_service_request_duration_seconds_count{endpoint="/reward"} 3.0\\n'
     ... )
     >>> slow_counts(text)
-    {'decide': 2.0, 'log_wait': 0.0}
+    {'decide': 2.0, 'log_wait': 0.0, 'http': 4.0}
     """
     from prometheus_client.parser import text_string_to_metric_families
 
     out = dict.fromkeys(SLOW_HISTOGRAMS, 0.0)
-    names = {v: k for k, v in SLOW_HISTOGRAMS.items()}
     for family in text_string_to_metric_families(metrics_text):
-        key = names.get(family.name)
-        if key is None:
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_count"):
-                out[key] += sample.value
-            elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == SLOW_S:
-                out[key] -= sample.value
+        for key, (name, labels) in SLOW_HISTOGRAMS.items():
+            if family.name != name:
+                continue
+            for sample in family.samples:
+                if any(sample.labels.get(k) != v for k, v in labels.items()):
+                    continue
+                if sample.name.endswith("_count"):
+                    out[key] += sample.value
+                elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == SLOW_S:
+                    out[key] -= sample.value
     return out
 
 
