@@ -8,11 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -27,6 +25,7 @@ from app_api.services import Services
 from app_api.tables import Delivery
 from oo.fakes.serving import FakeServingServer
 from tests.app_api.conftest import Account, Clock
+from tests.receiver import PostReceiver
 
 
 def free_port() -> int:
@@ -54,33 +53,11 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
     controller.stop()
 
 
-class Receiver:
-    """A local webhook receiver that answers ``status`` and records bodies."""
+class Receiver(PostReceiver):
+    """A local webhook receiver that answers ``status`` and records the JSON bodies."""
 
     def __init__(self) -> None:
-        self.status = 200
-        self.bodies: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.bodies.append(json.loads(body))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__("/hook", json.loads)
 
 
 @pytest.fixture

@@ -6,54 +6,39 @@ middleware, see :func:`serving.service.tracing_config`), exported over OTLP/HTTP
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.receiver import PostReceiver
 from tests.serving.conftest import Service, candidates, serving_env, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-class Collector:
-    """An OTLP/HTTP trace receiver on a free loopback port: the ``url.path`` (or ``http.target``)
-    of every server span it is sent."""
+def span_paths(body: bytes) -> list[str]:
+    """The ``url.path`` (or ``http.target``, or the name) of every span in an OTLP/HTTP export."""
+    paths = []
+    for resource in ExportTraceServiceRequest.FromString(body).resource_spans:
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                attrs = {a.key: a.value.string_value for a in span.attributes}
+                paths.append(attrs.get("url.path") or attrs.get("http.target") or span.name)
+    return paths
+
+
+class Collector(PostReceiver):
+    """An OTLP/HTTP trace receiver: the path of every span it is sent."""
 
     def __init__(self) -> None:
-        self.paths: list[str] = []
-        lock = threading.Lock()
-        paths = self.paths
+        super().__init__("/v1/traces", span_paths)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802  # the http.server hook's name
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                request = ExportTraceServiceRequest.FromString(body)
-                with lock:
-                    for resource in request.resource_spans:
-                        for scope in resource.scope_spans:
-                            for span in scope.spans:
-                                attrs = {a.key: a.value.string_value for a in span.attributes}
-                                paths.append(attrs.get("url.path") or attrs.get("http.target") or span.name)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1/traces"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def paths(self) -> list[str]:
+        return [p for body in self.bodies for p in body]
 
 
 @pytest.fixture(scope="module")
