@@ -15,15 +15,17 @@ delivering the rewards to serving); ``serving_cpu_ms_per_request`` the same for 
 processes, ``bench_cpu_ms_per_request`` for this load generator's (it shares the cores; its client
 is aiohttp for that reason), ``send_lag_p99_ms`` how late it started requests and
 ``steal_ms_per_s`` how much CPU time per second the hypervisor took from this shared machine
-during the phase (all cores; ``/proc/stat``). ``serving_over_50ms`` counts, from serving's own
-Prometheus histograms read before and after the phase, the ranks whose decision took longer than
-50 ms (``decide``), those that waited that long for their decision to be logged (``log_wait``:
-the event log's write and fsync and the index insert), and the ``/rank`` requests that took that
-long inside serving's ASGI app (``http``: BentoML's own request histogram, from the moment the
-request's task runs to its response; a request queued before that, behind the event loop's other
-work, is not in it): a slow tail with none of them was spent outside serving's request handling
-(waiting for serving's event loop, the app). ``sequential``
-is the same endpoints one request at a time (service time, no queue).
+during the phase (all cores; ``/proc/stat``), ``disk_fsync_ms`` how long this machine's disk
+took meanwhile to make a 4 KB append durable (p50, p99, max of ``n``, one every 50 ms, in the
+run's directory: :class:`FsyncProbe`; every rank waits for an fsync of the event log).
+``serving_over_50ms`` counts, from serving's own Prometheus histograms read before and after the
+phase, the ranks whose decision took longer than 50 ms (``decide``), those that waited that long
+for their decision to be logged (``log_wait``: the event log's write and fsync and the index
+insert), and the ``/rank`` requests that took that long inside serving's ASGI app (``http``:
+BentoML's own request histogram, from the moment the request's task runs to its response; a
+request queued before that, behind the event loop's other work, is not in it): a slow tail with
+none of them was spent outside serving's request handling (waiting for serving's event loop, the
+app). ``sequential`` is the same endpoints one request at a time (service time, no queue).
 Feedback reacts to the decisions the tips phases made, each with done, snooze and dismiss
 (``distinct_reactions`` says how many were new; the rest are answered as duplicates). Before
 each open-loop phase the app is given time to drain what the previous one queued.
@@ -51,6 +53,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +97,59 @@ def steal_ms() -> float:
     except OSError:
         return 0.0
     return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
+class FsyncProbe:
+    """How long this machine's disk took to make a small append durable during a phase: a thread
+    appends ``size`` bytes to a file in ``directory`` and fsyncs it every ``every_s`` seconds (the
+    event log's own steps, on the same filesystem), timing each. Like ``steal_ms_per_s``, it says
+    how much of a slow run was the machine's: every rank waits for an fsync of the event log.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with FsyncProbe(Path(tempfile.mkdtemp()), every_s=0.001) as probe:
+    ...     time.sleep(0.05)
+    >>> sorted(probe.summary()), probe.summary()["n"] > 0
+    (['max', 'n', 'p50', 'p99'], True)
+    """
+
+    def __init__(self, directory: Path, every_s: float = 0.05, size: int = 4096) -> None:
+        self.path = directory / "fsync-probe.dat"
+        self.every_s, self.block = every_s, b"x" * size
+        self.times_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fsync-probe", daemon=True)
+
+    def _run(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            while not self._stop.wait(self.every_s):
+                t0 = time.perf_counter()
+                os.write(fd, self.block)
+                os.fsync(fd)
+                self.times_ms.append((time.perf_counter() - t0) * 1000)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> FsyncProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.path.unlink(missing_ok=True)
+
+    def summary(self) -> dict[str, float]:
+        """``n`` fsyncs timed and their p50, p99 and max in milliseconds."""
+        t = self.times_ms
+        return {
+            "n": len(t),
+            "p50": round(percentile(t, 0.5), 2) if t else 0.0,
+            "p99": round(percentile(t, 0.99), 2) if t else 0.0,
+            "max": round(max(t), 2) if t else 0.0,
+        }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -238,11 +294,12 @@ def slow_counts(metrics_text: str) -> dict[str, float]:
 
 
 async def run(
-    api: str, app_pid: int, on_users: Any, serving_pids: Any, serving_url: str | None = None
+    api: str, app_pid: int, on_users: Any, serving_pids: Any, var: Path, serving_url: str | None = None
 ) -> dict[str, Any]:
     """Register the users, hand their ids to ``on_users`` (seed serving, wait for it), then
-    measure. ``serving_pids`` returns the pids whose CPU is serving's; ``serving_url`` (the real
-    serving's, not the stand-in's) is where its ``/metrics`` are read."""
+    measure. ``serving_pids`` returns the pids whose CPU is serving's; ``var`` is the run's
+    directory (where its event log is: the :class:`FsyncProbe` writes there); ``serving_url`` (the
+    real serving's, not the stand-in's) is where its ``/metrics`` are read."""
     import psutil
 
     async def slow() -> dict[str, float]:
@@ -321,9 +378,11 @@ async def run(
             pool[:] = decisions
             app0, serving0, bench0, steal0 = cpu([app_pid]), cpu(serving_pids()), cpu([me.pid]), steal_ms()
             slow0 = await slow() if serving_url is not None else None
-            out[name] = await open_loop(client, make, RPS, SECONDS)
+            with FsyncProbe(var) as disk:
+                out[name] = await open_loop(client, make, RPS, SECONDS)
             bench1 = cpu([me.pid])  # the generator's own share of the 2 cores, before the settle wait
             out[name]["steal_ms_per_s"] = round((steal_ms() - steal0) / SECONDS, 1)
+            out[name]["disk_fsync_ms"] = disk.summary()
             if slow0 is not None:
                 out[name]["serving_over_50ms"] = {k: round(v - slow0[k]) for k, v in (await slow()).items()}
             if name == "feedback":  # the relay delivers the last rewards after the last answer
@@ -408,7 +467,7 @@ def with_real_serving(var: Path, workers: int = 1) -> dict[str, Any]:
             root = psutil.Process(service.proc.pid)
             return [root.pid, *(c.pid for c in root.children(recursive=True)), *(p.proc.pid for p in learners)]
 
-        result = asyncio.run(run(api, app.proc.pid, seed, serving_pids, serving_url))
+        result = asyncio.run(run(api, app.proc.pid, seed, serving_pids, var, serving_url))
         result["candidates_per_rank"] = TASKS
     finally:
         for p in procs:
@@ -429,7 +488,7 @@ def with_stand_in(var: Path) -> dict[str, Any]:
         wait_up(f"http://127.0.0.1:{port}/")
         app, api = start_app(env | APP_ENV | {"OO_APP__SERVING_URL": f"http://127.0.0.1:{port}"}, var / "app.log")
         procs.insert(0, app)
-        result = asyncio.run(run(api, app.proc.pid, lambda ids: None, lambda: [stand_in.proc.pid]))
+        result = asyncio.run(run(api, app.proc.pid, lambda ids: None, lambda: [stand_in.proc.pid], var))
     finally:
         for p in procs:
             p.stop()
