@@ -216,7 +216,9 @@ def test_a_moved_champion_alias_is_picked_up_without_a_restart(world: dict[str, 
         lambda: (r := service.ready())["champion_version"] == new and r, 60, "the new champion was not picked up"
     )
     assert ready["learner_stats"]["champion_reloads"] == 1 and ready["policy_version"] == f"tip-policy/{new}"
-    assert rank(service)["policy_version"] == f"tip-policy/{new}"
+    decided = rank(service)
+    assert decided["policy_version"] == f"tip-policy/{new}"
+    assert reward(service, decided["event_id"]).json()["status"] == "accepted"  # counted in the metrics below
     metrics = service.http.get("/metrics").text
     assert re.search(r"^oo_champion_reloads_total(\{[^}]*\})? 1\.0$", metrics, re.M), metrics[-3000:]
     served = re.search(r"^oo_decision_latency_seconds_count(?:\{[^}]*\})? ([0-9.]+)$", metrics, re.M)
