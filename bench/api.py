@@ -49,7 +49,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -63,17 +62,13 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.serving import free_port, pct  # noqa: E402  # after the path: `python bench/api.py` works
+
 RPS, SECONDS, USERS, WARMUP, SEQUENTIAL = 100, 10, 20, 100, 200
 REPLICA_WORKERS = 2
 RELAY_SETTLE_S = 2.0
 REACTIONS = ("done", "snooze", "dismiss")
 APP_ENV = {"OO_AUTH__LOGIN_MAX_FAILURES": "1000", "OO_LOG_LEVEL": "WARNING"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_up(url: str, deadline_s: float = 60.0) -> None:
@@ -147,15 +142,10 @@ class FsyncProbe:
         t = self.times_ms
         return {
             "n": len(t),
-            "p50": round(percentile(t, 0.5), 2) if t else 0.0,
-            "p99": round(percentile(t, 0.99), 2) if t else 0.0,
+            "p50": round(pct(t, 0.5), 2) if t else 0.0,
+            "p99": round(pct(t, 0.99), 2) if t else 0.0,
             "max": round(max(t), 2) if t else 0.0,
         }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 class Client:
@@ -235,11 +225,11 @@ async def open_loop(client: Client, make: Any, rps: int, seconds: int) -> dict[s
     elapsed = time.perf_counter() - start
     return {
         "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
-        "p99_ms": round(percentile(latencies, 0.99), 2) if latencies else None,
+        "p99_ms": round(pct(latencies, 0.99), 2) if latencies else None,
         "rps": round(len(latencies) / elapsed, 1),
         "requests": n,
         "failed": failures,
-        "send_lag_p99_ms": round(percentile(lags, 0.99), 2),
+        "send_lag_p99_ms": round(pct(lags, 0.99), 2),
     }
 
 
@@ -409,7 +399,7 @@ async def one_at_a_time(client: Client, make: Any, n: int) -> dict[str, float]:
         latencies.append((time.perf_counter() - t0) * 1000)
     return {
         "p50_ms": round(statistics.median(latencies), 2),
-        "p99_ms": round(percentile(latencies, 0.99), 2),
+        "p99_ms": round(pct(latencies, 0.99), 2),
         "rps": round(n / (time.perf_counter() - start), 1),
     }
 
