@@ -27,10 +27,17 @@ and round throughput against Vowpal Wabbit. Writes bench/results/policy.json.
   `learn_one` of the chosen candidate, in one process on one core; in the same run VW's Python
   API on the same work (`--cb_explore_adf --epsilon 0.1 -q ca`, the same feature values, one
   `predict` and one `learn` per round).
+- learner_memory: what the online learner's pending decisions cost the process, at the
+  default `max_pending` (100,000 decisions waiting for their reward, each chosen among
+  `TipCandidate`s with the contract's 16 candidate features, its context the `UserContext`
+  fields): the objects the garbage collector tracks, the time of one full collection (`gc.collect()`,
+  median of 5: every thread of the process stands still meanwhile, serving's event loop
+  included), and the time and size of the checkpoint's pickle. No peer: our own figure, in ms.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -325,7 +332,62 @@ def throughput_vw(pool: list[Arm], contexts: list[dict[str, float]], rounds: int
     return rate
 
 
-PARTS = [p for p in os.environ.get("BENCH_PARTS", "throughput,bakeoff,simulator").split(",") if p]
+def learner_memory(n: int = 100_000) -> dict[str, Any]:
+    """The learner with ``n`` pending decisions: tracked objects, a full collection, a checkpoint."""
+    import pickle
+    import statistics
+    from datetime import UTC, datetime, timedelta
+    from uuid import UUID
+
+    from data_contracts import TipCandidate
+    from data_contracts.features import CandidateFeatures
+    from models.learner import OnlineLearner
+
+    rng = random.Random(0)
+    context_fields = [f for f in UserContext.model_fields if f != "schema_version"]
+    candidate_fields = [f for f in CandidateFeatures.model_fields if f != "schema_version"]
+    learner = OnlineLearner(Softmax(seed=0), window=timedelta(hours=24), default_reward=0.0, max_pending=n)
+    gc.collect()
+    before = len(gc.get_objects())
+    at = datetime(2026, 5, 1, tzinfo=UTC)
+    t = time.perf_counter()
+    for i in range(n):
+        chosen = TipCandidate(
+            candidate_id=f"task:{i}",
+            content=f"task {i}",
+            kind="todoist_task",
+            source="todoist",
+            features={f: rng.random() for f in candidate_fields},
+        )
+        context = {f: rng.random() for f in context_fields}
+        learner.observe(UUID(int=rng.getrandbits(128)), context, chosen, at + timedelta(seconds=i))
+    observe_us = (time.perf_counter() - t) / n * 1e6
+    del chosen, context
+    gc.collect()
+    tracked = len(gc.get_objects()) - before
+    collections = []
+    for _ in range(5):
+        t = time.perf_counter()
+        gc.collect()
+        collections.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    data = pickle.dumps(learner.checkpoint_copy(), protocol=pickle.HIGHEST_PROTOCOL)
+    checkpoint_ms = (time.perf_counter() - t) * 1000
+    out = {
+        "pending_decisions": learner.pending,
+        "candidate_features": len(candidate_fields),
+        "context_features": len(context_fields),
+        "tracked_objects_added": tracked,
+        "full_collection_ms": round(statistics.median(collections), 1),
+        "observe_us_per_decision": round(observe_us, 1),
+        "checkpoint_pickle_ms": round(checkpoint_ms),
+        "checkpoint_bytes": len(data),
+    }
+    log(f"learner memory: {out}")
+    return out
+
+
+PARTS = [p for p in os.environ.get("BENCH_PARTS", "throughput,learner_memory,bakeoff,simulator").split(",") if p]
 """The parts to run; a part not run keeps its previous results in the file."""
 
 
@@ -349,6 +411,9 @@ def main() -> None:
 
     if "throughput" in PARTS:
         done["throughput"] = throughput()
+        save()
+    if "learner_memory" in PARTS:
+        done["learner_memory"] = learner_memory()
         save()
     if "bakeoff" in PARTS:
         done["bakeoff"], done["bakeoff_runs"] = {}, {}

@@ -45,14 +45,14 @@ from __future__ import annotations
 import heapq
 import pickle
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
 from data_contracts.decisions import ShadowPick
-from models.policies.base import Candidate, Choice, Context, Policy, check_reward
+from models.policies.base import Arm, Candidate, Choice, Context, Policy, check_reward
 from models.policies.shadow import shadow_picks
 
 RewardStatus = Literal["learned", "duplicate", "late", "waiting", "deferred"]
@@ -73,8 +73,9 @@ class DuplicateDecision(ValueError):
 
 @dataclass(frozen=True)
 class _Pending:
-    """A decision waiting for its reward. Never changed in place (a change replaces the record), so
-    that a :meth:`OnlineLearner.checkpoint_copy` can share the records with the live learner."""
+    """A decision waiting for its reward, as the learner works with it. Never changed in place (a
+    change replaces the record), so that a :meth:`OnlineLearner.checkpoint_copy` can share the
+    records with the live learner. Kept between calls as a :data:`_Packed` tuple."""
 
     context: Context
     chosen: Candidate
@@ -84,6 +85,56 @@ class _Pending:
     activated: bool = False
     held: tuple[float, datetime] | None = None  # a deferred decision's reward, until activation
     would_pick: str | None = None
+
+    def packed(self) -> _Packed:
+        """This record as the learner keeps it (see :data:`_Packed`)."""
+        flags = self.rewarded | self.deferred << 1 | self.activated << 2
+        context_names, context_values = _split(self.context)
+        names, values = _split(self.chosen.features)
+        return (self.decided_at, context_names, context_values, self.chosen.candidate_id, names, values, flags,
+                self.held, self.would_pick)  # fmt: skip
+
+    @staticmethod
+    def unpacked(t: _Packed) -> _Pending:
+        """The record :meth:`packed` kept (the chosen candidate as an :class:`Arm`: its id and features)."""
+        at, context_names, context_values, chosen_id, names, values, flags, held, would_pick = t
+        return _Pending(
+            dict(zip(context_names, context_values, strict=True)),
+            Arm(chosen_id, dict(zip(names, values, strict=True))),
+            at,
+            bool(flags & 1),
+            bool(flags & 2),
+            bool(flags & 4),
+            held,
+            would_pick,
+        )
+
+
+_Names = tuple[str, ...]
+_Packed = tuple[
+    datetime, _Names, tuple[float, ...], str, _Names, tuple[float, ...], int, tuple[float, datetime] | None, str | None
+]
+"""A pending decision as the learner keeps it: ``(decided_at, context names, context values, chosen
+id, chosen feature names, chosen feature values, flags, held, would_pick)``, keyed by the decision
+id's integer. Only strings, numbers, datetimes and tuples of them, which the garbage collector
+stops tracking (CPython untracks a tuple of untracked objects when it first looks at it, never one
+that holds a dict), where a record of objects (the dataclass, the chosen ``TipCandidate`` model
+and its dicts, the ``UUID``) was six tracked objects: at the default ``max_pending`` of 100,000,
+every full collection went over 600,000 objects with the process standing still (``bench/policy.py``,
+``learner_memory``). Only what learning needs is kept: the candidate's id and features, not its
+text. The names tuples are shared between records (:func:`_split`)."""
+
+_NAMES: dict[_Names, _Names] = {}
+"""One tuple per distinct set of feature names (a handful: the contracts' fields), so that each
+record holds a reference to it rather than its own copy."""
+
+
+def _split(features: Mapping[str, float]) -> tuple[_Names, tuple[float, ...]]:
+    """``features`` as (names, values); the names tuple shared with every record that has the same names."""
+    names = tuple(features)
+    if len(_NAMES) < 1024:  # a bound: names from outside the contracts must not grow it forever
+        names = _NAMES.setdefault(names, names)
+    return _NAMES.get(names, names), tuple(features.values())
 
 
 @dataclass
@@ -167,8 +218,10 @@ class OnlineLearner:
         self.hold = hold
         self.max_waiting = max_waiting
         self.counts = LearnerCounts()
-        self._pending: OrderedDict[UUID, _Pending] = OrderedDict()
-        self._closing: list[tuple[datetime, UUID]] = []
+        self._pending: OrderedDict[int, _Packed] = OrderedDict()
+        """Each pending decision by its id's integer (an ``int``, which the collector does not
+        track, where a ``UUID`` is an object it does), oldest first."""
+        self._closing: list[tuple[datetime, int]] = []
         """A heap of the pending decisions' ``(decided_at, id)``: :meth:`expire` pops the windows
         that closed instead of scanning every pending decision on each call (the service calls it
         after each decision). Entries of decisions no longer pending are skipped as popped."""
@@ -180,7 +233,7 @@ class OnlineLearner:
         self, decision_id: UUID, x: Context, candidates: Sequence[Candidate], at: datetime
     ) -> tuple[Choice, list[ShadowPick]]:
         """Choose among ``candidates`` and remember the decision for its reward."""
-        if decision_id in self._pending:
+        if decision_id.int in self._pending:
             raise DuplicateDecision(f"decision {decision_id} is already pending")
         choice = self.policy.choose(x, candidates)
         picks = shadow_picks(self.shadows, x, candidates)
@@ -203,13 +256,14 @@ class OnlineLearner:
         Returns the statuses of the waiting reward applied, if any. A decision already pending is
         ignored (the event log may replay it).
         """
-        if decision_id in self._pending:
+        key = decision_id.int
+        if key in self._pending:
             return []
         self.counts.decisions += 1
-        self._pending[decision_id] = _Pending(
-            context=dict(x), chosen=chosen, decided_at=at, deferred=deferred, would_pick=would_pick
-        )
-        heapq.heappush(self._closing, (at, decision_id))
+        self._pending[key] = _Pending(
+            context=x, chosen=chosen, decided_at=at, deferred=deferred, would_pick=would_pick
+        ).packed()
+        heapq.heappush(self._closing, (at, key))
         while len(self._pending) > self.max_pending:
             self._pending.popitem(last=False)
             self.counts.forgotten += 1
@@ -227,7 +281,8 @@ class OnlineLearner:
     def reward(self, decision_id: UUID, reward: float, at: datetime) -> RewardStatus:
         """Learn ``reward`` (occurred at ``at``) for ``decision_id`` unless duplicate, late or deferred."""
         value = check_reward(reward)
-        pending = self._pending.get(decision_id)
+        key = decision_id.int
+        pending = self._get(key)
         if pending is None:
             raise UnknownDecision(f"no pending decision {decision_id} (never made, or its window closed)")
         if pending.rewarded or pending.held is not None:
@@ -237,9 +292,9 @@ class OnlineLearner:
             self.counts.late += 1
             return "late"
         if pending.deferred and not pending.activated:
-            self._pending[decision_id] = replace(pending, held=(value, at))
+            self._pending[key] = replace(pending, held=(value, at)).packed()
             return "deferred"
-        self._learn(decision_id, pending, value)
+        self._learn(key, pending, value)
         return "learned"
 
     def offer_reward(
@@ -247,7 +302,7 @@ class OnlineLearner:
     ) -> RewardStatus:
         """:meth:`reward`, or hold the reward when its decision has not arrived yet (``waiting``)."""
         value = check_reward(reward)
-        if decision_id in self._pending:
+        if decision_id.int in self._pending:
             return self.reward(decision_id, value, at)
         if decision_id in self._waiting.rewards:
             self.counts.duplicates += 1
@@ -263,26 +318,31 @@ class OnlineLearner:
 
         An activation for a decision not seen yet waits for it like a reward does.
         """
-        pending = self._pending.get(decision_id)
+        key = decision_id.int
+        pending = self._get(key)
         if pending is None:
             self._waiting.activations[decision_id] = at
             while len(self._waiting.activations) > self.max_waiting:
                 self._waiting.activations.popitem(last=False)
             return None
         held = None if pending.rewarded else pending.held  # the reward that waited for this activation
-        pending = self._pending[decision_id] = replace(
-            pending, activated=True, held=pending.held if held is None else None
-        )
+        pending = replace(pending, activated=True, held=pending.held if held is None else None)
+        self._pending[key] = pending.packed()
         if held is not None:
-            self._learn(decision_id, pending, held[0])
+            self._learn(key, pending, held[0])
             return "learned"
         return None
 
-    def _learn(self, decision_id: UUID, pending: _Pending, value: float, default: bool = False) -> None:
-        """Learn ``value`` for ``pending``, and mark it rewarded if it is still pending."""
+    def _get(self, key: int) -> _Pending | None:
+        """The pending decision whose id's integer is ``key``, or ``None``."""
+        t = self._pending.get(key)
+        return None if t is None else _Pending.unpacked(t)
+
+    def _learn(self, key: int, pending: _Pending, value: float, default: bool = False) -> None:
+        """Learn ``value`` for ``pending`` (the decision ``key``), and mark it rewarded if it is still pending."""
         self.policy.learn_one(pending.context, pending.chosen, value)
-        if decision_id in self._pending:
-            self._pending[decision_id] = replace(pending, rewarded=True)
+        if key in self._pending:
+            self._pending[key] = replace(pending, rewarded=True).packed()
         if default:
             self.counts.defaults += 1
         else:
@@ -304,26 +364,26 @@ class OnlineLearner:
         while self._closing and self._closing[0][0] < cutoff:
             at, key = heapq.heappop(self._closing)
             found = self._pending.get(key)
-            if found is not None and found.decided_at == at:
+            if found is not None and found[0] == at:
                 stale.append(key)
         if len(self._closing) > 2 * len(self._pending) + 1024:  # forgotten decisions' entries
-            self._closing = [(p.decided_at, k) for k, p in self._pending.items()]
+            self._closing = [(t[0], k) for k, t in self._pending.items()]
             heapq.heapify(self._closing)
         for k in stale:
-            pending = self._pending.pop(k)
+            pending = _Pending.unpacked(self._pending.pop(k))
             if pending.rewarded:
                 continue
             if pending.deferred and not pending.activated:
                 self.counts.skipped_deferred += 1
             elif self.default_reward is not None:
                 self._learn(k, pending, self.default_reward, default=True)
-        for key, (_, _, received_at) in list(self._waiting.rewards.items()):
+        for waiting_id, (_, _, received_at) in list(self._waiting.rewards.items()):
             if now - received_at > self.hold:
-                del self._waiting.rewards[key]
+                del self._waiting.rewards[waiting_id]
                 self.counts.dropped_waiting += 1
-        for key, at in list(self._waiting.activations.items()):
+        for waiting_id, at in list(self._waiting.activations.items()):
             if now - at > self.hold:
-                del self._waiting.activations[key]
+                del self._waiting.activations[waiting_id]
         return len(stale)
 
     # -- persistence -------------------------------------------------------------------------
@@ -358,20 +418,27 @@ class OnlineLearner:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickle; a learner pickled whole (before the slices) loads too."""
+        """Unpickle; a learner pickled whole (before the slices), or before the packed records
+        (``UUID`` keys, :class:`_Pending` values), loads too."""
         slices = state.pop("_pending_slices", None)
         self.__dict__.update(state)
         if slices is not None:
             self._pending = OrderedDict(item for data in slices for item in pickle.loads(data))
+        if any(isinstance(t, _Pending) for t in self._pending.values()):
+            self._pending = OrderedDict(
+                (k.int if isinstance(k, UUID) else k, t.packed() if isinstance(t, _Pending) else t)
+                for k, t in self._pending.items()
+            )
+            state.pop("_closing", None)
         if slices is not None or "_closing" not in state:
-            self._closing = [(p.decided_at, k) for k, p in self._pending.items()]
+            self._closing = [(t[0], k) for k, t in self._pending.items()]
             heapq.heapify(self._closing)
 
     def forget(self, decision_ids: Iterable[UUID]) -> int:
         """Drop these pending decisions (a user's erasure); how many were pending."""
         removed = 0
         for decision_id in decision_ids:
-            if self._pending.pop(decision_id, None) is not None:
+            if self._pending.pop(decision_id.int, None) is not None:
                 removed += 1
         return removed
 
@@ -384,6 +451,10 @@ class OnlineLearner:
     def pending(self) -> int:
         """How many decisions are remembered."""
         return len(self._pending)
+
+    def pending_ids(self) -> list[UUID]:
+        """The decisions remembered, oldest first (the order ``max_pending`` forgets them in)."""
+        return [UUID(int=k) for k in self._pending]
 
     @property
     def waiting(self) -> int:
