@@ -19,13 +19,15 @@ during the phase (all cores; ``/proc/stat``), ``disk_fsync_ms`` how long this ma
 took meanwhile to make a 4 KB append durable (p50, p99, max of ``n``, one every 50 ms, in the
 run's directory: :class:`FsyncProbe`; every rank waits for an fsync of the event log).
 ``serving_over_50ms`` counts, from serving's own Prometheus histograms read before and after the
-phase, the ranks whose decision took longer than 50 ms (``decide``), those that waited that long
-for their decision to be logged (``log_wait``: the event log's write and fsync and the index
-insert), and the ``/rank`` requests that took that long inside serving's ASGI app (``http``:
-BentoML's own request histogram, from the moment the request's task runs to its response; a
-request queued before that, behind the event loop's other work, is not in it): a slow tail with
-none of them was spent outside serving's request handling (waiting for serving's event loop, the
-app). ``sequential`` is the same endpoints one request at a time (service time, no queue).
+phase (the read before it a second ahead of its first request: serving renders ``/metrics`` on its
+event loop, 45 ms the first time, which used to land on the phase's first ranks), the ranks whose
+decision took longer than 50 ms (``decide``), those that waited that long for their decision to be
+logged (``log_wait``: the event log's write and fsync and the index insert), and the ``/rank``
+requests that took that long inside serving's ASGI app (``http``: BentoML's own request histogram,
+from the moment the request's task runs to its response; a request queued before that, behind the
+event loop's other work, is not in it): a slow tail with none of them was spent outside serving's
+request handling (waiting for serving's event loop, the app).
+``sequential`` is the same endpoints one request at a time (service time, no queue).
 Feedback reacts to the decisions the tips phases made, each with done, snooze and dismiss
 (``distinct_reactions`` says how many were new; the rest are answered as duplicates). Before
 each open-loop phase the app is given time to drain what the previous one queued.
@@ -67,6 +69,8 @@ from bench.serving import free_port, pct  # noqa: E402  # after the path: `pytho
 RPS, SECONDS, USERS, WARMUP, SEQUENTIAL = 100, 10, 20, 100, 200
 REPLICA_WORKERS = 2
 RELAY_SETTLE_S = 2.0
+QUIET_BEFORE_PHASE_S = 1.0
+"""Between reading serving's histograms (``serving_over_50ms``) and a phase's first request."""
 REACTIONS = ("done", "snooze", "dismiss")
 APP_ENV = {"OO_AUTH__LOGIN_MAX_FAILURES": "1000", "OO_LOG_LEVEL": "WARNING"}
 
@@ -357,6 +361,8 @@ async def run(
             r.raise_for_status()
         if not decisions:
             raise RuntimeError(f"no tip in {WARMUP} warm-up requests: {r.content[:300]!r}")
+        if serving_url is not None:
+            await slow()  # serving's first /metrics (its collector's first read) is the slow one
         # Service time: one request at a time (no queue), what a request costs the app.
         sequential = {"tips_next": await one_at_a_time(client, tip, SEQUENTIAL)}
         pool[:] = decisions[: WARMUP // 2]
@@ -367,8 +373,11 @@ async def run(
         for name, make in (("tips_next", tip), ("feedback", feedback)):
             await settle()
             pool[:] = decisions
-            app0, serving0, bench0, steal0 = cpu([app_pid]), cpu(serving_pids()), cpu([me.pid]), steal_ms()
             slow0 = await slow() if serving_url is not None else None
+            # serving renders /metrics on its event loop (45 ms the first time, 4 to 6 ms after,
+            # measured): read before the phase, not in its first requests' way
+            await asyncio.sleep(QUIET_BEFORE_PHASE_S)
+            app0, serving0, bench0, steal0 = cpu([app_pid]), cpu(serving_pids()), cpu([me.pid]), steal_ms()
             with FsyncProbe(var) as disk:
                 out[name] = await open_loop(client, make, RPS, SECONDS)
             bench1 = cpu([me.pid])  # the generator's own share of the 2 cores, before the settle wait
