@@ -91,8 +91,8 @@ class _Pending:
         flags = self.rewarded | self.deferred << 1 | self.activated << 2
         context_names, context_values = _split(self.context)
         names, values = _split(self.chosen.features)
-        return (self.decided_at, context_names, context_values, self.chosen.candidate_id, names, values, flags,
-                self.held, self.would_pick)  # fmt: skip
+        chosen_id, at = self.chosen.candidate_id, self.decided_at
+        return (at, context_names, context_values, chosen_id, names, values, flags, self.held, self.would_pick)
 
     @staticmethod
     def unpacked(t: _Packed) -> _Pending:
@@ -132,9 +132,9 @@ record holds a reference to it rather than its own copy."""
 def _split(features: Mapping[str, float]) -> tuple[_Names, tuple[float, ...]]:
     """``features`` as (names, values); the names tuple shared with every record that has the same names."""
     names = tuple(features)
-    if len(_NAMES) < 1024:  # a bound: names from outside the contracts must not grow it forever
-        names = _NAMES.setdefault(names, names)
-    return _NAMES.get(names, names), tuple(features.values())
+    # bounded: names from outside the contracts must not grow it forever (past it, still shared if known)
+    shared = _NAMES.setdefault(names, names) if len(_NAMES) < 1024 else _NAMES.get(names, names)
+    return shared, tuple(features.values())
 
 
 @dataclass
