@@ -78,13 +78,17 @@ class Integration(Base):
     user: Mapped[User] = relationship(back_populates="integrations")
 
 
+DELIVERY_ID_MAX = 128
+"""The longest ``X-Todoist-Delivery-ID`` a sync request holds (a longer one is refused)."""
+
+
 class SyncRequest(Base):
     """A durable request to sync one user's Todoist (a verified webhook wrote it); the sync marks
     it processed once that user's sync ran, so a crash in between leaves it pending."""
 
     __tablename__ = "todoist_sync_requests"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    delivery_id: Mapped[str] = mapped_column(String(128), unique=True)
+    delivery_id: Mapped[str] = mapped_column(String(DELIVERY_ID_MAX), unique=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     event_name: Mapped[str] = mapped_column(String(64))
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -7,11 +7,11 @@ import logging
 import secrets
 import uuid
 from datetime import datetime, timedelta
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 from urllib.parse import urlencode
 
 import httpx
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from sqlalchemy import select
@@ -196,9 +196,42 @@ class WebhookAck(BaseModel):
     accepted: bool
 
 
-@webhooks.post("/todoist", responses=openapi_responses(400, 401))
-async def todoist_webhook(request: Request, services: ServicesDep) -> WebhookAck:
-    """Receive a Todoist webhook: verify its signature and request a sync of its user."""
+WEBHOOK_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["event_name", "user_id"],
+                "properties": {
+                    "event_name": {"type": "string", "minLength": 1, "examples": ["item:added"]},
+                    "user_id": {"type": "string", "minLength": 1, "description": "the Todoist user's id"},
+                    "triggered_at": {"type": "string", "format": "date-time"},
+                    "event_data": {"type": "object"},
+                },
+            }
+        }
+    },
+}
+"""Todoist's event, as the schema shows it: the route reads the raw body (the signature is over
+its bytes) and parses it after verifying."""
+
+
+@webhooks.post("/todoist", responses=openapi_responses(400, 401), openapi_extra={"requestBody": WEBHOOK_BODY})
+async def todoist_webhook(
+    request: Request,
+    services: ServicesDep,
+    signature: Annotated[
+        str | None, Header(alias="X-Todoist-Hmac-SHA256", description="base64 HMAC-SHA256 of the body")
+    ] = None,
+    delivery: Annotated[
+        str | None, Header(alias="X-Todoist-Delivery-ID", description="the same on a redelivery", max_length=128)
+    ] = None,
+) -> WebhookAck:
+    """Receive a Todoist webhook: verify its signature and request a sync of its user.
+
+    The two headers are read again from the request by :func:`receive` (with the raw body); they
+    are declared here so that the schema, and a client generated from it, has them."""
     body = await request.body()
     try:
         trigger = await run_in_threadpool(

@@ -171,3 +171,6 @@ def test_the_webhook_requests_a_durable_sync(
     stranger = json.dumps({"event_name": "item:added", "user_id": "1"}).encode()
     assert webhook(client, stranger, secret, "d-2").json() == {"accepted": False}
     assert webhook(client, b"[1, 2", secret, "d-3").status_code == 400
+    too_long = webhook(client, body, secret, "d" * 129)  # signed, but more than the table holds
+    assert too_long.status_code == 422
+    assert [e["loc"] for e in too_long.json()["errors"]] == [["header", "X-Todoist-Delivery-ID"]]

@@ -29,7 +29,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from data_contracts import TodoistSyncTrigger
-from oo.tables import Integration, SyncRequest
+from oo.tables import DELIVERY_ID_MAX, Integration, SyncRequest
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,10 @@ def receive(engine: Engine, body: bytes, headers: Mapping[str, str], secret: Sec
     if not verify(body, headers.get("X-Todoist-Hmac-SHA256"), secret):
         raise BadSignature("invalid webhook signature")
     event = parse_event(body)
-    trigger = trigger_for(engine, event, headers.get("X-Todoist-Delivery-ID"))
+    delivery_id = headers.get("X-Todoist-Delivery-ID")
+    if delivery_id is not None and len(delivery_id) > DELIVERY_ID_MAX:
+        raise BadWebhook(f"X-Todoist-Delivery-ID is longer than {DELIVERY_ID_MAX} characters")
+    trigger = trigger_for(engine, event, delivery_id)
     if trigger is not None:
         record_trigger(engine, trigger)
     return trigger

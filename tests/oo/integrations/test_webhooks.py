@@ -96,6 +96,9 @@ def test_malformed_and_unknown_user_events_request_nothing(engine: Engine) -> No
     assert not isinstance(raised.value, BadSignature)
     stranger = event(user_id="999")
     assert receive(engine, stranger, signed(stranger), SECRET) is None
+    body = event()
+    with pytest.raises(BadWebhook, match="X-Todoist-Delivery-ID is longer than 128"):
+        receive(engine, body, signed(body, "d" * 129), SECRET)  # longer than the table holds
     assert stored(engine) == []
 
 
