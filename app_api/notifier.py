@@ -25,7 +25,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app_api import relay
+from app_api import outbound, relay
 from app_api.preferences import Purpose, current_consents, in_quiet_hours, profile_of
 from app_api.services import Services
 from app_api.tables import Delivery, Profile, ServedDecision, aware
@@ -69,7 +69,13 @@ def send_email(services: Services, to: str, tip: TipCandidate, decision_id: str)
 
 
 def send_webhook(services: Services, url: str, tip: TipCandidate, decision_id: str, delivery_id: str) -> None:
-    """POST the tip to the user's webhook; any 2xx is an acknowledgement."""
+    """POST the tip to the user's webhook; any 2xx is an acknowledgement. Outside local mode the
+    URL must reach a public address (:mod:`app_api.outbound`)."""
+    if services.settings.env != "local":
+        try:
+            outbound.check_resolved(url)
+        except outbound.NotPublic as exc:
+            raise DeliveryFailed(f"webhook: {exc}; not sent") from None
     body = {
         "delivery_id": delivery_id,
         "decision_id": decision_id,

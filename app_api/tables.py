@@ -25,6 +25,10 @@ def _user_fk() -> Any:
     return ForeignKey("users.id", ondelete="CASCADE")
 
 
+WEBHOOK_URL_MAX = 2048
+"""The longest webhook URL ``profiles`` holds (pydantic's ``HttpUrl`` alone allows 2,083)."""
+
+
 class Profile(Base):
     """A user's preferences: quiet hours (local wall-clock times), tip kinds, channels."""
 
@@ -34,7 +38,7 @@ class Profile(Base):
     quiet_end: Mapped[str | None] = mapped_column(String(5))
     tip_kinds: Mapped[list[str]] = mapped_column(JSON, default=list)
     channels: Mapped[list[str]] = mapped_column(JSON, default=list)
-    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_url: Mapped[str | None] = mapped_column(String(WEBHOOK_URL_MAX))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 

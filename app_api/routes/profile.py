@@ -5,13 +5,23 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 
 from fastapi import APIRouter, HTTPException
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    UrlConstraints,
+    model_validator,
+)
 from sqlalchemy import select
 
+from app_api import outbound
 from app_api.deps import CurrentUser, Now, SessionDep, SettingsDep
 from app_api.preferences import Purpose, current_consents, profile_of, valid_timezone
 from app_api.problems import openapi_responses
-from app_api.tables import Consent, aware
+from app_api.tables import WEBHOOK_URL_MAX, Consent, aware
 from data_contracts import CandidateKind
 
 router = APIRouter(prefix="/me", tags=["profile"])
@@ -19,6 +29,17 @@ router = APIRouter(prefix="/me", tags=["profile"])
 HHMM = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["22:00"])]
 Timezone = Annotated[str, Field(max_length=64, examples=["Europe/Berlin"]), AfterValidator(valid_timezone)]
 NotifyChannel = Literal["email", "webhook"]
+
+
+def _fits_the_column(url: HttpUrl) -> HttpUrl:
+    # the input's length is checked before parsing; this is the stored (normalized) form's, which
+    # can be longer (an internationalized host becomes punycode)
+    if len(str(url)) > WEBHOOK_URL_MAX:
+        raise ValueError(f"webhook_url is longer than {WEBHOOK_URL_MAX} characters once normalized")
+    return url
+
+
+WebhookUrl = Annotated[HttpUrl, UrlConstraints(max_length=WEBHOOK_URL_MAX), AfterValidator(_fits_the_column)]
 
 
 class QuietHours(BaseModel):
@@ -37,7 +58,7 @@ class ProfileBody(BaseModel):
     quiet_hours: QuietHours | None = None
     tip_kinds: list[CandidateKind] = Field(default=[], max_length=2, description="empty means every kind")
     channels: list[NotifyChannel] = Field(default=[], max_length=2)
-    webhook_url: HttpUrl | None = Field(default=None, description="where the webhook channel posts")
+    webhook_url: WebhookUrl | None = Field(default=None, description="where the webhook channel posts")
 
     @model_validator(mode="after")
     def _webhook_needs_url(self) -> Self:
@@ -90,8 +111,13 @@ def get_profile(user: CurrentUser, session: SessionDep) -> ProfileBody:
 @router.put("/profile", responses=openapi_responses(401))
 def put_profile(body: ProfileBody, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> ProfileBody:
     """Replace the caller's profile."""
-    if body.webhook_url is not None and settings.env != "local" and body.webhook_url.scheme != "https":
-        raise HTTPException(422, "webhook_url must be https")
+    if body.webhook_url is not None and settings.env != "local":
+        if body.webhook_url.scheme != "https":
+            raise HTTPException(422, "webhook_url must be https")
+        try:
+            outbound.check_written(str(body.webhook_url))
+        except outbound.NotPublic as exc:
+            raise HTTPException(422, str(exc)) from None
     p = profile_of(session, user.id)
     user.timezone = body.timezone
     p.quiet_start = body.quiet_hours.start if body.quiet_hours else None

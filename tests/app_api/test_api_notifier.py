@@ -195,3 +195,14 @@ def test_an_unreachable_smtp_server_is_a_failed_attempt(client: TestClient, serv
     assert notify_once(services).failed == 1
     [d] = deliveries(services)
     assert d.status == "failed" and "smtp" in (d.error or "") and d.next_attempt_at is not None
+
+
+def test_outside_local_mode_a_webhook_on_this_network_is_never_called(
+    client: TestClient, services: Services, receiver: Receiver, fake_serving: FakeServingServer, alice: Account
+) -> None:
+    opt_in(client, alice, channels=["webhook"], webhook_url=receiver.url)  # allowed in local mode
+    services.settings = services.settings.model_copy(update={"env": "staging"})
+    assert notify_once(services).failed == 1
+    [d] = deliveries(services)
+    assert d.status == "failed" and d.error == "webhook: webhook_url must reach a public address; not sent"
+    assert receiver.bodies == []  # not even a connection's worth of the user's tip

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app_api.preferences import in_quiet_hours
+from app_api.services import Services
 from tests.app_api.conftest import Account, Clock
 
 PROFILE = {
@@ -48,6 +49,8 @@ def test_profile_round_trips(client: TestClient, alice: Account) -> None:
         {"channels": ["pigeon"]},
         {"channels": ["webhook"], "webhook_url": None},
         {"webhook_url": "not a url"},
+        {"webhook_url": "https://hooks.example.org/" + "a" * 2030},  # fits HttpUrl, not the column
+        {"webhook_url": "https://bücher.example/" + "a" * 2020},  # fits only before its punycode
         {"surprise": 1},
     ],
 )
@@ -56,6 +59,35 @@ def test_bad_profiles_are_refused_and_change_nothing(client: TestClient, alice: 
     r = client.put("/v1/me/profile", json=PROFILE | change, headers=alice.auth)
     assert r.status_code == 422, r.text
     assert client.get("/v1/me/profile", headers=alice.auth).json() == PROFILE
+
+
+def test_the_longest_webhook_url_is_kept_whole(client: TestClient, alice: Account) -> None:
+    longest = "https://hooks.example.org/" + "a" * (2048 - len("https://hooks.example.org/"))
+    r = client.put("/v1/me/profile", json=PROFILE | {"webhook_url": longest}, headers=alice.auth)
+    assert r.status_code == 200, r.text
+    assert client.get("/v1/me/profile", headers=alice.auth).json()["webhook_url"] == longest
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("http://hooks.example.org/oo", 422),  # not https
+        ("https://127.0.0.1/oo", 422),
+        ("https://localhost:8443/oo", 422),
+        ("https://[::1]/oo", 422),
+        ("https://10.0.0.7/oo", 422),  # a private network
+        ("https://169.254.169.254/latest/meta-data", 422),  # a cloud's metadata service
+        ("https://hooks.example.org/oo", 200),
+    ],
+)
+def test_outside_local_mode_a_webhook_must_be_https_and_public(
+    client: TestClient, services: Services, alice: Account, url: str, status: int
+) -> None:
+    services.settings = services.settings.model_copy(update={"env": "staging"})
+    r = client.put("/v1/me/profile", json=PROFILE | {"webhook_url": url}, headers=alice.auth)
+    assert r.status_code == status, r.text
+    if status == 422:
+        assert r.json()["detail"] in ("webhook_url must be https", "webhook_url must reach a public address")
 
 
 def test_consents_keep_their_history(client: TestClient, clock: Clock, alice: Account) -> None:

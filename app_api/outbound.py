@@ -1,0 +1,64 @@
+"""Where the app may send a request on a user's say-so: outside local mode, a user's webhook URL
+must be https and reach a public host, never a loopback, private, link-local or reserved address,
+so that a profile cannot aim the notifier at the app's own network (server-side request forgery).
+
+The profile refuses such a URL when it is saved (an address written in the URL, or ``localhost``);
+the notifier checks again before each delivery, on the addresses the host resolves to then. A
+host that resolves to a public address when checked and to another one a moment later (DNS
+rebinding) is not caught: that needs the connection pinned to the checked address, which httpx
+does not offer; the notifier does not follow redirects either (httpx's default).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import httpx
+
+LOCAL_NAMES = ("localhost", "localhost.localdomain")
+
+
+class NotPublic(ValueError):
+    """The URL points at an address the app does not send users' requests to."""
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _refuse_unless_global(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    mapped = getattr(address, "ipv4_mapped", None)
+    if not (mapped or address).is_global:
+        raise NotPublic("webhook_url must reach a public address")
+
+
+def check_written(url: str) -> None:
+    """Refuse ``url`` when it names a non-public address or a local name itself (no DNS lookup)."""
+    host = (httpx.URL(url).host or "").rstrip(".").lower()
+    if host in LOCAL_NAMES or host.endswith(".localhost"):
+        raise NotPublic("webhook_url must reach a public address")
+    address = _address(host)
+    if address is not None:
+        _refuse_unless_global(address)
+
+
+def check_resolved(url: str) -> None:
+    """Refuse ``url`` when its host resolves to any non-public address (or does not resolve)."""
+    check_written(url)
+    parsed = httpx.URL(url)
+    try:
+        infos = socket.getaddrinfo(parsed.host, parsed.port or 443, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise NotPublic(f"the webhook's host does not resolve ({exc.strerror})") from None
+    for info in infos:
+        address = _address(str(info[4][0]))
+        if address is None:
+            raise NotPublic("the webhook's host resolved to something that is not an address")
+        _refuse_unless_global(address)
+
+
+__all__ = ["NotPublic", "check_resolved", "check_written"]
