@@ -169,9 +169,20 @@ def export_all(services: Services, session: Session, user: User) -> dict[str, An
     }
 
 
+class ErasureIncomplete(RuntimeError):
+    """A store failed midway through an erasure: what ran before it is erased, the rest (and the
+    account) is kept; running the erasure again finishes it. The message names the store only."""
+
+    def __init__(self, store: str) -> None:
+        super().__init__(f"the erasure stopped at the {store}; the account is kept; run it again")
+        self.store = store
+
+
 def erase(services: Services, user_id: str, now: datetime) -> dict[str, int]:
     """Remove ``user_id`` from every store; the counts removed per store. The app database goes
-    last, with the audit entry, in one transaction."""
+    last, with the audit entry, in one transaction. Raises :class:`oo.serving_client.ServingError`
+    when serving cannot forget the user (nothing is erased then) and :class:`ErasureIncomplete`
+    when a later store fails."""
     from models.tracking_erasure import erase_user as erase_mlflow
     from oo.bus_erasure import erase_user as erase_bus
     from oo.event_erasure import redact_user
@@ -180,20 +191,37 @@ def erase(services: Services, user_id: str, now: datetime) -> dict[str, int]:
 
     counts: dict[str, int] = {}
     counts["serving"] = services.serving.forget(user_id).removed
+
+    def step(store: str, work: Callable[[], T]) -> T:
+        # any failure of a store (I/O, a server down, a corrupt file) stops the erasure with the
+        # store's name; the account and the app database stay, so the user can run it again
+        try:
+            return work()
+        except Exception as exc:
+            log.exception("erasure stopped at the %s (%s)", store, type(exc).__name__)
+            raise ErasureIncomplete(store) from exc
+
     # Upstream first: bus -> event log -> lake; an event not yet moved down would otherwise reach
     # a store after that store's erasure.
-    counts["bus"] = _on_bus(services, lambda bus: erase_bus(bus, user_id), 0)
-    counts["event_log"] = sum(redact_user(event_log(services), user_id).values())
-    tasks = task_ids(services, user_id)
+    counts["bus"] = step("bus", lambda: _on_bus(services, lambda bus: erase_bus(bus, user_id), 0))
+    counts["event_log"] = step("event log", lambda: sum(redact_user(event_log(services), user_id).values()))
+    tasks = step("lake", lambda: task_ids(services, user_id))
     folder = tables_dir(services.settings)
-    counts["feature_tables"] = delete_from_tables(folder, "user_id", [user_id]) + delete_from_tables(
-        folder, "task_id", tasks
+    counts["feature_tables"] = step(
+        "feature tables",
+        lambda: delete_from_tables(folder, "user_id", [user_id]) + delete_from_tables(folder, "task_id", tasks),
     )
     if _has_registry(services):
-        store = feature_store(services)
-        counts["feature_online"] = delete_online(store, "user_id", [user_id]) + delete_online(store, "task_id", tasks)
-    counts["lake"] = sum(services.lake.delete_where(name, "user_id", [user_id]) for name in lake_datasets())
-    counts["mlflow"] = erase_mlflow(services.settings, user_id)
+
+        def online() -> int:
+            store = feature_store(services)
+            return delete_online(store, "user_id", [user_id]) + delete_online(store, "task_id", tasks)
+
+        counts["feature_online"] = step("online feature store", online)
+    counts["lake"] = step(
+        "lake", lambda: sum(services.lake.delete_where(name, "user_id", [user_id]) for name in lake_datasets())
+    )
+    counts["mlflow"] = step("MLflow", lambda: erase_mlflow(services.settings, user_id))
     with Session(services.engine) as session:
         counts["app_rows"] = sum(
             len(session.execute(select(t).where(t.user_id == user_id)).all())

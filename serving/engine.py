@@ -398,8 +398,10 @@ class DecisionEngine:
         return {"event_id": str(request.event_id), "status": "activated"}
 
     def user_state(self, user_id: str) -> dict[str, Any]:
-        """Everything this service keeps about ``user_id``: its indexed decisions and rewards, and
-        how many of them the embedded learner still holds pending (for an export)."""
+        """Everything this service keeps about ``user_id`` (for an export): its indexed decisions,
+        each with its reward when one was counted. The embedded learner's pending records are
+        those decisions' features keyed by their ids, with no user id; :meth:`forget` drops them
+        by those ids."""
         decisions = self.index.for_user(user_id)
         return {"decisions": decisions}
 

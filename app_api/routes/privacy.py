@@ -48,4 +48,10 @@ def erase(user: CurrentUser, services: ServicesDep, now: Now) -> None:
         privacy.erase(services, user_id, now)
     except ServingError as exc:
         log.warning("erase: %s", exc)
-        raise HTTPException(503, "serving could not forget the user yet; nothing was deleted here; try again") from None
+        raise HTTPException(
+            503,
+            "serving could not forget the user yet; nothing was deleted here; try again",
+            headers={"Retry-After": "30"},
+        ) from None
+    except privacy.ErasureIncomplete as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from None

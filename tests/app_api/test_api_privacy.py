@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,6 +28,7 @@ from oo.tables import Base
 from tests.app_api.conftest import Account
 from tests.models.features.synthetic import T0, decision
 from tests.models.features.synthetic import reaction as synthetic_reaction
+from tests.serving.conftest import seed_tasks
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +67,7 @@ def give_data(client: TestClient, services: Services, account: Account) -> None:
     from models.features.online import OnlineFeatures
 
     OnlineFeatures(feature_store(services)).push_reaction(event, CandidateKind.todoist_task)
+    seed_tasks(services.settings, account.id, 2)  # task ids hold the user's id: task-keyed rows are found too
     events = event_log(services)  # serving's and the app's events, not yet ingested into the lake
     d = decision(uuid.uuid4().int >> 64, account.id, T0, ["t1", "t2"])
     events.append("decisions", d)
@@ -102,8 +104,11 @@ def log_training_set(services: Services, *accounts: Account) -> str:
 @pytest.fixture
 def applied(services: Services) -> Services:
     from oo.feature_store import apply
+    from oo.settings import settings_env
 
-    apply(feature_store(services))
+    # the definitions' sources follow the process's settings: point them at this test's tables
+    with settings_env(OO_PATHS__VAR_DIR=str(services.settings.paths.var_dir)):
+        apply(feature_store(services))
     return services
 
 
@@ -122,6 +127,37 @@ def everything_in_the_lake(services: Services) -> str:
 def everything_in_the_event_log(services: Services) -> str:
     root = event_log(services).root
     return "".join(p.read_text() for p in sorted(root.iterdir()) if p.is_file())
+
+
+def publish_feature_tables(services: Services) -> None:
+    """The feature tables built from the lake, published and materialized, as the features DAG does."""
+    from models.features import tables as feature_tables
+    from oo.feature_store import tables_dir
+
+    as_of = datetime(2026, 6, 1, tzinfo=UTC)
+    staging = services.settings.feast_dir / "staging" / "privacy"
+    feature_tables.build(services.lake, staging, as_of)
+    feature_tables.publish(staging, tables_dir(services.settings))
+    feature_store(services).materialize(start_date=as_of - timedelta(days=400), end_date=as_of)
+
+
+def everything_in_the_feature_store(services: Services) -> str:
+    """Every published feature-table row, and every row of the SQLite online store (its entity
+    keys are serialized protobufs, which hold the ids as plain bytes)."""
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    from oo.feature_store import online_store_config, tables_dir
+
+    out: list[Any] = [pq.read_table(p).to_pylist() for p in sorted(tables_dir(services.settings).glob("*.parquet"))]
+    online = online_store_config(services.settings)
+    assert online["type"] == "sqlite", "this search reads the SQLite online store"
+    with sqlite3.connect(online["path"]) as conn:
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()
+            out += [[v.decode("latin-1") if isinstance(v, bytes) else v for v in row] for row in rows]
+    return json.dumps(out, default=str)
 
 
 def everything_in_mlflow(services: Services) -> str:
@@ -149,6 +185,8 @@ def test_export_then_erase(
     give_data(client, services, alice)
     give_data(client, services, bob)
     run_id = log_training_set(services, alice, bob)
+    publish_feature_tables(services)
+    assert alice.id in everything_in_the_feature_store(services)  # so the search below can fail
 
     r = client.get("/v1/me/export", headers=alice.auth)
     assert r.status_code == 200
@@ -160,6 +198,9 @@ def test_export_then_erase(
     assert len(data["app"]["reactions"]) == 1 and len(data["app"]["served_decisions"]) == 1
     assert len(data["lake"]["reactions"]) == 1 and len(data["lake"]["deliveries"]) == 1
     assert data["feature_store"]["online"]["user_reactions"][0]["user_id"] == alice.id
+    tables = data["feature_store"]["tables"]
+    assert {row["user_id"] for row in tables["user_reactions"]} == {alice.id}
+    assert {row["task_id"] for row in tables["task_attributes"]} == {f"{alice.id}-t0", f"{alice.id}-t1"}
     assert len(data["serving"]["decisions"]) == 1 and len(data["serving"]["rewards"]) == 1
     assert sorted(data["event_log"]) == ["activations", "decisions", "reactions", "rewards"]
     assert [e["user_id"] for e in data["event_log"]["decisions"]] == [alice.id]
@@ -175,6 +216,7 @@ def test_export_then_erase(
         everything_in_the_lake(services),
         everything_in_the_event_log(services),
         everything_in_mlflow(services),
+        everything_in_the_feature_store(services),
     ):
         assert alice.id not in haystack and alice.email not in haystack
         assert bob.id in haystack  # Bob is untouched
@@ -186,7 +228,8 @@ def test_export_then_erase(
     assert fake_serving.world.held(bob.id)["decisions"]
     with Session(services.engine) as s:
         [audit] = s.execute(select(AuditEntry)).scalars().all()
-    assert audit.action == "user_erased" and audit.detail["lake"] == 2 and audit.detail["serving"] == 2
+    assert audit.action == "user_erased" and audit.detail["lake"] == 4 and audit.detail["serving"] == 2  # 2 tasks
+    assert audit.detail["feature_tables"] > 0 and audit.detail["feature_online"] > 0
     assert audit.detail["event_log"] == 4 and audit.detail["mlflow"] == 2
     assert alice.id not in json.dumps(audit.detail) and alice.email not in json.dumps(audit.detail)
     # The account is gone: its token no longer works, and the email can register again.
@@ -209,6 +252,33 @@ def test_serving_down_erases_nothing(
     assert client.get("/v1/auth/me", headers=alice.auth).status_code == 200
     assert client.delete("/v1/me", headers=alice.auth).status_code == 204  # and again, now it works
     assert services.lake.read("reactions").num_rows == 0
+
+
+def test_a_store_failing_midway_keeps_the_account_and_a_retry_finishes(
+    client: TestClient, services: Services, fake_serving: FakeServingServer, alice: Account, monkeypatch: Any
+) -> None:
+    services.lake.write("reactions", [reaction(alice.id)])
+    delete_where = services.lake.delete_where
+
+    def disk_full(*args: Any, **kwargs: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(services.lake, "delete_where", disk_full)
+    r = client.delete("/v1/me", headers=alice.auth)
+    assert r.status_code == 503 and r.headers["retry-after"] == "30"
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == "the erasure stopped at the lake; the account is kept; run it again"
+    assert client.get("/v1/auth/me", headers=alice.auth).status_code == 200
+    assert services.lake.read("reactions").num_rows == 1
+    with Session(services.engine) as s:
+        assert s.execute(select(AuditEntry)).scalars().all() == []  # not erased: no audit entry yet
+
+    monkeypatch.setattr(services.lake, "delete_where", delete_where)
+    assert client.delete("/v1/me", headers=alice.auth).status_code == 204
+    assert services.lake.read("reactions").num_rows == 0
+    assert client.get("/v1/auth/me", headers=alice.auth).status_code == 401
+    with Session(services.engine) as s:
+        assert [a.action for a in s.execute(select(AuditEntry)).scalars()] == ["user_erased"]
 
 
 @pytest.mark.integration
