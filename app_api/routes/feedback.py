@@ -48,9 +48,15 @@ class Accepted(BaseModel):
 
 
 IdempotencyKey = Annotated[
-    UUID | None,
-    Header(alias="Idempotency-Key", description="a UUID; the same key again is the same reaction"),
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="a UUID; the same key again is the same reaction",
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    ),
 ]
+"""A string in the schema (a UUID's pattern), not ``format: uuid``: generated clients type a
+header by its format, and openapi-python-client then hands httpx a ``UUID`` it cannot send."""
 
 
 _OWNED_DECISION = (
@@ -88,7 +94,8 @@ async def submit(
     idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
     """Record a reaction to a tip."""
-    accepted = await run_in_threadpool(_submit, services, user_id, body, now, idempotency_key)
+    key = UUID(idempotency_key) if idempotency_key is not None else None
+    accepted = await run_in_threadpool(_submit, services, user_id, body, now, key)
     if accepted.status == "accepted":
         relay.nudge(services)
     return accepted
