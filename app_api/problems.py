@@ -2,7 +2,9 @@
 
 :class:`Problem` is the body and its OpenAPI schema; :func:`install` registers handlers for
 HTTP errors, validation errors (422, with the location and message of each error but never the
-offending input, which may be a password) and anything unexpected (500, logged, no detail).
+offending input, which may be a password), the database not answering (503 with ``Retry-After``:
+a transaction that failed midway was rolled back, so the client can simply send the request again)
+and anything unexpected (500, logged, no detail).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -76,6 +80,22 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, "the request is not valid", instance=request.url.path, errors=errors)
 
 
+DATABASE_RETRY_AFTER_S = 5
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # OperationalError: the server went away, refused or timed out, SQLite busy or out of disk;
+    # PoolTimeout: every pooled connection stayed busy. Both pass; a bug (ProgrammingError,
+    # IntegrityError not handled by the route) stays a 500.
+    log.error("database unavailable on %s %s (%s)", request.method, request.url.path, type(exc).__name__)
+    return problem_response(
+        503,
+        "the database is unavailable; nothing was changed; try again shortly",
+        instance=request.url.path,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
     return problem_response(500, "an unexpected error; it has been logged", instance=request.url.path)
@@ -85,6 +105,8 @@ def install(app: FastAPI) -> None:
     """Make every error of ``app`` a problem+json response."""
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)
 
 

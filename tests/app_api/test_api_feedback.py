@@ -91,6 +91,38 @@ def test_the_same_reaction_twice_is_one_reaction(client: TestClient, services: S
         assert s.execute(select(func.count()).select_from(OutboxMessage)).scalar_one() == 4
 
 
+def test_a_database_failure_midway_writes_nothing_and_the_retry_is_recorded_once(
+    client: TestClient, services: Services, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    decision = a_tip(client, alice)
+    enqueue = relay_module.enqueue
+    calls: list[str] = []
+
+    def fails_on_the_second(conn: Any, kind: str, *args: Any) -> None:
+        calls.append(kind)
+        if len(calls) == 2:  # after the reaction and serving's message: the bus's message fails
+            raise OperationalError("INSERT INTO outbox", {}, Exception("disk I/O error"))
+        enqueue(conn, kind, *args)
+
+    monkeypatch.setattr(relay_module, "enqueue", fails_on_the_second)
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    r = react(client, alice, decision, **key)
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert r.headers["content-type"] == "application/problem+json" and "disk" not in r.text
+    with Session(services.engine) as s:  # the transaction rolled back whole
+        assert s.execute(select(func.count()).select_from(Reaction)).scalar_one() == 0
+        assert s.execute(select(func.count()).select_from(OutboxMessage)).scalar_one() == 0
+
+    monkeypatch.setattr(relay_module, "enqueue", enqueue)
+    again = react(client, alice, decision, **key)  # the client's retry, with the same key
+    assert again.status_code == 202 and again.json()["status"] == "accepted"
+    with Session(services.engine) as s:
+        assert s.execute(select(func.count()).select_from(Reaction)).scalar_one() == 1
+        assert s.execute(select(func.count()).select_from(OutboxMessage)).scalar_one() == 2
+
+
 def test_only_the_decisions_user_may_react(
     client: TestClient, services: Services, alice: Account, bob: Account
 ) -> None:
