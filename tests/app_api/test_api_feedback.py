@@ -240,6 +240,52 @@ def test_bus_down_is_retried_with_backoff(
         assert (row.attempts, row.status, row.last_error) == (3, "delivered", None)
 
 
+@pytest.mark.integration
+def test_nats_down_then_back_delivers_each_reaction_once(
+    client: TestClient, services: Services, clock: Clock, fake_serving: FakeServingServer, alice: Account, nats_url: str
+) -> None:
+    from oo.bus import DbDeduplicator, NatsBus
+    from tests.serving.conftest import free_port
+
+    tag = uuid.uuid4().hex[:8]
+
+    def nats(url: str) -> NatsBus:
+        return NatsBus(url, DbDeduplicator(services.engine), stream=f"R{tag}", prefix=f"r{tag}")
+
+    decision = a_tip(client, alice)
+    reaction_id = react(client, alice, decision).json()["reaction_id"]
+
+    async def scenario() -> tuple[Any, Any, Any, list[ReactionEvent]]:
+        services.bus = nats(f"nats://127.0.0.1:{free_port()}")  # no server there: NATS is down
+        try:
+            down = await relay_once(services)
+        finally:
+            await services.bus.close()
+        services.bus = nats(nats_url)  # back
+        got: list[ReactionEvent] = []
+
+        async def handle(e: ReactionEvent) -> None:
+            got.append(e)
+
+        try:
+            clock.advance(seconds=1)
+            back = await relay_once(services)
+            clock.advance(seconds=60)
+            after = await relay_once(services)
+            await services.bus.consume("reactions", ReactionEvent, handle, consumer=f"t{tag}", idle_timeout=0.5)
+        finally:
+            await services.bus.close()
+        return down, back, after, got
+
+    down, back, after, got = asyncio.run(scenario())
+    assert (down.delivered, down.retried) == (1, 1)  # serving's reward went out; the bus's waits
+    assert (back.delivered, after.delivered) == (1, 0) and pending(services) == 0
+    assert [str(e.event_id) for e in got] == [reaction_id]  # on the stream once, with its key
+    with Session(services.engine) as s:
+        row = s.execute(select(OutboxMessage).where(OutboxMessage.destination == "bus.reactions")).scalar_one()
+        assert (row.attempts, row.status) == (2, "delivered")
+
+
 def test_a_refused_message_is_dead_not_retried(
     client: TestClient, services: Services, fake_serving: FakeServingServer, alice: Account
 ) -> None:
