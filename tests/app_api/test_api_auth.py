@@ -117,6 +117,15 @@ def test_login_is_rate_limited_per_email(client: TestClient, clock: Clock, servi
     assert client.post("/v1/auth/login", json={"email": alice.email, "password": PASSWORD}).status_code == 200
 
 
+def test_login_is_rate_limited_per_address(client: TestClient, services: Services, alice: Account) -> None:
+    limit = services.settings.auth.login_max_failures
+    for i in range(limit):  # one failure each for many emails, all from this client's address
+        wrong = {"email": f"x{i}@example.org", "password": "wrong"}
+        assert client.post("/v1/auth/login", json=wrong).status_code == 401
+    blocked = client.post("/v1/auth/login", json={"email": alice.email, "password": PASSWORD})
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
+
+
 def test_no_password_or_token_in_logs(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG):
         acct = register(client, "carol@example.org")

@@ -51,6 +51,14 @@ def test_security_headers_on_every_answer(client: TestClient) -> None:
         assert r.headers["cache-control"] == "no-store"
 
 
+def test_hsts_outside_local_mode_only(client: TestClient, services: Services) -> None:
+    assert "strict-transport-security" not in client.get("/healthz").headers  # local: plain http to 127.0.0.1
+    services.settings = services.settings.model_copy(update={"env": "staging"})
+    with TestClient(create_app(services)) as c:
+        hsts = c.get("/healthz").headers["strict-transport-security"]
+    assert "max-age=" in hsts and int(hsts.split("max-age=")[1].split(";")[0]) >= 31_536_000
+
+
 def test_cors_allows_only_configured_origins(services: Services) -> None:
     services.settings = services.settings.model_copy(
         update={"app": services.settings.app.model_copy(update={"cors_origins": ["https://app.example.org"]})}

@@ -87,6 +87,17 @@ def test_a_forged_or_replayed_state_is_refused(client: TestClient, provider: Fak
     assert client.get("/v1/auth/google/callback", params=params).status_code == 400  # state and code used once
 
 
+def test_a_sign_in_that_took_too_long_is_refused(
+    client: TestClient, services: Services, clock: Clock, provider: FakeOidc
+) -> None:
+    provider.login_as("g-1", "e@example.org")
+    start = client.get("/v1/auth/google/start").json()["authorization_url"]
+    back = parse_qs(urlparse(httpx.get(start).headers["location"]).query)
+    clock.advance(seconds=services.settings.auth.oidc_state_ttl_s + 1)
+    late = client.get("/v1/auth/google/callback", params={k: v[0] for k, v in back.items()})
+    assert late.status_code == 400 and late.headers["content-type"] == "application/problem+json"
+
+
 def test_a_wrong_code_or_a_token_from_another_key_is_refused(client: TestClient, provider: FakeOidc) -> None:
     provider.login_as("g-1", "e@example.org")
     assert sign_in(client, tamper={"code": "not-a-code"}).status_code == 400
