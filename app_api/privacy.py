@@ -118,12 +118,29 @@ def export_features(services: Services, user_id: str, tasks: list[str]) -> dict[
     from oo.feature_store import tables_dir
 
     folder = tables_dir(services.settings)
-    out: dict[str, Any] = {"tables": read_tables(folder, "user_id", [user_id]) | read_tables(folder, "task_id", tasks)}
+    out: dict[str, Any] = {
+        "tables": merged(read_tables(folder, "user_id", [user_id]), read_tables(folder, "task_id", tasks))
+    }
     if _has_registry(services):
         store = feature_store(services)
-        out["online"] = read_online(store, "user_id", [user_id]) | read_online(store, "task_id", tasks)
+        out["online"] = merged(read_online(store, "user_id", [user_id]), read_online(store, "task_id", tasks))
     else:
         out["online"] = {}
+    return out
+
+
+def merged(*parts: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows per table from several lookups, each row once: a table keyed by both the user and the
+    task (``task_attributes``) is found by both, and neither lookup may hide the other's rows.
+
+    >>> merged({"t": [{"a": 1}]}, {"t": [{"a": 1}, {"a": 2}], "u": [{"b": 0}]})
+    {'t': [{'a': 1}, {'a': 2}], 'u': [{'b': 0}]}
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    for part in parts:
+        for table, rows in part.items():
+            kept = out.setdefault(table, [])
+            kept.extend(row for row in rows if row not in kept)
     return out
 
 
