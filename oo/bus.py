@@ -299,6 +299,12 @@ class NatsBus(Bus[Any]):
         return f"{self.prefix}_dlq.{topic}"
 
     async def _jetstream(self) -> Any:
+        if self._nc is not None and self._nc.is_closed:
+            # nats.py closes its client for good once its reconnect attempts are spent (the server
+            # down for longer than that): a long-lived publisher starts a new one rather than keep
+            # failing on the dead one until its process restarts
+            log.warning("nats: the connection was closed; connecting again")
+            self._nc = self._js = None
         if self._js is None:
             import nats
             from nats.js.api import StreamConfig
@@ -424,7 +430,8 @@ class NatsBus(Bus[Any]):
 
     async def close(self) -> None:
         if self._nc is not None:
-            await self._nc.drain()
+            if not self._nc.is_closed:  # draining a closed client raises
+                await self._nc.drain()
             self._nc = self._js = None
 
     async def abort(self) -> None:

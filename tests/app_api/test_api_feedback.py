@@ -274,6 +274,9 @@ def test_nats_down_then_back_delivers_each_reaction_once(
             after = await relay_once(services)
             await services.bus.consume("reactions", ReactionEvent, handle, consumer=f"t{tag}", idle_timeout=0.5)
         finally:
+            js = await services.bus._jetstream()
+            for name in (f"R{tag}", f"R{tag}_DLQ"):
+                await js.delete_stream(name)
             await services.bus.close()
         return down, back, after, got
 

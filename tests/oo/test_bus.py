@@ -253,3 +253,26 @@ def test_keys_longer_than_the_column_are_deduplicated_by_their_digest(
     assert seen.seen("events_ingest_tip_scores", long_key)
     assert not seen.seen("events_ingest_tip_scores", other)
     assert seen.seen("events_ingest_tip_scores", "short") is False
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_on_nats_a_client_that_gave_up_is_replaced_by_the_next_publish(nats_url: str, tmp_path: Path) -> None:
+    """nats.py closes its client for good once its reconnect attempts are spent (NATS down for
+    longer than that); a long-lived publisher (the app's relay) must not keep that dead client."""
+    tag = uuid.uuid4().hex[:8]
+    bus = NatsBus(nats_url, dedup(tmp_path), stream=f"T{tag}", prefix=f"t{tag}")
+    try:
+        await bus.publish("reactions", reaction(1))
+        await bus._nc.close()  # what nats.py does after its last reconnect attempt fails
+        await bus.publish("reactions", reaction(2))  # connects again
+        await bus._nc.close()
+        await bus.close()  # closing the bus over a dead client is harmless too
+        await bus.publish("reactions", reaction(3))
+        info = await (await bus._jetstream()).stream_info(f"T{tag}")
+        assert info.state.messages == 3
+    finally:
+        js = await bus._jetstream()
+        for name in (f"T{tag}", f"T{tag}_DLQ"):
+            await js.delete_stream(name)
+        await bus.close()
