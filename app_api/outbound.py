@@ -20,7 +20,7 @@ LOCAL_NAMES = ("localhost", "localhost.localdomain")
 
 
 class NotPublic(ValueError):
-    """The URL points at an address the app does not send users' requests to."""
+    """The URL is not one the app sends users' data to (not https, or not a public address)."""
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -37,8 +37,27 @@ def _refuse_unless_global(address: ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def check_written(url: str) -> None:
-    """Refuse ``url`` when it names a non-public address or a local name itself (no DNS lookup)."""
-    host = (httpx.URL(url).host or "").rstrip(".").lower()
+    """Refuse ``url`` when it is not https, or names a non-public address or a local name itself
+    (no DNS lookup).
+
+    >>> for url in ("http://hooks.example.org/", "https://10.0.0.7/", "https://[::ffff:127.0.0.1]/",
+    ...             "https://localhost./", "https://hooks.example.org/oo", "https://8.8.8.8/"):
+    ...     try:
+    ...         check_written(url)
+    ...         print("ok", url)
+    ...     except NotPublic as exc:
+    ...         print(exc)
+    webhook_url must be https
+    webhook_url must reach a public address
+    webhook_url must reach a public address
+    webhook_url must reach a public address
+    ok https://hooks.example.org/oo
+    ok https://8.8.8.8/
+    """
+    parsed = httpx.URL(url)
+    if parsed.scheme != "https":
+        raise NotPublic("webhook_url must be https")
+    host = (parsed.host or "").rstrip(".").lower()
     if host in LOCAL_NAMES or host.endswith(".localhost"):
         raise NotPublic("webhook_url must reach a public address")
     address = _address(host)

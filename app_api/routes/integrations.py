@@ -21,7 +21,7 @@ from app_api.problems import openapi_responses
 from app_api.tables import AuthState, aware
 from oo.integrations.todoist.sync import connect_user
 from oo.integrations.todoist.webhooks import BadSignature, BadWebhook, receive
-from oo.tables import Integration, SyncRequest
+from oo.tables import DELIVERY_ID_MAX, Integration, SyncRequest
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,8 @@ async def todoist_webhook(
         str | None, Header(alias="X-Todoist-Hmac-SHA256", description="base64 HMAC-SHA256 of the body")
     ] = None,
     delivery: Annotated[
-        str | None, Header(alias="X-Todoist-Delivery-ID", description="the same on a redelivery", max_length=128)
+        str | None,
+        Header(alias="X-Todoist-Delivery-ID", description="the same on a redelivery", max_length=DELIVERY_ID_MAX),
     ] = None,
 ) -> WebhookAck:
     """Receive a Todoist webhook: verify its signature and request a sync of its user.

@@ -112,8 +112,6 @@ def get_profile(user: CurrentUser, session: SessionDep) -> ProfileBody:
 def put_profile(body: ProfileBody, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> ProfileBody:
     """Replace the caller's profile."""
     if body.webhook_url is not None and settings.env != "local":
-        if body.webhook_url.scheme != "https":
-            raise HTTPException(422, "webhook_url must be https")
         try:
             outbound.check_written(str(body.webhook_url))
         except outbound.NotPublic as exc:

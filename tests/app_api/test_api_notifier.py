@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app_api.notifier import notify_once
 from app_api.relay import relay_once
 from app_api.services import Services
-from app_api.tables import Delivery
+from app_api.tables import Delivery, Profile
 from oo.fakes.serving import FakeServingServer
 from tests.app_api.conftest import Account, Clock
 from tests.receiver import PostReceiver
@@ -198,11 +198,23 @@ def test_an_unreachable_smtp_server_is_a_failed_attempt(client: TestClient, serv
 
 
 def test_outside_local_mode_a_webhook_on_this_network_is_never_called(
-    client: TestClient, services: Services, receiver: Receiver, fake_serving: FakeServingServer, alice: Account
+    client: TestClient,
+    services: Services,
+    clock: Clock,
+    receiver: Receiver,
+    fake_serving: FakeServingServer,
+    alice: Account,
 ) -> None:
     opt_in(client, alice, channels=["webhook"], webhook_url=receiver.url)  # allowed in local mode
     services.settings = services.settings.model_copy(update={"env": "staging"})
     assert notify_once(services).failed == 1
     [d] = deliveries(services)
-    assert d.status == "failed" and d.error == "webhook: webhook_url must reach a public address; not sent"
+    assert d.status == "failed" and d.error == "webhook: webhook_url must be https; not sent"  # http://127.0.0.1
+    with Session(services.engine) as s:
+        https = receiver.url.replace("http://", "https://")  # the same address over https
+        s.execute(update(Profile).values(webhook_url=https))
+        s.commit()
+    clock.advance(seconds=services.settings.app.notify_backoff_initial_s)
+    assert notify_once(services).retried == 1
+    assert deliveries(services)[0].error == "webhook: webhook_url must reach a public address; not sent"
     assert receiver.bodies == []  # not even a connection's worth of the user's tip
