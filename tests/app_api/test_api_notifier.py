@@ -114,15 +114,17 @@ def test_email_reaches_the_smtp_server_and_activates_the_decision(
     assert notify_once(services).considered == 0  # not due again within notify_every_hours
 
 
-def test_webhook_failures_are_retried_with_backoff(
-    client: TestClient,
-    services: Services,
-    clock: Clock,
-    receiver: Receiver,
-    fake_serving: FakeServingServer,
-    alice: Account,
-) -> None:
+@pytest.fixture
+def hooked(client: TestClient, receiver: Receiver, alice: Account) -> Receiver:
+    """Alice opted in to notifications by webhook, to the local receiver (allowed in local mode)."""
     opt_in(client, alice, channels=["webhook"], webhook_url=receiver.url)
+    return receiver
+
+
+def test_webhook_failures_are_retried_with_backoff(
+    services: Services, clock: Clock, hooked: Receiver, fake_serving: FakeServingServer
+) -> None:
+    receiver = hooked
     receiver.status = 500
     assert notify_once(services).failed == 1
     [d] = deliveries(services)
@@ -198,14 +200,9 @@ def test_an_unreachable_smtp_server_is_a_failed_attempt(client: TestClient, serv
 
 
 def test_outside_local_mode_a_webhook_on_this_network_is_never_called(
-    client: TestClient,
-    services: Services,
-    clock: Clock,
-    receiver: Receiver,
-    fake_serving: FakeServingServer,
-    alice: Account,
+    services: Services, clock: Clock, hooked: Receiver, fake_serving: FakeServingServer
 ) -> None:
-    opt_in(client, alice, channels=["webhook"], webhook_url=receiver.url)  # allowed in local mode
+    receiver = hooked
     services.settings = services.settings.model_copy(update={"env": "staging"})
     assert notify_once(services).failed == 1
     [d] = deliveries(services)
