@@ -54,6 +54,10 @@ def check_written(url: str) -> None:
     ok https://hooks.example.org/oo
     ok https://8.8.8.8/
     """
+    _checked(url)
+
+
+def _checked(url: str) -> httpx.URL:
     parsed = httpx.URL(url)
     if parsed.scheme != "https":
         raise NotPublic("webhook_url must be https")
@@ -63,12 +67,13 @@ def check_written(url: str) -> None:
     address = _address(host)
     if address is not None:
         _refuse_unless_global(address)
+    return parsed
 
 
 def check_resolved(url: str) -> None:
-    """Refuse ``url`` when its host resolves to any non-public address (or does not resolve)."""
-    check_written(url)
-    parsed = httpx.URL(url)
+    """Refuse ``url`` when :func:`check_written` does, or when its host resolves to any non-public
+    address (or does not resolve)."""
+    parsed = _checked(url)
     try:
         infos = socket.getaddrinfo(parsed.host, parsed.port or 443, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:

@@ -20,7 +20,7 @@ from app_api.deps import CurrentUser, Now, ServicesDep, SessionDep, SettingsDep
 from app_api.problems import openapi_responses
 from app_api.tables import AuthState, aware
 from oo.integrations.todoist.sync import connect_user
-from oo.integrations.todoist.webhooks import BadSignature, BadWebhook, receive
+from oo.integrations.todoist.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, BadSignature, BadWebhook, receive
 from oo.tables import DELIVERY_ID_MAX, Integration, SyncRequest
 
 log = logging.getLogger(__name__)
@@ -222,11 +222,11 @@ async def todoist_webhook(
     request: Request,
     services: ServicesDep,
     signature: Annotated[
-        str | None, Header(alias="X-Todoist-Hmac-SHA256", description="base64 HMAC-SHA256 of the body")
+        str | None, Header(alias=SIGNATURE_HEADER, description="base64 HMAC-SHA256 of the body")
     ] = None,
     delivery: Annotated[
         str | None,
-        Header(alias="X-Todoist-Delivery-ID", description="the same on a redelivery", max_length=DELIVERY_ID_MAX),
+        Header(alias=DELIVERY_HEADER, description="the same on a redelivery", max_length=DELIVERY_ID_MAX),
     ] = None,
 ) -> WebhookAck:
     """Receive a Todoist webhook: verify its signature and request a sync of its user.

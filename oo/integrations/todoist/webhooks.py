@@ -34,6 +34,10 @@ from oo.tables import DELIVERY_ID_MAX, Integration, SyncRequest
 log = logging.getLogger(__name__)
 
 
+SIGNATURE_HEADER = "X-Todoist-Hmac-SHA256"
+DELIVERY_HEADER = "X-Todoist-Delivery-ID"
+
+
 class BadWebhook(ValueError):
     """A webhook body that is not a Todoist event."""
 
@@ -181,12 +185,12 @@ def run_requested_syncs(
 def receive(engine: Engine, body: bytes, headers: Mapping[str, str], secret: SecretStr) -> TodoistSyncTrigger | None:
     """Verify and record one webhook delivery: the trigger stored, or ``None`` for an event of no
     connected user. Raises :class:`BadSignature` or :class:`BadWebhook`."""
-    if not verify(body, headers.get("X-Todoist-Hmac-SHA256"), secret):
+    if not verify(body, headers.get(SIGNATURE_HEADER), secret):
         raise BadSignature("invalid webhook signature")
     event = parse_event(body)
-    delivery_id = headers.get("X-Todoist-Delivery-ID")
+    delivery_id = headers.get(DELIVERY_HEADER)
     if delivery_id is not None and len(delivery_id) > DELIVERY_ID_MAX:
-        raise BadWebhook(f"X-Todoist-Delivery-ID is longer than {DELIVERY_ID_MAX} characters")
+        raise BadWebhook(f"{DELIVERY_HEADER} is longer than {DELIVERY_ID_MAX} characters")
     trigger = trigger_for(engine, event, delivery_id)
     if trigger is not None:
         record_trigger(engine, trigger)
@@ -194,6 +198,8 @@ def receive(engine: Engine, body: bytes, headers: Mapping[str, str], secret: Sec
 
 
 __all__ = [
+    "DELIVERY_HEADER",
+    "SIGNATURE_HEADER",
     "BadSignature",
     "BadWebhook",
     "parse_event",
