@@ -1,7 +1,8 @@
 """The ML engineer's command line: ``python -m models.cli --help``.
 
-``make run`` uses it around the DAGs: ``simulate`` stands in for serving and the app (neither is
-built yet) and writes what they would write, then ``summary`` says what the DAGs made of it.
+``make run`` uses it around the DAGs when it first seeds its history: ``simulate`` writes the
+traffic serving and the app would have written before they started, then ``summary`` says what
+the DAGs made of it.
 
 - ``simulate``: seeded synthetic users (:class:`models.simulation.Simulator`) over the last few
   days. Their Todoist tasks go to the lake's ``todoist_tasks`` / ``todoist_completions`` (as a
@@ -9,7 +10,7 @@ built yet) and writes what they would write, then ``summary`` says what the DAGs
   the logging policy (``tip-policy@champion`` when there is one, else an epsilon-greedy
   explorer; it learns online from each reward, like the single learner) and every reaction and
   reward are appended to the event log that ``events_ingest`` reads (where serving and the app
-  will write). Re-running it appends only events the log does not hold yet.
+  write). Re-running it appends only events the log does not hold yet.
 - ``summary``: lake row counts, train/serve skew, the MLflow runs with their doubly robust
   estimates, the aliases and the gate's decision, and what was simulated.
 """
@@ -43,7 +44,9 @@ SIMULATED_NOTE = (
     "reaction and reward (written by `models.cli simulate` where serving and the app will write). "
     "Real: migrations, Todoist ingestion (against a FAKE Todoist API), events_ingest, features "
     "(Feast, Great Expectations), policy_training (MLflow) as Airflow DAG runs. "
-    "Not built yet: serving (BentoML) and the app API (FastAPI)."
+    "Serving (BentoML) and the app API (FastAPI) are built: `make run` starts them after this seeding, "
+    "and from then on they write the decisions, reactions and rewards; this history stands in for "
+    "the traffic before them."
 )
 
 

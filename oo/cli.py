@@ -1,7 +1,7 @@
 """The ``oo`` command line: ``python -m oo.cli --help``.
 
-``run`` is what ``make run`` calls: it starts every part of the platform that exists so far, on
-the embedded defaults, and says what it started and what is not built yet.
+``run`` is the batch half of ``make run``'s first seeding (``make demo-batch``): it starts the
+parts it needs on the embedded defaults and says what it started.
 """
 
 from __future__ import annotations

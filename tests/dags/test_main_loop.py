@@ -70,5 +70,5 @@ def test_simulated_traffic_flows_through_the_dags_into_mlflow(airflow_db, env) -
     text = " ".join(out.output.split())
     assert f"@challenger = v{registry.version_for('challenger')}" in text
     assert gated[0].data.tags["gate.reason"].split(" + ")[0] in text
-    assert "Not built yet: serving (BentoML) and the app API (FastAPI)" in text
+    assert "Serving (BentoML) and the app API (FastAPI) are built: `make run` starts them" in text
     assert "training_examples" in text and "candidate features: " in text
